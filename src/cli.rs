@@ -1,0 +1,83 @@
+//! The command line: definitions only.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Ships audit events from PostgreSQL to S3 buckets and local directories, exactly once, on a
+/// schedule of every 1 to 24 hours.
+///
+/// Exit codes: 0 success, 1 an export failed, 2 bad usage or configuration.
+#[derive(Debug, Parser)]
+#[command(name = "audit-exporter", version)]
+pub struct Cli {
+    /// A TOML config file layered over the built-in defaults; AUDIT_EXPORTER__SECTION__KEY
+    /// environment variables override both.
+    #[arg(long, global = true, value_name = "FILE", env = "AUDIT_EXPORTER_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the embedded database migrations (idempotent).
+    Migrate,
+    /// Run the scheduler: export every destination when it is due, until SIGTERM or Ctrl-C.
+    Run,
+    /// Export now: every destination, or those named. Exit 0 when every export succeeded.
+    Export {
+        /// Export only this destination (repeatable).
+        #[arg(long = "destination", value_name = "NAME")]
+        destinations: Vec<String>,
+        /// Export only the destinations whose due time has come (for cron jobs and timers).
+        #[arg(long)]
+        if_due: bool,
+    },
+    /// Show per destination its watermark, the events waiting, recent runs, the next due time,
+    /// the lease holder, and what holds the export horizon back.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Append an audit event (for scripts and smoke tests).
+    Append(AppendArgs),
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective result, secrets redacted.
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    /// What happened, e.g. `user.login`.
+    #[arg(long)]
+    pub action: String,
+    /// Who did it: a JSON object, e.g. '{"type":"user","id":"u1","ip":"203.0.113.9"}'.
+    #[arg(long)]
+    pub actor: String,
+    /// To what: a JSON object.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Anything else: a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub metadata: String,
+    /// The tenant the event belongs to.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// When it happened, RFC 3339 (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub occurred_at: Option<String>,
+    /// Append this many copies, each with its own event id.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: u32,
+}

@@ -1,0 +1,11 @@
+//! Pure types and arithmetic: no I/O below this module.
+
+mod event;
+mod format;
+mod object_key;
+mod schedule;
+
+pub use event::{Event, HEARTBEAT_ACTION};
+pub use format::{Compression, Encoding, Format};
+pub use object_key::{KeyLayout, KeyParts};
+pub use schedule::Schedule;

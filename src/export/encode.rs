@@ -1,0 +1,215 @@
+//! Turns events into the bytes of an object: JSON framing, then compression, cut into parts.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::domain::{Compression, Encoding, Event, Format};
+
+/// Writes events into compressed parts of at least `part_size` bytes (the last may be smaller),
+/// and keeps the object's length and SHA-256.
+pub struct ObjectEncoder {
+    encoding: Encoding,
+    part_size: usize,
+    out: Compressor,
+    line: Vec<u8>,
+    events: u64,
+    bytes: u64,
+    sha256: Sha256,
+}
+
+/// What an encoder produced, once finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub events: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+enum Compressor {
+    None(Vec<u8>),
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+}
+
+/// The compression levels: fast, as the data volume calls for, and fixed so the same window
+/// always yields the same bytes.
+const GZIP_LEVEL: u32 = 1;
+const ZSTD_LEVEL: i32 = 1;
+
+impl ObjectEncoder {
+    pub fn new(format: Format, part_size: usize) -> std::io::Result<Self> {
+        let buffer = Vec::with_capacity(part_size + (part_size >> 3));
+        let out = match format.compression {
+            Compression::None => Compressor::None(buffer),
+            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(buffer, flate2::Compression::new(GZIP_LEVEL))),
+            Compression::Zstd => Compressor::Zstd(zstd::stream::write::Encoder::new(buffer, ZSTD_LEVEL)?),
+        };
+        let mut encoder = Self {
+            encoding: format.encoding,
+            part_size,
+            out,
+            line: Vec::with_capacity(4096),
+            events: 0,
+            bytes: 0,
+            sha256: Sha256::new(),
+        };
+        if encoder.encoding == Encoding::Json {
+            encoder.write_raw(b"[")?;
+        }
+        Ok(encoder)
+    }
+
+    /// Adds an event; returns a part when one is full.
+    pub fn push(&mut self, event: &Event) -> std::io::Result<Option<Bytes>> {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        if self.encoding == Encoding::Json {
+            line.extend_from_slice(if self.events == 0 { b"\n" } else { b",\n" });
+        }
+        event.write_json(&mut line);
+        if self.encoding == Encoding::Ndjson {
+            line.push(b'\n');
+        }
+        self.write_raw(&line)?;
+        self.line = line;
+        self.events += 1;
+        Ok(self.take_part(self.part_size))
+    }
+
+    /// Ends the object; returns the last part (possibly empty) and the totals.
+    pub fn finish(mut self) -> std::io::Result<(Bytes, Encoded)> {
+        if self.encoding == Encoding::Json {
+            self.write_raw(b"\n]\n")?;
+        }
+        let rest = match self.out {
+            Compressor::None(buffer) => buffer,
+            Compressor::Gzip(encoder) => encoder.finish()?,
+            Compressor::Zstd(encoder) => encoder.finish()?,
+        };
+        self.sha256.update(&rest);
+        self.bytes += rest.len() as u64;
+        let encoded = Encoded { events: self.events, bytes: self.bytes, sha256: hex::encode(self.sha256.finalize()) };
+        Ok((Bytes::from(rest), encoded))
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match &mut self.out {
+            Compressor::None(buffer) => buffer.extend_from_slice(bytes),
+            Compressor::Gzip(encoder) => encoder.write_all(bytes)?,
+            Compressor::Zstd(encoder) => encoder.write_all(bytes)?,
+        }
+        Ok(())
+    }
+
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        match &mut self.out {
+            Compressor::None(buffer) => buffer,
+            Compressor::Gzip(encoder) => encoder.get_mut(),
+            Compressor::Zstd(encoder) => encoder.get_mut(),
+        }
+    }
+
+    /// Takes the compressed output so far as a part, once it holds at least `min` bytes. The
+    /// compressors only ever append to their buffer, so taking it mid-stream is safe.
+    fn take_part(&mut self, min: usize) -> Option<Bytes> {
+        let capacity = self.part_size + (self.part_size >> 3);
+        let buffer = self.buffer();
+        if buffer.len() < min {
+            return None;
+        }
+        let part = std::mem::replace(buffer, Vec::with_capacity(capacity));
+        self.sha256.update(&part);
+        self.bytes += part.len() as u64;
+        Some(Bytes::from(part))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn event(i: u32) -> Event {
+        Event {
+            event_id: Uuid::from_u128(u128::from(i)),
+            occurred_at: Utc::now(),
+            recorded_at: Utc::now(),
+            tenant_id: None,
+            action: "user.login".into(),
+            actor: format!(r#"{{"id":"u{i}","type":"user"}}"#),
+            target: None,
+            // Hashes, so that compression leaves enough bytes to fill several parts.
+            metadata: format!(r#"{{"padding":"{}"}}"#, hex::encode(Sha256::digest(i.to_le_bytes()))),
+        }
+    }
+
+    fn encode(format: Format, part_size: usize, events: &[Event]) -> (Vec<Bytes>, Encoded) {
+        let mut encoder = ObjectEncoder::new(format, part_size).unwrap();
+        let mut parts: Vec<Bytes> = events.iter().filter_map(|e| encoder.push(e).unwrap()).collect();
+        let (last, totals) = encoder.finish().unwrap();
+        parts.push(last);
+        (parts, totals)
+    }
+
+    fn decompress(compression: Compression, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match compression {
+            Compression::None => out.extend_from_slice(bytes),
+            Compression::Gzip => {
+                flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+            }
+            Compression::Zstd => out = zstd::decode_all(bytes).unwrap(),
+        }
+        out
+    }
+
+    #[test]
+    fn part_size_never_changes_the_bytes() {
+        let events: Vec<Event> = (0..2000).map(event).collect();
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            for encoding in [Encoding::Ndjson, Encoding::Json] {
+                let format = Format { encoding, compression };
+                let (big, big_totals) = encode(format, 64 << 20, &events);
+                let (small, small_totals) = encode(format, 1024, &events);
+                assert_eq!(big.concat(), small.concat(), "{format:?}");
+                assert_eq!(big_totals, small_totals);
+                assert!(small.len() > 2, "{format:?} was cut into {} parts", small.len());
+                assert!(small[..small.len() - 1].iter().all(|p| p.len() >= 1024));
+                let sha = hex::encode(Sha256::digest(big.concat()));
+                assert_eq!(big_totals.sha256, sha);
+                assert_eq!(big_totals.bytes, big.concat().len() as u64);
+                assert_eq!(big_totals.events, 2000);
+            }
+        }
+    }
+
+    #[test]
+    fn ndjson_is_one_event_a_line_and_json_one_array() {
+        let events: Vec<Event> = (0..3).map(event).collect();
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let (parts, _) = encode(Format { encoding: Encoding::Ndjson, compression }, 1 << 20, &events);
+            let text = String::from_utf8(decompress(compression, &parts.concat())).unwrap();
+            let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            assert_eq!(lines.len(), 3);
+            assert!(text.ends_with('\n'));
+
+            let (parts, _) = encode(Format { encoding: Encoding::Json, compression }, 1 << 20, &events);
+            let array: Vec<serde_json::Value> = serde_json::from_slice(&decompress(compression, &parts.concat())).unwrap();
+            assert_eq!(array.len(), 3);
+            assert_eq!(array[2]["actor"]["id"], "u2");
+        }
+    }
+
+    #[test]
+    fn an_empty_json_object_is_an_empty_array() {
+        let (parts, totals) = encode(Format { encoding: Encoding::Json, compression: Compression::None }, 1024, &[]);
+        assert_eq!(parts.concat(), b"[\n]\n".to_vec());
+        assert_eq!(totals.events, 0);
+    }
+}

@@ -1,0 +1,203 @@
+//! One export of one destination, as SPEC "Exactly once" lays it out:
+//! claim the lease → plan (or resume) the run → upload its object → commit the watermark.
+//!
+//! Each step is public so tests (and a crash) can stop between any two of them; a pending run
+//! left behind is finished by the next attempt with the same window, key and bytes.
+
+mod encode;
+mod pipeline;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::Instrument;
+
+pub use encode::{Encoded, ObjectEncoder};
+pub use pipeline::{Delivered, deliver, heartbeat};
+
+use crate::domain::KeyParts;
+use crate::settings::{Destination, ExporterSettings};
+use crate::sink::{PutOutcome, Sink};
+use crate::store::{Claim, CommitError, Lease, NewRun, Run, Store};
+
+/// Whether to export now or only when the destination's schedule says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Now,
+    IfDue,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Exported(Box<Report>),
+    NotDue { next_due: DateTime<Utc> },
+    /// Another process holds the destination's lease.
+    Busy { owner: String, expires_at: DateTime<Utc> },
+}
+
+/// A committed run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub run: Run,
+    pub location: String,
+    /// The run was planned by an earlier attempt.
+    pub resumed: bool,
+    /// `AlreadyExists` when an earlier attempt had delivered the object.
+    pub put: PutOutcome,
+    /// Audit events in the object (0 for a heartbeat).
+    pub events: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Exporter {
+    store: Store,
+    owner: String,
+    settings: ExporterSettings,
+}
+
+impl Exporter {
+    pub fn new(store: Store, settings: ExporterSettings) -> Self {
+        let owner = settings.instance_id.clone().unwrap_or_else(default_owner);
+        Self { store, owner, settings }
+    }
+
+    /// The name this exporter holds leases under.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs every step for one destination.
+    pub async fn export(&self, destination: &Destination, sink: &dyn Sink, when: When) -> anyhow::Result<Outcome> {
+        let span = tracing::info_span!("export", destination = %destination.name, run_id = tracing::field::Empty);
+        self.export_in_span(destination, sink, when).instrument(span).await
+    }
+
+    async fn export_in_span(&self, destination: &Destination, sink: &dyn Sink, when: When) -> anyhow::Result<Outcome> {
+        let now = Utc::now();
+        let state = self.store.sync_destination(&destination.name, destination.every_hours, now).await?;
+        let slot = state.schedule.due(now, state.last_slot);
+        if when == When::IfDue && slot.is_none() && self.store.pending_run(&destination.name).await?.is_none() {
+            return Ok(Outcome::NotDue { next_due: state.schedule.next_due(now) });
+        }
+        let lease = match self.claim(destination).await? {
+            Claim::Granted(lease) => lease,
+            Claim::Busy { owner, expires_at } => return Ok(Outcome::Busy { owner, expires_at }),
+        };
+        let mut planned = None;
+        let result = async {
+            let (run, resumed) = self.plan_or_resume(&lease, destination, slot).await?;
+            tracing::Span::current().record("run_id", tracing::field::display(run.id));
+            planned = Some(run.id);
+            let delivered = self.deliver(&lease, &run, sink).await?;
+            let run = self.commit(&lease, &run, &delivered).await?;
+            Ok::<_, anyhow::Error>(Report {
+                location: sink.location(&run.object_key),
+                resumed,
+                put: delivered.outcome,
+                events: run.event_count.unwrap_or_default() as u64,
+                bytes: delivered.encoded.bytes,
+                sha256: delivered.encoded.sha256,
+                run,
+            })
+        }
+        .await;
+        match result {
+            Ok(report) => {
+                tracing::info!(
+                    key = %report.location,
+                    events = report.events,
+                    bytes = report.bytes,
+                    resumed = report.resumed,
+                    already_delivered = report.put == PutOutcome::AlreadyExists,
+                    "Exported a window."
+                );
+                Ok(Outcome::Exported(Box::new(report)))
+            }
+            Err(error) => {
+                if let Some(run_id) = planned {
+                    let _ = self.store.record_failure(run_id, &format!("{error:#}")).await;
+                }
+                // The run stays pending; freeing the lease lets the next attempt resume it now.
+                let _ = self.store.release(&lease).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Step 1: the lease, unless a live holder has it.
+    pub async fn claim(&self, destination: &Destination) -> anyhow::Result<Claim> {
+        self.store.claim(&destination.name, &self.owner, self.settings.lease_secs).await
+    }
+
+    /// Step 2: the pending run, unchanged, or a new one planned and committed before any upload.
+    pub async fn plan_or_resume(
+        &self,
+        lease: &Lease,
+        destination: &Destination,
+        slot: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<(Run, bool)> {
+        if let Some(run) = self.store.pending_run(&destination.name).await? {
+            tracing::info!(run_id = %run.id, key = %run.object_key, attempts = run.attempts, "Resuming a pending run.");
+            return Ok((run, true));
+        }
+        let new = NewRun { tenant_id: destination.tenant_id.as_deref(), format: destination.format, slot };
+        let run = self
+            .store
+            .plan_run(lease, &new, |run_id, window_end| {
+                destination.key_layout.render(&KeyParts {
+                    prefix: destination.prefix(),
+                    destination: &destination.name,
+                    window_end,
+                    run_id,
+                    extension: destination.format.extension(),
+                })
+            })
+            .await?;
+        Ok((run, false))
+    }
+
+    /// Step 3: the object, uploaded while the lease is renewed; losing the lease stops it.
+    pub async fn deliver(&self, lease: &Lease, run: &Run, sink: &dyn Sink) -> anyhow::Result<Delivered> {
+        self.store.start_attempt(run.id).await?;
+        let renew_every = Duration::from_secs(u64::from(self.settings.lease_secs / 3).max(1));
+        let delivery = deliver(&self.store, sink, run, self.settings.part_size);
+        tokio::pin!(delivery);
+        loop {
+            tokio::select! {
+                delivered = &mut delivery => return delivered,
+                () = tokio::time::sleep(renew_every) => {
+                    if !self.store.renew(lease, self.settings.lease_secs).await? {
+                        return Err(CommitError::LeaseLost(lease.destination.clone()).into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Step 4: the watermark moves to the run's end, if the lease is still ours.
+    pub async fn commit(&self, lease: &Lease, run: &Run, delivered: &Delivered) -> anyhow::Result<Run> {
+        let events = if run.heartbeat_event_id.is_some() { 0 } else { delivered.encoded.events as i64 };
+        self.store
+            .commit_run(lease, run, events, delivered.encoded.bytes as i64, &delivered.encoded.sha256)
+            .await?;
+        Ok(Run {
+            status: crate::store::RunStatus::Done,
+            event_count: Some(events),
+            bytes: Some(delivered.encoded.bytes as i64),
+            sha256: Some(delivered.encoded.sha256.clone()),
+            ..run.clone()
+        })
+    }
+}
+
+fn default_owner() -> String {
+    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &nonce[..8])
+}

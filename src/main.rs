@@ -1,0 +1,47 @@
+use std::io::Write;
+use std::process::ExitCode;
+
+use audit_exporter::cli::{Cli, Command, ConfigCommand};
+use audit_exporter::commands::{self, exit_code};
+use audit_exporter::export::When;
+use audit_exporter::settings::Settings;
+use audit_exporter::{daemon, telemetry};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = async {
+        let settings = Settings::load(cli.config.as_deref())?;
+        telemetry::init(&settings.log);
+        dispatch(cli.command, settings).await
+    }
+    .await;
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit_code(&error) as u8)
+        }
+    }
+}
+
+async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Migrate => commands::migrate(&settings, &mut out).await?,
+        Command::Run => daemon::run(settings).await?,
+        Command::Export { destinations, if_due } => {
+            let when = if if_due { When::IfDue } else { When::Now };
+            let summary = commands::export(&settings, &destinations, when, &mut out).await?;
+            if summary.failed > 0 {
+                return Ok(1);
+            }
+        }
+        Command::Status { json } => commands::status(&settings, json, &mut out).await?,
+        Command::Append(args) => commands::append(&settings, &args, &mut out).await?,
+        Command::Config { command: ConfigCommand::Check } => commands::config_check(&settings, &mut out)?,
+    }
+    out.flush()?;
+    Ok(0)
+}

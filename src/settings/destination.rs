@@ -1,0 +1,172 @@
+//! One `[destinations.NAME]` table, validated into what the exporter needs.
+
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+
+use super::raw::{RawDefaults, RawDestination};
+use super::{SettingsError, in_range};
+use crate::domain::{Compression, Encoding, Format, KeyLayout, Schedule};
+
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub name: String,
+    pub target: Target,
+    /// Only this tenant's events, when set.
+    pub tenant_id: Option<String>,
+    pub every_hours: u8,
+    pub format: Format,
+    pub key_layout: KeyLayout,
+}
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    S3(S3Target),
+    /// A local directory, written atomically.
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Target {
+    pub bucket: String,
+    /// The key prefix, without leading or trailing slash; may be empty.
+    pub prefix: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    /// Static keys; `None` means the AWS default credential chain.
+    pub credentials: Option<S3Credentials>,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Credentials {
+    pub access_key_id: SecretString,
+    pub secret_access_key: SecretString,
+    pub session_token: Option<SecretString>,
+}
+
+const URL_ALLOWED: &str = "allowed: s3://bucket[/prefix] or file:///absolute/path";
+
+impl Destination {
+    pub(super) fn parse(name: String, raw: RawDestination, defaults: &RawDefaults) -> Result<Self, SettingsError> {
+        let key = |field: &str| format!("destinations.{name}.{field}");
+        let error = |field: &str, msg: String| SettingsError(format!("{}: {msg}", key(field)));
+
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+            return Err(SettingsError(format!(
+                "destinations.{name}: {name:?} is not a destination name; allowed: lowercase letters, digits, '_' and '-'"
+            )));
+        }
+        let Some(url) = raw.url.as_deref() else {
+            return Err(error("url", format!("missing; every destination needs a url ({URL_ALLOWED})")));
+        };
+        let parsed = url::Url::parse(url).map_err(|e| error("url", format!("{url:?} is not a URL ({e}); {URL_ALLOWED}")))?;
+        let target = match parsed.scheme() {
+            "s3" => Target::S3(parse_s3(&parsed, &raw).map_err(|(field, msg)| error(field, msg))?),
+            "file" => {
+                let s3_only = [
+                    ("region", raw.region.is_some()),
+                    ("endpoint", raw.endpoint.is_some()),
+                    ("force_path_style", raw.force_path_style.is_some()),
+                    ("access_key_id", raw.access_key_id.is_some()),
+                    ("secret_access_key", raw.secret_access_key.is_some()),
+                    ("session_token", raw.session_token.is_some()),
+                ];
+                if let Some((field, _)) = s3_only.iter().find(|(_, set)| *set) {
+                    return Err(error(field, "applies only to s3:// destinations".into()));
+                }
+                if parsed.host_str().is_some_and(|h| !h.is_empty()) || parsed.path().len() < 2 {
+                    return Err(error("url", format!("{url:?} is not a local directory; {URL_ALLOWED}")));
+                }
+                let path = parsed
+                    .to_file_path()
+                    .map_err(|()| error("url", format!("{url:?} is not a local directory; {URL_ALLOWED}")))?;
+                Target::File(path)
+            }
+            scheme => return Err(error("url", format!("scheme {scheme:?} is not supported; {URL_ALLOWED}"))),
+        };
+
+        let every_hours = raw.every_hours.unwrap_or(defaults.every_hours);
+        let every_hours_key = if raw.every_hours.is_some() { key("every_hours") } else { "defaults.every_hours".into() };
+        let every_hours = in_range(&every_hours_key, every_hours, Schedule::MIN_HOURS.into(), Schedule::MAX_HOURS.into())?;
+
+        let (encoding_key, encoding) = pick(&raw.encoding, &defaults.encoding, &key("encoding"), "defaults.encoding");
+        let encoding = Encoding::parse(encoding).ok_or_else(|| {
+            SettingsError(format!("{encoding_key}: {encoding:?} is not allowed; allowed: {}", Encoding::ALLOWED))
+        })?;
+        let (compression_key, compression) =
+            pick(&raw.compression, &defaults.compression, &key("compression"), "defaults.compression");
+        let compression = Compression::parse(compression).ok_or_else(|| {
+            SettingsError(format!("{compression_key}: {compression:?} is not allowed; allowed: {}", Compression::ALLOWED))
+        })?;
+        let (layout_key, layout) = pick(&raw.key_layout, &defaults.key_layout, &key("key_layout"), "defaults.key_layout");
+        let log_type = raw.env0_log_type.as_deref().unwrap_or(&defaults.env0_log_type);
+        let key_layout = KeyLayout::parse(layout, log_type).map_err(|msg| SettingsError(format!("{layout_key}: {msg}")))?;
+
+        let tenant_id = match raw.tenant_id {
+            Some(t) if t.is_empty() => return Err(error("tenant_id", "is empty; remove it to export every tenant".into())),
+            other => other,
+        };
+        Ok(Self { name, target, tenant_id, every_hours, format: Format { encoding, compression }, key_layout })
+    }
+
+    /// The key prefix inside the destination (empty for the root).
+    pub fn prefix(&self) -> &str {
+        match &self.target {
+            Target::S3(s3) => &s3.prefix,
+            Target::File(_) => "",
+        }
+    }
+}
+
+/// The destination's own value or the default, with the key to name in an error.
+fn pick<'a>(own: &'a Option<String>, default: &'a str, own_key: &str, default_key: &str) -> (String, &'a str) {
+    match own {
+        Some(value) => (own_key.to_owned(), value),
+        None => (default_key.to_owned(), default),
+    }
+}
+
+fn parse_s3(url: &url::Url, raw: &RawDestination) -> Result<S3Target, (&'static str, String)> {
+    let bucket = url.host_str().unwrap_or_default();
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid_bucket {
+        return Err((
+            "url",
+            format!("{bucket:?} is not an S3 bucket name; allowed: 3-63 lowercase letters, digits, '.' and '-' ({URL_ALLOWED})"),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.port().is_some() {
+        return Err(("url", format!("{url} has parts an S3 URL cannot have; {URL_ALLOWED}")));
+    }
+    if let Some(endpoint) = &raw.endpoint {
+        let ok = url::Url::parse(endpoint).is_ok_and(|e| matches!(e.scheme(), "http" | "https") && e.host().is_some());
+        if !ok {
+            return Err(("endpoint", format!("{endpoint:?} is not an endpoint; allowed: http(s)://host[:port]")));
+        }
+    }
+    let credentials = match (&raw.access_key_id, &raw.secret_access_key) {
+        (Some(id), Some(secret)) => Some(S3Credentials {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+            session_token: raw.session_token.clone(),
+        }),
+        (None, None) if raw.session_token.is_some() => {
+            return Err(("session_token", "needs access_key_id and secret_access_key".into()));
+        }
+        (None, None) => None,
+        (Some(_), None) => return Err(("secret_access_key", "missing; access_key_id needs it".into())),
+        (None, Some(_)) => return Err(("access_key_id", "missing; secret_access_key needs it".into())),
+    };
+    Ok(S3Target {
+        bucket: bucket.to_owned(),
+        prefix: url.path().trim_matches('/').to_owned(),
+        region: raw.region.clone(),
+        endpoint: raw.endpoint.clone(),
+        force_path_style: raw.force_path_style.unwrap_or(false),
+        credentials,
+    })
+}

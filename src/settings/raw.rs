@@ -1,0 +1,79 @@
+//! The config file's shape, field by field, before validation. `config/default.toml` documents
+//! every key; unknown keys are refused so a typo never goes unnoticed.
+
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSettings {
+    pub database: RawDatabase,
+    pub exporter: RawExporter,
+    pub run: RawRun,
+    pub log: RawLog,
+    pub defaults: RawDefaults,
+    #[serde(default)]
+    pub destinations: BTreeMap<String, RawDestination>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDatabase {
+    pub url: Option<SecretString>,
+    pub embedded_dir: String,
+    pub max_connections: i64,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExporter {
+    pub instance_id: Option<String>,
+    pub lease_secs: i64,
+    pub part_size_mib: i64,
+    pub uploads_in_flight: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRun {
+    pub check_cron: String,
+    pub shutdown_grace_secs: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefaults {
+    pub every_hours: i64,
+    pub encoding: String,
+    pub compression: String,
+    pub key_layout: String,
+    pub env0_log_type: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDestination {
+    pub url: Option<String>,
+    pub tenant_id: Option<String>,
+    pub every_hours: Option<i64>,
+    pub encoding: Option<String>,
+    pub compression: Option<String>,
+    pub key_layout: Option<String>,
+    pub env0_log_type: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub force_path_style: Option<bool>,
+    pub access_key_id: Option<SecretString>,
+    pub secret_access_key: Option<SecretString>,
+    pub session_token: Option<SecretString>,
+}

@@ -1,0 +1,51 @@
+//! Where objects go: the one seam between the exporter and storage.
+
+mod file;
+mod s3;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use file::FileSink;
+pub use s3::S3Sink;
+
+use crate::domain::Format;
+use crate::settings::{Destination, ExporterSettings, Target};
+
+/// How a finished write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written,
+    /// An object was already at the key: an earlier attempt of the same run delivered it.
+    AlreadyExists,
+}
+
+/// A store of objects. Writes never replace an existing object.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Where `key` lives, for people: `s3://bucket/key` or a path.
+    fn location(&self, key: &str) -> String;
+
+    /// Starts writing the object at `key`.
+    async fn create(&self, key: &str, format: Format) -> anyhow::Result<Box<dyn ObjectWriter>>;
+}
+
+/// An object being written part by part. Nothing is visible at the key until `finish`.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, part: Bytes) -> anyhow::Result<()>;
+
+    /// Makes the object visible at its key, unless one is there already.
+    async fn finish(self: Box<Self>) -> anyhow::Result<PutOutcome>;
+
+    /// Drops what was written; best effort, the key stays untouched.
+    async fn abort(self: Box<Self>);
+}
+
+/// The sink of a destination.
+pub async fn connect(destination: &Destination, exporter: &ExporterSettings) -> anyhow::Result<Box<dyn Sink>> {
+    Ok(match &destination.target {
+        Target::File(dir) => Box::new(FileSink::new(dir.clone())),
+        Target::S3(target) => Box::new(S3Sink::connect(target, exporter.uploads_in_flight).await),
+    })
+}

@@ -1,0 +1,66 @@
+//! What holds the export horizon back: the oldest transaction still open, in any database of
+//! the server, and the oldest prepared transaction. Exports wait for them; they lose nothing.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::Store;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OpenTransaction {
+    pub pid: i32,
+    pub database: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub state: Option<String>,
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PreparedTransaction {
+    pub gid: String,
+    pub database: String,
+    pub prepared_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Horizon {
+    pub oldest_transaction: Option<OpenTransaction>,
+    pub oldest_prepared: Option<PreparedTransaction>,
+}
+
+impl Store {
+    pub async fn horizon(&self) -> anyhow::Result<Horizon> {
+        let open = sqlx::query(
+            "SELECT pid, datname::text, xact_start, state, left(query, 200)
+             FROM pg_stat_activity
+             WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+             ORDER BY age(backend_xid) DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let prepared = sqlx::query(
+            "SELECT gid, database::text, prepared FROM pg_prepared_xacts ORDER BY age(transaction) DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(Horizon {
+            oldest_transaction: open
+                .map(|r| -> anyhow::Result<_> {
+                    Ok(OpenTransaction {
+                        pid: r.try_get(0)?,
+                        database: r.try_get(1)?,
+                        started_at: r.try_get(2)?,
+                        state: r.try_get(3)?,
+                        query: r.try_get(4)?,
+                    })
+                })
+                .transpose()?,
+            oldest_prepared: prepared
+                .map(|r| -> anyhow::Result<_> {
+                    Ok(PreparedTransaction { gid: r.try_get(0)?, database: r.try_get(1)?, prepared_at: r.try_get(2)? })
+                })
+                .transpose()?,
+        })
+    }
+}

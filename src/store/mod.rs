@@ -1,0 +1,109 @@
+//! PostgreSQL: the event store and the coordination engine (leases, run log, watermarks).
+
+mod embedded;
+mod events;
+mod horizon;
+mod runs;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+pub use embedded::EmbeddedPostgres;
+pub use events::NewEvent;
+pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};
+pub use runs::{Claim, CommitError, DestinationState, Lease, NewRun, Run, RunKind, RunStatus};
+
+use crate::settings::DatabaseSettings;
+
+/// The database the embedded server holds the events in.
+pub const EMBEDDED_DATABASE: &str = "audit";
+
+/// The event store and export state, over a connection pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+/// A connected store, and the embedded server behind it if there is one (stopped on drop).
+#[derive(Debug)]
+pub struct Database {
+    pub store: Store,
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects to `database.url`, or starts the embedded server when none is set.
+    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let (url, embedded) = match &settings.url {
+            Some(url) => (url.expose_secret().to_owned(), None),
+            None => {
+                tracing::warn!(
+                    data_dir = %settings.embedded_dir.display(),
+                    "No database.url is set: using an embedded PostgreSQL, meant for trying audit-exporter out."
+                );
+                let dir = settings.embedded_dir.clone();
+                let server = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, &[]))
+                    .await?
+                    .context("Failed to start the embedded PostgreSQL")?;
+                create_database(&server.url("postgres"), EMBEDDED_DATABASE).await?;
+                (server.url(EMBEDDED_DATABASE), Some(server))
+            }
+        };
+        let store = Store::connect(&url, settings.max_connections).await?;
+        Ok(Self { store, embedded })
+    }
+}
+
+/// Creates `name` on the server at `admin_url` unless it exists.
+pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let mut conn = admin_url
+        .parse::<PgConnectOptions>()?
+        .log_statements(tracing::log::LevelFilter::Debug)
+        .connect()
+        .await
+        .context("Failed to connect to the PostgreSQL server")?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.with_context(|| format!("Failed to create database {name}"))?;
+    }
+    Ok(())
+}
+
+impl Store {
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let options = url
+            .parse::<PgConnectOptions>()
+            .context("database.url is not a PostgreSQL URL; allowed: postgres://user[:password]@host[:port]/database")?
+            .application_name("audit-exporter")
+            .log_statements(tracing::log::LevelFilter::Debug);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .context("Failed to connect to PostgreSQL")?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations; idempotent, and safe from several processes at once.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("./migrations").run(&self.pool).await.context("Failed to apply the migrations")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,409 @@
+//! Per-destination state and the run log: leases, planned runs, and the watermark's
+//! compare-and-set commit.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use super::Store;
+use crate::domain::{Compression, Encoding, Format, Schedule};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationState {
+    pub name: String,
+    pub watermark: i64,
+    pub schedule: Schedule,
+    pub last_slot: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub fencing_token: i64,
+}
+
+/// The right to export a destination, until `expires_at` unless renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub destination: String,
+    pub owner: String,
+    pub token: i64,
+    pub watermark: i64,
+}
+
+#[derive(Debug)]
+pub enum Claim {
+    Granted(Lease),
+    /// Another process holds the lease.
+    Busy { owner: String, expires_at: DateTime<Utc> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    Scheduled,
+    Reexport,
+    Test,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Pending,
+    Done,
+    Failed,
+}
+
+/// A run as the log holds it. Everything its object's key and bytes derive from is here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub id: Uuid,
+    pub destination: String,
+    pub kind: RunKind,
+    pub status: RunStatus,
+    pub window_lo: i64,
+    pub window_hi: i64,
+    pub window_end: DateTime<Utc>,
+    pub slot: Option<DateTime<Utc>>,
+    pub tenant_id: Option<String>,
+    pub object_key: String,
+    pub format: Format,
+    pub heartbeat_event_id: Option<Uuid>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub event_count: Option<i64>,
+    pub bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What a new run is planned with; the window and the key come from the database's horizon.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub tenant_id: Option<&'a str>,
+    pub format: Format,
+    pub slot: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("the lease on destination `{0}` was lost to another process; its run stays pending for the holder")]
+    LeaseLost(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigint, window_hi::text::bigint,
+    window_end, slot, tenant_id, object_key, encoding, compression, heartbeat_event_id, attempts, last_error,
+    event_count, bytes, sha256, started_at, finished_at";
+
+impl Store {
+    /// Records the destination (its frequency included) and returns its state. A new or changed
+    /// `every_hours` re-anchors the schedule at the next full hour after `now`.
+    pub async fn sync_destination(&self, name: &str, every_hours: u8, now: DateTime<Utc>) -> anyhow::Result<DestinationState> {
+        sqlx::query(
+            "INSERT INTO export_destinations (name, every_hours, anchor) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET every_hours = EXCLUDED.every_hours, anchor = EXCLUDED.anchor
+             WHERE export_destinations.every_hours <> EXCLUDED.every_hours",
+        )
+        .bind(name)
+        .bind(i32::from(every_hours))
+        .bind(Schedule::anchor_after(now))
+        .execute(&self.pool)
+        .await?;
+        self.destination_state(name).await?.ok_or_else(|| anyhow::anyhow!("destination `{name}` vanished"))
+    }
+
+    pub async fn destination_state(&self, name: &str) -> anyhow::Result<Option<DestinationState>> {
+        let row = sqlx::query(
+            "SELECT name, watermark::text::bigint, anchor, every_hours, last_slot, lease_owner, lease_expires_at,
+                    fencing_token
+             FROM export_destinations WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let every_hours: i32 = row.try_get(3)?;
+        Ok(Some(DestinationState {
+            name: row.try_get(0)?,
+            watermark: row.try_get(1)?,
+            schedule: Schedule::new(row.try_get(2)?, u8::try_from(every_hours)?),
+            last_slot: row.try_get(4)?,
+            lease_owner: row.try_get(5)?,
+            lease_expires_at: row.try_get(6)?,
+            fencing_token: row.try_get(7)?,
+        }))
+    }
+
+    /// Takes the lease unless another live holder has it. Every grant bumps the fencing token.
+    #[tracing::instrument(skip_all, fields(destination = name), err)]
+    pub async fn claim(&self, name: &str, owner: &str, lease_secs: u32) -> anyhow::Result<Claim> {
+        let granted = sqlx::query(
+            "UPDATE export_destinations
+             SET lease_owner = $2, lease_expires_at = clock_timestamp() + make_interval(secs => $3),
+                 fencing_token = fencing_token + 1
+             WHERE name = $1
+               AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_at < clock_timestamp())
+             RETURNING fencing_token, watermark::text::bigint",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(f64::from(lease_secs))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = granted {
+            return Ok(Claim::Granted(Lease {
+                destination: name.to_owned(),
+                owner: owner.to_owned(),
+                token: row.try_get(0)?,
+                watermark: row.try_get(1)?,
+            }));
+        }
+        let row = sqlx::query("SELECT lease_owner, lease_expires_at FROM export_destinations WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Claim::Busy {
+            owner: row.try_get::<Option<String>, _>(0)?.unwrap_or_default(),
+            expires_at: row.try_get::<Option<DateTime<Utc>>, _>(1)?.unwrap_or_else(Utc::now),
+        })
+    }
+
+    /// Extends the lease; `false` when it was lost.
+    pub async fn renew(&self, lease: &Lease, lease_secs: u32) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE export_destinations SET lease_expires_at = clock_timestamp() + make_interval(secs => $4)
+             WHERE name = $1 AND fencing_token = $2 AND lease_owner = $3",
+        )
+        .bind(&lease.destination)
+        .bind(lease.token)
+        .bind(&lease.owner)
+        .bind(f64::from(lease_secs))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn release(&self, lease: &Lease) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE export_destinations SET lease_owner = NULL, lease_expires_at = NULL
+             WHERE name = $1 AND fencing_token = $2 AND lease_owner = $3",
+        )
+        .bind(&lease.destination)
+        .bind(lease.token)
+        .bind(&lease.owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The scheduled run of the destination that was planned and not committed, if any.
+    pub async fn pending_run(&self, destination: &str) -> anyhow::Result<Option<Run>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM export_runs WHERE destination = $1 AND status = 'pending' AND kind = 'scheduled'"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(destination).fetch_optional(&self.pool).await?;
+        row.map(|r| run_from_row(&r)).transpose()
+    }
+
+    /// The destination's latest runs, newest first.
+    pub async fn recent_runs(&self, destination: &str, limit: i64) -> anyhow::Result<Vec<Run>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM export_runs WHERE destination = $1 ORDER BY window_end DESC, id DESC LIMIT $2");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(destination).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Plans the next scheduled run: the window `[watermark, horizon)`, where the horizon is the
+    /// oldest transaction still running, so every transaction in the window has ended. The run
+    /// is committed before any byte is uploaded. `key` builds the object key from the run id and
+    /// the window's end.
+    #[tracing::instrument(skip_all, fields(destination = %lease.destination), err)]
+    pub async fn plan_run(
+        &self,
+        lease: &Lease,
+        new: &NewRun<'_>,
+        key: impl FnOnce(Uuid, DateTime<Utc>) -> String,
+    ) -> anyhow::Result<Run> {
+        let mut tx = self.pool.begin().await?;
+        // The first statement, so this transaction has no id of its own below the horizon.
+        let row = sqlx::query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, clock_timestamp()")
+            .fetch_one(&mut *tx)
+            .await?;
+        let (horizon, window_end): (i64, DateTime<Utc>) = (row.try_get(0)?, row.try_get(1)?);
+        let watermark: Option<i64> = sqlx::query_scalar(
+            "SELECT watermark::text::bigint FROM export_destinations
+             WHERE name = $1 AND fencing_token = $2 AND lease_owner = $3 FOR UPDATE",
+        )
+        .bind(&lease.destination)
+        .bind(lease.token)
+        .bind(&lease.owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(lo) = watermark else {
+            anyhow::bail!(CommitError::LeaseLost(lease.destination.clone()));
+        };
+        let hi = horizon.max(lo);
+        let has_events: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM audit_events
+                            WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8
+                              AND ($3::text IS NULL OR tenant_id = $3))",
+        )
+        .bind(lo)
+        .bind(hi)
+        .bind(new.tenant_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id = Uuid::now_v7();
+        let heartbeat_event_id = (!has_events).then(Uuid::now_v7);
+        let object_key = key(id, window_end);
+        let sql = format!(
+            "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, slot, tenant_id,
+                                      object_key, encoding, compression, heartbeat_event_id, fencing_token)
+             VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12)
+             RETURNING {RUN_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(&lease.destination)
+            .bind(lo)
+            .bind(hi)
+            .bind(window_end)
+            .bind(new.slot)
+            .bind(new.tenant_id)
+            .bind(&object_key)
+            .bind(new.format.encoding.as_str())
+            .bind(new.format.compression.as_str())
+            .bind(heartbeat_event_id)
+            .bind(lease.token)
+            .fetch_one(&mut *tx)
+            .await?;
+        let run = run_from_row(&row)?;
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    /// Notes that an upload of the run is starting.
+    pub async fn start_attempt(&self, run_id: Uuid) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE export_runs SET attempts = attempts + 1, started_at = COALESCE(started_at, clock_timestamp())
+             WHERE id = $1",
+        )
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records why an attempt failed; the run stays pending and is resumed unchanged.
+    pub async fn record_failure(&self, run_id: Uuid, error: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE export_runs SET last_error = $2 WHERE id = $1")
+            .bind(run_id)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// In one transaction: moves the watermark from the run's start to its end, only if it is
+    /// still there and the lease is still ours, marks the run done, and releases the lease.
+    #[tracing::instrument(skip_all, fields(destination = %lease.destination, run_id = %run.id), err)]
+    pub async fn commit_run(
+        &self,
+        lease: &Lease,
+        run: &Run,
+        event_count: i64,
+        bytes: i64,
+        sha256: &str,
+    ) -> Result<(), CommitError> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE export_destinations
+             SET watermark = $5::text::xid8, last_slot = GREATEST(last_slot, $6),
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE name = $1 AND fencing_token = $2 AND lease_owner = $3 AND watermark = $4::text::xid8",
+        )
+        .bind(&lease.destination)
+        .bind(lease.token)
+        .bind(&lease.owner)
+        .bind(run.window_lo)
+        .bind(run.window_hi)
+        .bind(run.slot)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "UPDATE export_runs
+             SET status = 'done', event_count = $2, bytes = $3, sha256 = $4, finished_at = clock_timestamp(),
+                 last_error = NULL
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(run.id)
+        .bind(event_count)
+        .bind(bytes)
+        .bind(sha256)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 || done.rows_affected() != 1 {
+            return Err(CommitError::LeaseLost(lease.destination.clone()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
+    let kind: String = row.try_get(2)?;
+    let status: String = row.try_get(3)?;
+    let encoding: String = row.try_get(10)?;
+    let compression: String = row.try_get(11)?;
+    Ok(Run {
+        id: row.try_get(0)?,
+        destination: row.try_get(1)?,
+        kind: match kind.as_str() {
+            "scheduled" => RunKind::Scheduled,
+            "reexport" => RunKind::Reexport,
+            _ => RunKind::Test,
+        },
+        status: match status.as_str() {
+            "pending" => RunStatus::Pending,
+            "done" => RunStatus::Done,
+            _ => RunStatus::Failed,
+        },
+        window_lo: row.try_get(4)?,
+        window_hi: row.try_get(5)?,
+        window_end: row.try_get(6)?,
+        slot: row.try_get(7)?,
+        tenant_id: row.try_get(8)?,
+        object_key: row.try_get(9)?,
+        format: Format {
+            encoding: Encoding::parse(&encoding).ok_or_else(|| anyhow::anyhow!("unknown encoding {encoding:?} in the run log"))?,
+            compression: Compression::parse(&compression)
+                .ok_or_else(|| anyhow::anyhow!("unknown compression {compression:?} in the run log"))?,
+        },
+        heartbeat_event_id: row.try_get(12)?,
+        attempts: row.try_get(13)?,
+        last_error: row.try_get(14)?,
+        event_count: row.try_get(15)?,
+        bytes: row.try_get(16)?,
+        sha256: row.try_get(17)?,
+        started_at: row.try_get(18)?,
+        finished_at: row.try_get(19)?,
+    })
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Reexport => "reexport",
+            Self::Test => "test",
+        }
+    }
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+}
