@@ -47,4 +47,6 @@ CREATE TABLE export_runs (
 -- At most one scheduled run of a destination is in flight; a crash leaves it to be resumed.
 CREATE UNIQUE INDEX export_runs_one_pending ON export_runs (destination)
     WHERE status = 'pending' AND kind = 'scheduled';
+-- No two runs share a key, so a 412 on upload can only mean this run's own earlier attempt.
+CREATE UNIQUE INDEX export_runs_object_key ON export_runs (object_key);
 CREATE INDEX export_runs_destination_window_end ON export_runs (destination, window_end DESC);

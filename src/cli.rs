@@ -13,7 +13,12 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     /// A TOML config file layered over the built-in defaults; AUDIT_EXPORTER__SECTION__KEY
     /// environment variables override both.
-    #[arg(long, global = true, value_name = "FILE", env = "AUDIT_EXPORTER_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "AUDIT_EXPORTER_CONFIG"
+    )]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]

@@ -18,6 +18,8 @@ struct Worker {
     targets: Vec<(Destination, Box<dyn Sink>)>,
     /// Held while a check runs: a check never overlaps the previous one.
     busy: Mutex<()>,
+    /// Destinations exported at once.
+    parallel: usize,
 }
 
 impl Worker {
@@ -27,7 +29,10 @@ impl Worker {
             tracing::debug!("The previous check is still running; skipping this one.");
             return;
         };
+        let slots = tokio::sync::Semaphore::new(self.parallel);
+        let slots = &slots;
         let exports = self.targets.iter().map(|(destination, sink)| async move {
+            let Ok(_slot) = slots.acquire().await else { return };
             match self.exporter.export(destination, sink.as_ref(), When::IfDue).await {
                 Ok(Outcome::Exported(_)) => {}
                 Ok(Outcome::NotDue { next_due }) => {
@@ -50,9 +55,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let exporter = Exporter::new(database.store.clone(), settings.exporter.clone());
     let mut targets = Vec::new();
     for destination in &settings.destinations {
-        targets.push((destination.clone(), sink::connect(destination, &settings.exporter).await?));
+        targets.push((
+            destination.clone(),
+            sink::connect(destination, &settings.exporter).await?,
+        ));
     }
-    let worker = Arc::new(Worker { exporter, targets, busy: Mutex::new(()) });
+    let parallel = crate::commands::parallel_exports(&settings);
+    let worker = Arc::new(Worker {
+        exporter,
+        targets,
+        busy: Mutex::new(()),
+        parallel,
+    });
     tracing::info!(
         owner = worker.exporter.owner(),
         destinations = worker.targets.len(),
@@ -60,7 +74,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "Exporter running."
     );
 
-    let scheduler = JobScheduler::new().await.context("Failed to create the scheduler")?;
+    let scheduler = JobScheduler::new()
+        .await
+        .context("Failed to create the scheduler")?;
     let job_worker = worker.clone();
     let job = Job::new_async(settings.run.check_cron.as_str(), move |_, _| {
         let worker = job_worker.clone();
@@ -70,7 +86,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     scheduler.start().await?;
 
     // Catch up at once on anything that fell due while no exporter ran.
-    let first = tokio::spawn({
+    tokio::spawn({
         let worker = worker.clone();
         async move { worker.check().await }
     });
@@ -78,10 +94,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("Stopping: no new exports will start.");
     let mut scheduler = scheduler;
     scheduler.shutdown().await?;
-    first.abort();
 
     let grace = Duration::from_secs(settings.run.shutdown_grace_secs.into());
-    if tokio::time::timeout(grace, worker.busy.lock()).await.is_err() {
+    if tokio::time::timeout(grace, worker.busy.lock())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             grace_secs = grace.as_secs(),
             "An export was still running; it stays pending and the next exporter resumes it with the same key."
@@ -92,7 +110,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}

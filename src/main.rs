@@ -31,7 +31,10 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
     match command {
         Command::Migrate => commands::migrate(&settings, &mut out).await?,
         Command::Run => daemon::run(settings).await?,
-        Command::Export { destinations, if_due } => {
+        Command::Export {
+            destinations,
+            if_due,
+        } => {
             let when = if if_due { When::IfDue } else { When::Now };
             let summary = commands::export(&settings, &destinations, when, &mut out).await?;
             if summary.failed > 0 {
@@ -40,7 +43,9 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
         }
         Command::Status { json } => commands::status(&settings, json, &mut out).await?,
         Command::Append(args) => commands::append(&settings, &args, &mut out).await?,
-        Command::Config { command: ConfigCommand::Check } => commands::config_check(&settings, &mut out)?,
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => commands::config_check(&settings, &mut out)?,
     }
     out.flush()?;
     Ok(0)

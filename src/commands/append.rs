@@ -9,7 +9,11 @@ use crate::cli::AppendArgs;
 use crate::settings::Settings;
 use crate::store::NewEvent;
 
-pub async fn append(settings: &Settings, args: &AppendArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub async fn append(
+    settings: &Settings,
+    args: &AppendArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let event = parse(args)?;
     let database = super::open(settings).await?;
     for _ in 0..args.count {
@@ -21,7 +25,9 @@ pub async fn append(settings: &Settings, args: &AppendArgs, out: &mut dyn Write)
 
 fn parse(args: &AppendArgs) -> Result<NewEvent, UsageError> {
     if args.action.trim().is_empty() {
-        return Err(UsageError("--action: is empty; give what happened, e.g. user.login".into()));
+        return Err(UsageError(
+            "--action: is empty; give what happened, e.g. user.login".into(),
+        ));
     }
     let occurred_at = match &args.occurred_at {
         None => Utc::now(),
@@ -35,7 +41,11 @@ fn parse(args: &AppendArgs) -> Result<NewEvent, UsageError> {
         tenant_id: args.tenant.clone(),
         action: args.action.clone(),
         actor: json_object("--actor", &args.actor)?,
-        target: args.target.as_deref().map(|t| json_object("--target", t)).transpose()?,
+        target: args
+            .target
+            .as_deref()
+            .map(|t| json_object("--target", t))
+            .transpose()?,
         metadata: json_object("--metadata", &args.metadata)?,
     })
 }
@@ -43,8 +53,12 @@ fn parse(args: &AppendArgs) -> Result<NewEvent, UsageError> {
 fn json_object(flag: &str, text: &str) -> Result<serde_json::Value, UsageError> {
     match serde_json::from_str::<serde_json::Value>(text) {
         Ok(value @ serde_json::Value::Object(_)) => Ok(value),
-        Ok(_) => Err(UsageError(format!("{flag}: must be a JSON object, e.g. '{{\"type\":\"user\",\"id\":\"u1\"}}'"))),
-        Err(e) => Err(UsageError(format!("{flag}: not valid JSON ({e}); allowed: a JSON object"))),
+        Ok(_) => Err(UsageError(format!(
+            "{flag}: must be a JSON object, e.g. '{{\"type\":\"user\",\"id\":\"u1\"}}'"
+        ))),
+        Err(e) => Err(UsageError(format!(
+            "{flag}: not valid JSON ({e}); allowed: a JSON object"
+        ))),
     }
 }
 
@@ -68,10 +82,20 @@ mod tests {
     fn names_the_bad_flag() {
         let mut bad = args();
         bad.actor = "[1]".into();
-        assert!(parse(&bad).unwrap_err().0.starts_with("--actor: must be a JSON object"));
+        assert!(
+            parse(&bad)
+                .unwrap_err()
+                .0
+                .starts_with("--actor: must be a JSON object")
+        );
         let mut bad = args();
         bad.metadata = "{".into();
-        assert!(parse(&bad).unwrap_err().0.starts_with("--metadata: not valid JSON"));
+        assert!(
+            parse(&bad)
+                .unwrap_err()
+                .0
+                .starts_with("--metadata: not valid JSON")
+        );
         let mut bad = args();
         bad.occurred_at = Some("yesterday".into());
         assert!(parse(&bad).unwrap_err().0.starts_with("--occurred-at:"));

@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use futures::StreamExt;
+
 use super::UsageError;
 use crate::export::{Exporter, Outcome, When};
 use crate::settings::{Destination, Settings};
@@ -14,11 +16,24 @@ pub struct ExportSummary {
     pub failed: usize,
 }
 
-pub async fn export(settings: &Settings, names: &[String], when: When, out: &mut dyn Write) -> anyhow::Result<ExportSummary> {
-    let destinations = settings.select_destinations(names).map_err(|e| UsageError(e.0))?;
+pub async fn export(
+    settings: &Settings,
+    names: &[String],
+    when: When,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExportSummary> {
+    let destinations = settings
+        .select_destinations(names)
+        .map_err(|e| UsageError(e.0))?;
     let database = super::open(settings).await?;
     let exporter = Exporter::new(database.store.clone(), settings.exporter.clone());
-    let results = futures::future::join_all(destinations.iter().map(|d| export_one(&exporter, settings, d, when))).await;
+    let exports = destinations
+        .iter()
+        .map(|d| export_one(&exporter, settings, d, when));
+    let results: Vec<_> = futures::stream::iter(exports)
+        .buffered(super::parallel_exports(settings))
+        .collect()
+        .await;
 
     let mut summary = ExportSummary::default();
     for (destination, result) in destinations.iter().zip(results) {
@@ -32,19 +47,33 @@ pub async fn export(settings: &Settings, names: &[String], when: When, out: &mut
                     format!("{} events", report.events)
                 };
                 let note = match (report.resumed, report.put) {
-                    (true, PutOutcome::AlreadyExists) => " (resumed; the object was already delivered)",
+                    (true, PutOutcome::AlreadyExists) => {
+                        " (resumed; the object was already delivered)"
+                    }
                     (true, PutOutcome::Written) => " (resumed)",
                     (false, _) => "",
                 };
-                writeln!(out, "{name}: exported {what}, {} bytes, to {}{note}", report.bytes, report.location)?;
+                writeln!(
+                    out,
+                    "{name}: exported {what}, {} bytes, to {}{note}",
+                    report.bytes, report.location
+                )?;
             }
             Ok(Outcome::NotDue { next_due }) => {
                 summary.skipped += 1;
-                writeln!(out, "{name}: not due; next export at {}", next_due.to_rfc3339())?;
+                writeln!(
+                    out,
+                    "{name}: not due; next export at {}",
+                    next_due.to_rfc3339()
+                )?;
             }
             Ok(Outcome::Busy { owner, expires_at }) => {
                 summary.skipped += 1;
-                writeln!(out, "{name}: skipped; {owner} is exporting it (lease until {})", expires_at.to_rfc3339())?;
+                writeln!(
+                    out,
+                    "{name}: skipped; {owner} is exporting it (lease until {})",
+                    expires_at.to_rfc3339()
+                )?;
             }
             Err(error) => {
                 summary.failed += 1;
@@ -56,7 +85,12 @@ pub async fn export(settings: &Settings, names: &[String], when: When, out: &mut
     Ok(summary)
 }
 
-async fn export_one(exporter: &Exporter, settings: &Settings, destination: &Destination, when: When) -> anyhow::Result<Outcome> {
+async fn export_one(
+    exporter: &Exporter,
+    settings: &Settings,
+    destination: &Destination,
+    when: When,
+) -> anyhow::Result<Outcome> {
     let sink = sink::connect(destination, &settings.exporter).await?;
     exporter.export(destination, sink.as_ref(), when).await
 }

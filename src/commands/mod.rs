@@ -20,7 +20,9 @@ pub struct UsageError(pub String);
 
 /// The exit code for an error: 2 for bad usage or configuration, 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> i32 {
-    let usage = error.chain().any(|e| e.is::<SettingsError>() || e.is::<UsageError>());
+    let usage = error
+        .chain()
+        .any(|e| e.is::<SettingsError>() || e.is::<UsageError>());
     if usage { 2 } else { 1 }
 }
 
@@ -33,6 +35,12 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Database> {
     Ok(database)
 }
 
+/// Destinations exported at once: each export holds one connection for its window's stream and
+/// briefly a second for the lease, so the pool bounds it.
+pub fn parallel_exports(settings: &Settings) -> usize {
+    (settings.database.max_connections as usize / 2).max(1)
+}
+
 pub async fn migrate(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
     let database = Database::connect(&settings.database).await?;
     database.store.migrate().await?;
@@ -41,7 +49,10 @@ pub async fn migrate(settings: &Settings, out: &mut dyn Write) -> anyhow::Result
 }
 
 pub fn config_check(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
-    writeln!(out, "# configuration is valid; effective values, secrets redacted:")?;
+    writeln!(
+        out,
+        "# configuration is valid; effective values, secrets redacted:"
+    )?;
     write!(out, "{}", settings.to_redacted_toml())?;
     Ok(())
 }

@@ -69,12 +69,16 @@ pub async fn collect(store: &Store, settings: &Settings) -> anyhow::Result<Statu
     for destination in &settings.destinations {
         let state = store.destination_state(&destination.name).await?;
         let watermark = state.as_ref().map_or(0, |s| s.watermark);
-        let (waiting, oldest) = store.waiting_events(watermark, destination.tenant_id.as_deref()).await?;
+        let (waiting, oldest) = store
+            .waiting_events(watermark, destination.tenant_id.as_deref())
+            .await?;
         let runs = store.recent_runs(&destination.name, RECENT_RUNS).await?;
         destinations.push(DestinationStatus {
             name: destination.name.clone(),
             url: match &destination.target {
-                Target::S3(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix).trim_end_matches('/').to_owned(),
+                Target::S3(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix)
+                    .trim_end_matches('/')
+                    .to_owned(),
                 Target::File(path) => format!("file://{}", path.display()),
             },
             tenant_id: destination.tenant_id.clone(),
@@ -94,7 +98,10 @@ pub async fn collect(store: &Store, settings: &Settings) -> anyhow::Result<Statu
             recent_runs: runs.iter().map(view).collect(),
         });
     }
-    Ok(Status { destinations, horizon: store.horizon().await? })
+    Ok(Status {
+        destinations,
+        horizon: store.horizon().await?,
+    })
 }
 
 fn view(run: &Run) -> RunStatusView {
@@ -109,31 +116,58 @@ fn view(run: &Run) -> RunStatusView {
         bytes: run.bytes,
         sha256: run.sha256.clone(),
         attempts: run.attempts,
-        duration_ms: run.started_at.zip(run.finished_at).map(|(s, f)| (f - s).num_milliseconds()),
+        duration_ms: run
+            .started_at
+            .zip(run.finished_at)
+            .map(|(s, f)| (f - s).num_milliseconds()),
         last_error: run.last_error.clone(),
     }
 }
 
 fn write_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     for d in &status.destinations {
-        writeln!(out, "{} -> {}{}", d.name, d.url, d.tenant_id.as_ref().map(|t| format!(" (tenant {t})")).unwrap_or_default())?;
+        writeln!(
+            out,
+            "{} -> {}{}",
+            d.name,
+            d.url,
+            d.tenant_id
+                .as_ref()
+                .map(|t| format!(" (tenant {t})"))
+                .unwrap_or_default()
+        )?;
         if !d.registered {
             writeln!(out, "  not exported yet; every {} h", d.every_hours)?;
         }
         if let Some(watermark) = d.watermark {
-            writeln!(out, "  watermark: txid {watermark}; every {} h", d.every_hours)?;
+            writeln!(
+                out,
+                "  watermark: txid {watermark}; every {} h",
+                d.every_hours
+            )?;
         }
         if let Some(next) = d.next_due {
             writeln!(out, "  next due: {}", next.to_rfc3339())?;
         }
-        let age = d.oldest_waiting_age_secs.map(|s| format!(", oldest recorded {s} s ago")).unwrap_or_default();
+        let age = d
+            .oldest_waiting_age_secs
+            .map(|s| format!(", oldest recorded {s} s ago"))
+            .unwrap_or_default();
         writeln!(out, "  waiting: {} events{age}", d.waiting_events)?;
         if let (Some(owner), Some(until)) = (&d.lease_owner, d.lease_expires_at) {
             writeln!(out, "  lease: {owner} until {}", until.to_rfc3339())?;
         }
         for run in &d.recent_runs {
-            let what = if run.heartbeat { "heartbeat".to_owned() } else { format!("{} events", run.events.unwrap_or(0)) };
-            let error = run.last_error.as_ref().map(|e| format!(" — last error: {e}")).unwrap_or_default();
+            let what = if run.heartbeat {
+                "heartbeat".to_owned()
+            } else {
+                format!("{} events", run.events.unwrap_or(0))
+            };
+            let error = run
+                .last_error
+                .as_ref()
+                .map(|e| format!(" — last error: {e}"))
+                .unwrap_or_default();
             writeln!(
                 out,
                 "  {} {} {} {what}, {} bytes, {}{error}",
@@ -157,7 +191,13 @@ fn write_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         None => writeln!(out, "horizon: no open transaction holds it back")?,
     }
     if let Some(p) = &status.horizon.oldest_prepared {
-        writeln!(out, "prepared transaction {:?} in {} since {} holds the horizon back", p.gid, p.database, p.prepared_at.to_rfc3339())?;
+        writeln!(
+            out,
+            "prepared transaction {:?} in {} since {} holds the horizon back",
+            p.gid,
+            p.database,
+            p.prepared_at.to_rfc3339()
+        )?;
     }
     Ok(())
 }

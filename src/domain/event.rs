@@ -53,7 +53,12 @@ impl Event {
     /// Appends the event as one JSON object, without a trailing newline.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(br#"{"event_id":""#);
-        out.extend_from_slice(self.event_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+        out.extend_from_slice(
+            self.event_id
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer())
+                .as_bytes(),
+        );
         out.extend_from_slice(br#"","occurred_at":""#);
         write_timestamp(self.occurred_at, out);
         out.extend_from_slice(br#"","recorded_at":""#);
@@ -135,7 +140,10 @@ mod tests {
         hb.write_json(&mut out);
         let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(parsed["action"], HEARTBEAT_ACTION);
-        assert_eq!(parsed["actor"], serde_json::json!({"type": "system", "id": "audit-exporter"}));
+        assert_eq!(
+            parsed["actor"],
+            serde_json::json!({"type": "system", "id": "audit-exporter"})
+        );
         assert_eq!(parsed["metadata"]["run_id"], run_id.to_string());
         assert_eq!(parsed["metadata"]["window_hi"], "12");
         assert_eq!(parsed.as_object().unwrap().len(), 8);

@@ -117,7 +117,10 @@ mod tests {
 
     #[test]
     fn extension_and_headers_follow_the_format() {
-        let f = Format { encoding: Encoding::Json, compression: Compression::Zstd };
+        let f = Format {
+            encoding: Encoding::Json,
+            compression: Compression::Zstd,
+        };
         assert_eq!(f.extension(), ".json.zst");
         assert_eq!(f.content_type(), "application/json");
         assert_eq!(f.content_encoding(), Some("zstd"));

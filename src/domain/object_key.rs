@@ -5,7 +5,18 @@ use uuid::Uuid;
 
 /// The placeholders a key template may use.
 pub const TEMPLATE_PLACEHOLDERS: [&str; 12] = [
-    "prefix", "destination", "YYYY", "MM", "DD", "HH", "mm", "ss", "run_id", "rand5", "ext", "log_type",
+    "prefix",
+    "destination",
+    "YYYY",
+    "MM",
+    "DD",
+    "HH",
+    "mm",
+    "ss",
+    "run_id",
+    "rand5",
+    "ext",
+    "log_type",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +45,9 @@ impl KeyLayout {
     pub fn parse(value: &str, log_type: &str) -> Result<Self, String> {
         match value {
             "hive" => Ok(Self::Hive),
-            "env0" => Ok(Self::Env0 { log_type: log_type.to_owned() }),
+            "env0" => Ok(Self::Env0 {
+                log_type: log_type.to_owned(),
+            }),
             template if template.contains('{') => {
                 let mut rest = template;
                 while let Some(start) = rest.find('{') {
@@ -55,7 +68,9 @@ impl KeyLayout {
                 }
                 Ok(Self::Template(template.to_owned()))
             }
-            other => Err(format!("{other:?} is not a key layout; allowed: hive | env0 | a template such as \"{{prefix}}/{{YYYY}}/{{MM}}/{{run_id}}{{ext}}\"")),
+            other => Err(format!(
+                "{other:?} is not a key layout; allowed: hive | env0 | a template such as \"{{prefix}}/{{YYYY}}/{{MM}}/{{run_id}}{{ext}}\""
+            )),
         }
     }
 
@@ -70,7 +85,9 @@ impl KeyLayout {
 
     pub fn render(&self, parts: &KeyParts<'_>) -> String {
         let template = match self {
-            Self::Hive => "{prefix}/schema=audit_log/version=v1/year={YYYY}/month={MM}/day={DD}/{YYYY}{MM}{DD}T{HH}{mm}{ss}Z_{run_id}{ext}",
+            Self::Hive => {
+                "{prefix}/schema=audit_log/version=v1/year={YYYY}/month={MM}/day={DD}/{YYYY}{MM}{DD}T{HH}{mm}{ss}Z_{run_id}{ext}"
+            }
             Self::Env0 { .. } => "{prefix}/{log_type}/{YYYY}/{MM}/{DD}/{HH}:{mm}:{ss}_{rand5}{ext}",
             Self::Template(template) => template,
         };
@@ -94,7 +111,11 @@ impl KeyLayout {
             .replace("{run_id}", &parts.run_id.to_string())
             .replace("{ext}", parts.extension);
         // An empty prefix or a template's doubled slash must not leave empty path segments.
-        rendered.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("/")
+        rendered
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("/")
     }
 }
 
@@ -123,18 +144,29 @@ mod tests {
 
     #[test]
     fn empty_prefix_leaves_no_leading_slash() {
-        assert!(KeyLayout::Hive.render(&parts("")).starts_with("schema=audit_log/"));
+        assert!(
+            KeyLayout::Hive
+                .render(&parts(""))
+                .starts_with("schema=audit_log/")
+        );
     }
 
     #[test]
     fn env0_layout_uses_log_type_and_five_chars_of_the_run() {
         let layout = KeyLayout::parse("env0", "deployment-logs").unwrap();
-        assert_eq!(layout.render(&parts("p")), "p/deployment-logs/2026/03/04/05:06:07_56666.jsonl.gz");
+        assert_eq!(
+            layout.render(&parts("p")),
+            "p/deployment-logs/2026/03/04/05:06:07_56666.jsonl.gz"
+        );
     }
 
     #[test]
     fn template_layout() {
-        let layout = KeyLayout::parse("{prefix}/{destination}/{YYYY}-{MM}-{DD}/{HH}{mm}{ss}-{run_id}{ext}", "audit").unwrap();
+        let layout = KeyLayout::parse(
+            "{prefix}/{destination}/{YYYY}-{MM}-{DD}/{HH}{mm}{ss}-{run_id}{ext}",
+            "audit",
+        )
+        .unwrap();
         assert_eq!(
             layout.render(&parts("")),
             "acme/2026-03-04/050607-0190b9a4-1111-7222-8333-444455556666.jsonl.gz"
@@ -143,9 +175,21 @@ mod tests {
 
     #[test]
     fn templates_are_checked() {
-        assert!(KeyLayout::parse("{prefix}/{year}/{run_id}", "audit").unwrap_err().contains("unknown placeholder {year}"));
-        assert!(KeyLayout::parse("{prefix}/{YYYY}{ext}", "audit").unwrap_err().contains("{run_id} or {rand5}"));
+        assert!(
+            KeyLayout::parse("{prefix}/{year}/{run_id}", "audit")
+                .unwrap_err()
+                .contains("unknown placeholder {year}")
+        );
+        assert!(
+            KeyLayout::parse("{prefix}/{YYYY}{ext}", "audit")
+                .unwrap_err()
+                .contains("{run_id} or {rand5}")
+        );
         assert!(KeyLayout::parse("{prefix/{run_id}", "audit").is_err());
-        assert!(KeyLayout::parse("flat", "audit").unwrap_err().contains("hive | env0"));
+        assert!(
+            KeyLayout::parse("flat", "audit")
+                .unwrap_err()
+                .contains("hive | env0")
+        );
     }
 }

@@ -14,14 +14,19 @@ impl Schedule {
 
     pub fn new(anchor: DateTime<Utc>, every_hours: u8) -> Self {
         debug_assert!((Self::MIN_HOURS..=Self::MAX_HOURS).contains(&every_hours));
-        Self { anchor, every_hours }
+        Self {
+            anchor,
+            every_hours,
+        }
     }
 
     /// The anchor of a frequency set or changed at `at`: the next full UTC hour after it.
     pub fn anchor_after(at: DateTime<Utc>) -> DateTime<Utc> {
         let hour = Duration::hours(1);
         // Truncating to the hour cannot overflow for any time a database holds.
-        at.duration_trunc(hour).expect("a timestamp truncates to its hour") + hour
+        at.duration_trunc(hour)
+            .expect("a timestamp truncates to its hour")
+            + hour
     }
 
     pub fn anchor(&self) -> DateTime<Utc> {
@@ -55,7 +60,11 @@ impl Schedule {
 
     /// The due time an export at `now` should serve, if one has come since `last_served`. After
     /// downtime this is the latest missed due time alone: one run catches up on all of them.
-    pub fn due(&self, now: DateTime<Utc>, last_served: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    pub fn due(
+        &self,
+        now: DateTime<Utc>,
+        last_served: Option<DateTime<Utc>>,
+    ) -> Option<DateTime<Utc>> {
         let latest = self.latest_due(now)?;
         match last_served {
             Some(served) if served >= latest => None,
@@ -99,8 +108,14 @@ mod tests {
             let period = Duration::hours(every.into());
             assert_eq!(s.latest_due(at(0, 0, 0)), Some(at(0, 0, 0)));
             assert_eq!(s.next_due(at(0, 0, 0)), at(0, 0, 0) + period);
-            assert_eq!(s.latest_due(at(0, 0, 0) + period - Duration::seconds(1)), Some(at(0, 0, 0)));
-            assert_eq!(s.latest_due(at(0, 0, 0) + period * 3), Some(at(0, 0, 0) + period * 3));
+            assert_eq!(
+                s.latest_due(at(0, 0, 0) + period - Duration::seconds(1)),
+                Some(at(0, 0, 0))
+            );
+            assert_eq!(
+                s.latest_due(at(0, 0, 0) + period * 3),
+                Some(at(0, 0, 0) + period * 3)
+            );
         }
     }
 

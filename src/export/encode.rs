@@ -43,8 +43,13 @@ impl ObjectEncoder {
         let buffer = Vec::with_capacity(part_size + (part_size >> 3));
         let out = match format.compression {
             Compression::None => Compressor::None(buffer),
-            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(buffer, flate2::Compression::new(GZIP_LEVEL))),
-            Compression::Zstd => Compressor::Zstd(zstd::stream::write::Encoder::new(buffer, ZSTD_LEVEL)?),
+            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
+                buffer,
+                flate2::Compression::new(GZIP_LEVEL),
+            )),
+            Compression::Zstd => {
+                Compressor::Zstd(zstd::stream::write::Encoder::new(buffer, ZSTD_LEVEL)?)
+            }
         };
         let mut encoder = Self {
             encoding: format.encoding,
@@ -90,7 +95,11 @@ impl ObjectEncoder {
         };
         self.sha256.update(&rest);
         self.bytes += rest.len() as u64;
-        let encoded = Encoded { events: self.events, bytes: self.bytes, sha256: hex::encode(self.sha256.finalize()) };
+        let encoded = Encoded {
+            events: self.events,
+            bytes: self.bytes,
+            sha256: hex::encode(self.sha256.finalize()),
+        };
         Ok((Bytes::from(rest), encoded))
     }
 
@@ -145,13 +154,19 @@ mod tests {
             actor: format!(r#"{{"id":"u{i}","type":"user"}}"#),
             target: None,
             // Hashes, so that compression leaves enough bytes to fill several parts.
-            metadata: format!(r#"{{"padding":"{}"}}"#, hex::encode(Sha256::digest(i.to_le_bytes()))),
+            metadata: format!(
+                r#"{{"padding":"{}"}}"#,
+                hex::encode(Sha256::digest(i.to_le_bytes()))
+            ),
         }
     }
 
     fn encode(format: Format, part_size: usize, events: &[Event]) -> (Vec<Bytes>, Encoded) {
         let mut encoder = ObjectEncoder::new(format, part_size).unwrap();
-        let mut parts: Vec<Bytes> = events.iter().filter_map(|e| encoder.push(e).unwrap()).collect();
+        let mut parts: Vec<Bytes> = events
+            .iter()
+            .filter_map(|e| encoder.push(e).unwrap())
+            .collect();
         let (last, totals) = encoder.finish().unwrap();
         parts.push(last);
         (parts, totals)
@@ -162,7 +177,9 @@ mod tests {
         match compression {
             Compression::None => out.extend_from_slice(bytes),
             Compression::Gzip => {
-                flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+                flate2::read::GzDecoder::new(bytes)
+                    .read_to_end(&mut out)
+                    .unwrap();
             }
             Compression::Zstd => out = zstd::decode_all(bytes).unwrap(),
         }
@@ -174,12 +191,19 @@ mod tests {
         let events: Vec<Event> = (0..2000).map(event).collect();
         for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
             for encoding in [Encoding::Ndjson, Encoding::Json] {
-                let format = Format { encoding, compression };
+                let format = Format {
+                    encoding,
+                    compression,
+                };
                 let (big, big_totals) = encode(format, 64 << 20, &events);
                 let (small, small_totals) = encode(format, 1024, &events);
                 assert_eq!(big.concat(), small.concat(), "{format:?}");
                 assert_eq!(big_totals, small_totals);
-                assert!(small.len() > 2, "{format:?} was cut into {} parts", small.len());
+                assert!(
+                    small.len() > 2,
+                    "{format:?} was cut into {} parts",
+                    small.len()
+                );
                 assert!(small[..small.len() - 1].iter().all(|p| p.len() >= 1024));
                 let sha = hex::encode(Sha256::digest(big.concat()));
                 assert_eq!(big_totals.sha256, sha);
@@ -193,14 +217,32 @@ mod tests {
     fn ndjson_is_one_event_a_line_and_json_one_array() {
         let events: Vec<Event> = (0..3).map(event).collect();
         for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
-            let (parts, _) = encode(Format { encoding: Encoding::Ndjson, compression }, 1 << 20, &events);
+            let (parts, _) = encode(
+                Format {
+                    encoding: Encoding::Ndjson,
+                    compression,
+                },
+                1 << 20,
+                &events,
+            );
             let text = String::from_utf8(decompress(compression, &parts.concat())).unwrap();
-            let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
             assert_eq!(lines.len(), 3);
             assert!(text.ends_with('\n'));
 
-            let (parts, _) = encode(Format { encoding: Encoding::Json, compression }, 1 << 20, &events);
-            let array: Vec<serde_json::Value> = serde_json::from_slice(&decompress(compression, &parts.concat())).unwrap();
+            let (parts, _) = encode(
+                Format {
+                    encoding: Encoding::Json,
+                    compression,
+                },
+                1 << 20,
+                &events,
+            );
+            let array: Vec<serde_json::Value> =
+                serde_json::from_slice(&decompress(compression, &parts.concat())).unwrap();
             assert_eq!(array.len(), 3);
             assert_eq!(array[2]["actor"]["id"], "u2");
         }
@@ -208,7 +250,14 @@ mod tests {
 
     #[test]
     fn an_empty_json_object_is_an_empty_array() {
-        let (parts, totals) = encode(Format { encoding: Encoding::Json, compression: Compression::None }, 1024, &[]);
+        let (parts, totals) = encode(
+            Format {
+                encoding: Encoding::Json,
+                compression: Compression::None,
+            },
+            1024,
+            &[],
+        );
         assert_eq!(parts.concat(), b"[\n]\n".to_vec());
         assert_eq!(totals.events, 0);
     }

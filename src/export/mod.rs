@@ -30,9 +30,14 @@ pub enum When {
 #[derive(Debug)]
 pub enum Outcome {
     Exported(Box<Report>),
-    NotDue { next_due: DateTime<Utc> },
+    NotDue {
+        next_due: DateTime<Utc>,
+    },
     /// Another process holds the destination's lease.
-    Busy { owner: String, expires_at: DateTime<Utc> },
+    Busy {
+        owner: String,
+        expires_at: DateTime<Utc>,
+    },
 }
 
 /// A committed run.
@@ -60,7 +65,11 @@ pub struct Exporter {
 impl Exporter {
     pub fn new(store: Store, settings: ExporterSettings) -> Self {
         let owner = settings.instance_id.clone().unwrap_or_else(default_owner);
-        Self { store, owner, settings }
+        Self {
+            store,
+            owner,
+            settings,
+        }
     }
 
     /// The name this exporter holds leases under.
@@ -73,19 +82,43 @@ impl Exporter {
     }
 
     /// Runs every step for one destination.
-    pub async fn export(&self, destination: &Destination, sink: &dyn Sink, when: When) -> anyhow::Result<Outcome> {
+    pub async fn export(
+        &self,
+        destination: &Destination,
+        sink: &dyn Sink,
+        when: When,
+    ) -> anyhow::Result<Outcome> {
         let span = tracing::info_span!("export", destination = %destination.name, run_id = tracing::field::Empty);
-        self.export_in_span(destination, sink, when).instrument(span).await
+        self.export_in_span(destination, sink, when)
+            .instrument(span)
+            .await
     }
 
-    async fn export_in_span(&self, destination: &Destination, sink: &dyn Sink, when: When) -> anyhow::Result<Outcome> {
+    async fn export_in_span(
+        &self,
+        destination: &Destination,
+        sink: &dyn Sink,
+        when: When,
+    ) -> anyhow::Result<Outcome> {
         let now = Utc::now();
-        let state = self.store.sync_destination(&destination.name, destination.every_hours, now).await?;
+        let state = self
+            .store
+            .sync_destination(&destination.name, destination.every_hours, now)
+            .await?;
         let slot = state.schedule.due(now, state.last_slot);
-        if when == When::IfDue && slot.is_none() && self.store.pending_run(&destination.name).await?.is_none() {
-            return Ok(Outcome::NotDue { next_due: state.schedule.next_due(now) });
+        if when == When::IfDue
+            && slot.is_none()
+            && self.store.pending_run(&destination.name).await?.is_none()
+        {
+            return Ok(Outcome::NotDue {
+                next_due: state.schedule.next_due(now),
+            });
         }
-        let lease = match self.claim(destination).await? {
+        let lease = match self
+            .store
+            .claim(&destination.name, &self.owner, self.settings.lease_secs)
+            .await?
+        {
             Claim::Granted(lease) => lease,
             Claim::Busy { owner, expires_at } => return Ok(Outcome::Busy { owner, expires_at }),
         };
@@ -121,7 +154,10 @@ impl Exporter {
             }
             Err(error) => {
                 if let Some(run_id) = planned {
-                    let _ = self.store.record_failure(run_id, &format!("{error:#}")).await;
+                    let _ = self
+                        .store
+                        .record_failure(run_id, &format!("{error:#}"))
+                        .await;
                 }
                 // The run stays pending; freeing the lease lets the next attempt resume it now.
                 let _ = self.store.release(&lease).await;
@@ -130,9 +166,14 @@ impl Exporter {
         }
     }
 
-    /// Step 1: the lease, unless a live holder has it.
+    /// Step 1: the lease, unless a live holder has it (the destination is recorded first).
     pub async fn claim(&self, destination: &Destination) -> anyhow::Result<Claim> {
-        self.store.claim(&destination.name, &self.owner, self.settings.lease_secs).await
+        self.store
+            .sync_destination(&destination.name, destination.every_hours, Utc::now())
+            .await?;
+        self.store
+            .claim(&destination.name, &self.owner, self.settings.lease_secs)
+            .await
     }
 
     /// Step 2: the pending run, unchanged, or a new one planned and committed before any upload.
@@ -146,7 +187,11 @@ impl Exporter {
             tracing::info!(run_id = %run.id, key = %run.object_key, attempts = run.attempts, "Resuming a pending run.");
             return Ok((run, true));
         }
-        let new = NewRun { tenant_id: destination.tenant_id.as_deref(), format: destination.format, slot };
+        let new = NewRun {
+            tenant_id: destination.tenant_id.as_deref(),
+            format: destination.format,
+            slot,
+        };
         let run = self
             .store
             .plan_run(lease, &new, |run_id, window_end| {
@@ -163,7 +208,12 @@ impl Exporter {
     }
 
     /// Step 3: the object, uploaded while the lease is renewed; losing the lease stops it.
-    pub async fn deliver(&self, lease: &Lease, run: &Run, sink: &dyn Sink) -> anyhow::Result<Delivered> {
+    pub async fn deliver(
+        &self,
+        lease: &Lease,
+        run: &Run,
+        sink: &dyn Sink,
+    ) -> anyhow::Result<Delivered> {
         self.store.start_attempt(run.id).await?;
         let renew_every = Duration::from_secs(u64::from(self.settings.lease_secs / 3).max(1));
         let delivery = deliver(&self.store, sink, run, self.settings.part_size);
@@ -181,10 +231,25 @@ impl Exporter {
     }
 
     /// Step 4: the watermark moves to the run's end, if the lease is still ours.
-    pub async fn commit(&self, lease: &Lease, run: &Run, delivered: &Delivered) -> anyhow::Result<Run> {
-        let events = if run.heartbeat_event_id.is_some() { 0 } else { delivered.encoded.events as i64 };
+    pub async fn commit(
+        &self,
+        lease: &Lease,
+        run: &Run,
+        delivered: &Delivered,
+    ) -> anyhow::Result<Run> {
+        let events = if run.heartbeat_event_id.is_some() {
+            0
+        } else {
+            delivered.encoded.events as i64
+        };
         self.store
-            .commit_run(lease, run, events, delivered.encoded.bytes as i64, &delivered.encoded.sha256)
+            .commit_run(
+                lease,
+                run,
+                events,
+                delivered.encoded.bytes as i64,
+                &delivered.encoded.sha256,
+            )
             .await?;
         Ok(Run {
             status: crate::store::RunStatus::Done,
@@ -197,7 +262,9 @@ impl Exporter {
 }
 
 fn default_owner() -> String {
-    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into());
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}:{}:{}", std::process::id(), &nonce[..8])
 }

@@ -24,10 +24,19 @@ pub struct Delivered {
 }
 
 /// Writes the run's object: the window's events in `(txid, id)` order, or its heartbeat.
-pub async fn deliver(store: &Store, sink: &dyn Sink, run: &Run, part_size: usize) -> anyhow::Result<Delivered> {
-    let events: std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Event>> + Send + '_>> = match run.heartbeat_event_id {
+pub async fn deliver(
+    store: &Store,
+    sink: &dyn Sink,
+    run: &Run,
+    part_size: usize,
+) -> anyhow::Result<Delivered> {
+    let events: std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Event>> + Send + '_>> = match run
+        .heartbeat_event_id
+    {
         Some(id) => Box::pin(stream::once(async move { Ok(heartbeat(run, id)) })),
-        None => Box::pin(store.stream_window(run.window_lo, run.window_hi, run.tenant_id.as_deref())),
+        None => {
+            Box::pin(store.stream_window(run.window_lo, run.window_hi, run.tenant_id.as_deref()))
+        }
     };
     let (events_tx, mut events_rx) = mpsc::channel::<Vec<Event>>(QUEUE);
     let (parts_tx, mut parts_rx) = mpsc::channel::<Bytes>(QUEUE);
@@ -52,7 +61,10 @@ pub async fn deliver(store: &Store, sink: &dyn Sink, run: &Run, part_size: usize
         let mut events = events.chunks(BATCH);
         while let Some(batch) = events.next().await {
             let batch = batch.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-            events_tx.send(batch).await.map_err(|_| anyhow!("the encoder stopped"))?;
+            events_tx
+                .send(batch)
+                .await
+                .map_err(|_| anyhow!("the encoder stopped"))?;
         }
         anyhow::Ok(())
     };
@@ -70,7 +82,9 @@ pub async fn deliver(store: &Store, sink: &dyn Sink, run: &Run, part_size: usize
         anyhow::Ok(writer)
     };
     let (read, upload) = tokio::join!(read, upload);
-    let encoded = encoder.await.map_err(|e| anyhow!("the encoder panicked: {e}"));
+    let encoded = encoder
+        .await
+        .map_err(|e| anyhow!("the encoder panicked: {e}"));
 
     // The writer finishes only when every stage ended well: a window cut short by a database
     // error must never become an object.
@@ -81,7 +95,10 @@ pub async fn deliver(store: &Store, sink: &dyn Sink, run: &Run, part_size: usize
         (Ok(()), Ok(Ok(encoded))) => Ok(encoded),
     };
     match failure {
-        Ok(encoded) => Ok(Delivered { outcome: writer.finish().await?, encoded }),
+        Ok(encoded) => Ok(Delivered {
+            outcome: writer.finish().await?,
+            encoded,
+        }),
         Err(e) => {
             writer.abort().await;
             Err(e)

@@ -48,19 +48,31 @@ pub struct S3Credentials {
 const URL_ALLOWED: &str = "allowed: s3://bucket[/prefix] or file:///absolute/path";
 
 impl Destination {
-    pub(super) fn parse(name: String, raw: RawDestination, defaults: &RawDefaults) -> Result<Self, SettingsError> {
+    pub(super) fn parse(
+        name: String,
+        raw: RawDestination,
+        defaults: &RawDefaults,
+    ) -> Result<Self, SettingsError> {
         let key = |field: &str| format!("destinations.{name}.{field}");
         let error = |field: &str, msg: String| SettingsError(format!("{}: {msg}", key(field)));
 
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
             return Err(SettingsError(format!(
                 "destinations.{name}: {name:?} is not a destination name; allowed: lowercase letters, digits, '_' and '-'"
             )));
         }
         let Some(url) = raw.url.as_deref() else {
-            return Err(error("url", format!("missing; every destination needs a url ({URL_ALLOWED})")));
+            return Err(error(
+                "url",
+                format!("missing; every destination needs a url ({URL_ALLOWED})"),
+            ));
         };
-        let parsed = url::Url::parse(url).map_err(|e| error("url", format!("{url:?} is not a URL ({e}); {URL_ALLOWED}")))?;
+        let parsed = url::Url::parse(url)
+            .map_err(|e| error("url", format!("{url:?} is not a URL ({e}); {URL_ALLOWED}")))?;
         let target = match parsed.scheme() {
             "s3" => Target::S3(parse_s3(&parsed, &raw).map_err(|(field, msg)| error(field, msg))?),
             "file" => {
@@ -76,38 +88,97 @@ impl Destination {
                     return Err(error(field, "applies only to s3:// destinations".into()));
                 }
                 if parsed.host_str().is_some_and(|h| !h.is_empty()) || parsed.path().len() < 2 {
-                    return Err(error("url", format!("{url:?} is not a local directory; {URL_ALLOWED}")));
+                    return Err(error(
+                        "url",
+                        format!("{url:?} is not a local directory; {URL_ALLOWED}"),
+                    ));
                 }
-                let path = parsed
-                    .to_file_path()
-                    .map_err(|()| error("url", format!("{url:?} is not a local directory; {URL_ALLOWED}")))?;
+                let path = parsed.to_file_path().map_err(|()| {
+                    error(
+                        "url",
+                        format!("{url:?} is not a local directory; {URL_ALLOWED}"),
+                    )
+                })?;
                 Target::File(path)
             }
-            scheme => return Err(error("url", format!("scheme {scheme:?} is not supported; {URL_ALLOWED}"))),
+            scheme => {
+                return Err(error(
+                    "url",
+                    format!("scheme {scheme:?} is not supported; {URL_ALLOWED}"),
+                ));
+            }
         };
 
         let every_hours = raw.every_hours.unwrap_or(defaults.every_hours);
-        let every_hours_key = if raw.every_hours.is_some() { key("every_hours") } else { "defaults.every_hours".into() };
-        let every_hours = in_range(&every_hours_key, every_hours, Schedule::MIN_HOURS.into(), Schedule::MAX_HOURS.into())?;
+        let every_hours_key = if raw.every_hours.is_some() {
+            key("every_hours")
+        } else {
+            "defaults.every_hours".into()
+        };
+        let every_hours = in_range(
+            &every_hours_key,
+            every_hours,
+            Schedule::MIN_HOURS.into(),
+            Schedule::MAX_HOURS.into(),
+        )?;
 
-        let (encoding_key, encoding) = pick(&raw.encoding, &defaults.encoding, &key("encoding"), "defaults.encoding");
+        let (encoding_key, encoding) = pick(
+            &raw.encoding,
+            &defaults.encoding,
+            &key("encoding"),
+            "defaults.encoding",
+        );
         let encoding = Encoding::parse(encoding).ok_or_else(|| {
-            SettingsError(format!("{encoding_key}: {encoding:?} is not allowed; allowed: {}", Encoding::ALLOWED))
+            SettingsError(format!(
+                "{encoding_key}: {encoding:?} is not allowed; allowed: {}",
+                Encoding::ALLOWED
+            ))
         })?;
-        let (compression_key, compression) =
-            pick(&raw.compression, &defaults.compression, &key("compression"), "defaults.compression");
+        let (compression_key, compression) = pick(
+            &raw.compression,
+            &defaults.compression,
+            &key("compression"),
+            "defaults.compression",
+        );
         let compression = Compression::parse(compression).ok_or_else(|| {
-            SettingsError(format!("{compression_key}: {compression:?} is not allowed; allowed: {}", Compression::ALLOWED))
+            SettingsError(format!(
+                "{compression_key}: {compression:?} is not allowed; allowed: {}",
+                Compression::ALLOWED
+            ))
         })?;
-        let (layout_key, layout) = pick(&raw.key_layout, &defaults.key_layout, &key("key_layout"), "defaults.key_layout");
-        let log_type = raw.env0_log_type.as_deref().unwrap_or(&defaults.env0_log_type);
-        let key_layout = KeyLayout::parse(layout, log_type).map_err(|msg| SettingsError(format!("{layout_key}: {msg}")))?;
+        let (layout_key, layout) = pick(
+            &raw.key_layout,
+            &defaults.key_layout,
+            &key("key_layout"),
+            "defaults.key_layout",
+        );
+        let log_type = raw
+            .env0_log_type
+            .as_deref()
+            .unwrap_or(&defaults.env0_log_type);
+        let key_layout = KeyLayout::parse(layout, log_type)
+            .map_err(|msg| SettingsError(format!("{layout_key}: {msg}")))?;
 
         let tenant_id = match raw.tenant_id {
-            Some(t) if t.is_empty() => return Err(error("tenant_id", "is empty; remove it to export every tenant".into())),
+            Some(t) if t.is_empty() => {
+                return Err(error(
+                    "tenant_id",
+                    "is empty; remove it to export every tenant".into(),
+                ));
+            }
             other => other,
         };
-        Ok(Self { name, target, tenant_id, every_hours, format: Format { encoding, compression }, key_layout })
+        Ok(Self {
+            name,
+            target,
+            tenant_id,
+            every_hours,
+            format: Format {
+                encoding,
+                compression,
+            },
+            key_layout,
+        })
     }
 
     /// The key prefix inside the destination (empty for the root).
@@ -120,7 +191,12 @@ impl Destination {
 }
 
 /// The destination's own value or the default, with the key to name in an error.
-fn pick<'a>(own: &'a Option<String>, default: &'a str, own_key: &str, default_key: &str) -> (String, &'a str) {
+fn pick<'a>(
+    own: &'a Option<String>,
+    default: &'a str,
+    own_key: &str,
+    default_key: &str,
+) -> (String, &'a str) {
     match own {
         Some(value) => (own_key.to_owned(), value),
         None => (default_key.to_owned(), default),
@@ -130,22 +206,37 @@ fn pick<'a>(own: &'a Option<String>, default: &'a str, own_key: &str, default_ke
 fn parse_s3(url: &url::Url, raw: &RawDestination) -> Result<S3Target, (&'static str, String)> {
     let bucket = url.host_str().unwrap_or_default();
     let valid_bucket = (3..=63).contains(&bucket.len())
-        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
         && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
         && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !valid_bucket {
         return Err((
             "url",
-            format!("{bucket:?} is not an S3 bucket name; allowed: 3-63 lowercase letters, digits, '.' and '-' ({URL_ALLOWED})"),
+            format!(
+                "{bucket:?} is not an S3 bucket name; allowed: 3-63 lowercase letters, digits, '.' and '-' ({URL_ALLOWED})"
+            ),
         ));
     }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.port().is_some() {
-        return Err(("url", format!("{url} has parts an S3 URL cannot have; {URL_ALLOWED}")));
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.port().is_some()
+    {
+        return Err((
+            "url",
+            format!("{url} has parts an S3 URL cannot have; {URL_ALLOWED}"),
+        ));
     }
     if let Some(endpoint) = &raw.endpoint {
-        let ok = url::Url::parse(endpoint).is_ok_and(|e| matches!(e.scheme(), "http" | "https") && e.host().is_some());
+        let ok = url::Url::parse(endpoint)
+            .is_ok_and(|e| matches!(e.scheme(), "http" | "https") && e.host().is_some());
         if !ok {
-            return Err(("endpoint", format!("{endpoint:?} is not an endpoint; allowed: http(s)://host[:port]")));
+            return Err((
+                "endpoint",
+                format!("{endpoint:?} is not an endpoint; allowed: http(s)://host[:port]"),
+            ));
         }
     }
     let credentials = match (&raw.access_key_id, &raw.secret_access_key) {
@@ -155,11 +246,24 @@ fn parse_s3(url: &url::Url, raw: &RawDestination) -> Result<S3Target, (&'static 
             session_token: raw.session_token.clone(),
         }),
         (None, None) if raw.session_token.is_some() => {
-            return Err(("session_token", "needs access_key_id and secret_access_key".into()));
+            return Err((
+                "session_token",
+                "needs access_key_id and secret_access_key".into(),
+            ));
         }
         (None, None) => None,
-        (Some(_), None) => return Err(("secret_access_key", "missing; access_key_id needs it".into())),
-        (None, Some(_)) => return Err(("access_key_id", "missing; secret_access_key needs it".into())),
+        (Some(_), None) => {
+            return Err((
+                "secret_access_key",
+                "missing; access_key_id needs it".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err((
+                "access_key_id",
+                "missing; secret_access_key needs it".into(),
+            ));
+        }
     };
     Ok(S3Target {
         bucket: bucket.to_owned(),

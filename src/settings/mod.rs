@@ -83,20 +83,28 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
         let env: HashMap<String, String> = env.into_iter().collect();
-        let mut builder = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         if let Some(path) = config_file {
             if !path.is_file() {
-                return Err(SettingsError(format!("--config {}: no such file", path.display())));
+                return Err(SettingsError(format!(
+                    "--config {}: no such file",
+                    path.display()
+                )));
             }
             builder = builder.add_source(File::from(path).format(FileFormat::Toml));
         }
-        let overrides = env.iter().filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")));
+        let overrides = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")));
         let builder = builder.add_source(
             Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
-                .source(Some(overrides.map(|(k, v)| (k.clone(), v.clone())).collect())),
+                .source(Some(
+                    overrides.map(|(k, v)| (k.clone(), v.clone())).collect(),
+                )),
         );
         let raw: RawSettings = builder
             .build()
@@ -104,7 +112,10 @@ impl Settings {
             .map_err(|e| SettingsError(format!("invalid configuration: {e}")))?;
         let mut settings = Self::validate(raw)?;
         if settings.database.url.is_none() {
-            settings.database.url = env.get("DATABASE_URL").filter(|u| !u.is_empty()).map(|u| u.clone().into());
+            settings.database.url = env
+                .get("DATABASE_URL")
+                .filter(|u| !u.is_empty())
+                .map(|u| u.clone().into());
         }
         Ok(settings)
     }
@@ -113,17 +124,36 @@ impl Settings {
         let database = DatabaseSettings {
             url: raw.database.url,
             embedded_dir: PathBuf::from(raw.database.embedded_dir),
-            max_connections: in_range("database.max_connections", raw.database.max_connections, 2, 100)?,
+            max_connections: in_range(
+                "database.max_connections",
+                raw.database.max_connections,
+                2,
+                100,
+            )?,
             migrate_on_start: raw.database.migrate_on_start,
         };
         let exporter = ExporterSettings {
             instance_id: raw.exporter.instance_id.filter(|id| !id.is_empty()),
             lease_secs: in_range("exporter.lease_secs", raw.exporter.lease_secs, 5, 86_400)?,
             // S3 refuses parts below 5 MiB (the last excepted) and above 5 GiB.
-            part_size: in_range::<usize>("exporter.part_size_mib", raw.exporter.part_size_mib, 5, 5120)? << 20,
-            uploads_in_flight: in_range("exporter.uploads_in_flight", raw.exporter.uploads_in_flight, 1, 16)?,
+            part_size: in_range::<usize>(
+                "exporter.part_size_mib",
+                raw.exporter.part_size_mib,
+                5,
+                5120,
+            )? << 20,
+            uploads_in_flight: in_range(
+                "exporter.uploads_in_flight",
+                raw.exporter.uploads_in_flight,
+                1,
+                16,
+            )?,
         };
-        if tokio_cron_scheduler::Job::new_async(raw.run.check_cron.as_str(), |_, _| Box::pin(async {})).is_err() {
+        if tokio_cron_scheduler::Job::new_async(raw.run.check_cron.as_str(), |_, _| {
+            Box::pin(async {})
+        })
+        .is_err()
+        {
             return Err(SettingsError(format!(
                 "run.check_cron: {:?} is not a cron expression; allowed: six fields, seconds first, e.g. \"0 * * * * *\"",
                 raw.run.check_cron
@@ -131,13 +161,22 @@ impl Settings {
         }
         let run = RunSettings {
             check_cron: raw.run.check_cron,
-            shutdown_grace_secs: in_range("run.shutdown_grace_secs", raw.run.shutdown_grace_secs, 0, 3600)?,
+            shutdown_grace_secs: in_range(
+                "run.shutdown_grace_secs",
+                raw.run.shutdown_grace_secs,
+                0,
+                3600,
+            )?,
         };
         let log = LogSettings {
             format: match raw.log.format.as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
-                other => return Err(SettingsError(format!("log.format: {other:?} is not allowed; allowed: text | json"))),
+                other => {
+                    return Err(SettingsError(format!(
+                        "log.format: {other:?} is not allowed; allowed: text | json"
+                    )));
+                }
             },
             level: raw.log.level,
         };
@@ -146,11 +185,20 @@ impl Settings {
             .into_iter()
             .map(|(name, dest)| Destination::parse(name, dest, &raw.defaults))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { database, exporter, run, log, destinations })
+        Ok(Self {
+            database,
+            exporter,
+            run,
+            log,
+            destinations,
+        })
     }
 
     /// The destinations named, all of them when `names` is empty; an unknown name is an error.
-    pub fn select_destinations(&self, names: &[String]) -> Result<Vec<&Destination>, SettingsError> {
+    pub fn select_destinations(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<&Destination>, SettingsError> {
         if self.destinations.is_empty() {
             return Err(SettingsError(
                 "no destination is configured; add a [destinations.NAME] table with a url".into(),
@@ -162,10 +210,17 @@ impl Settings {
         names
             .iter()
             .map(|name| {
-                self.destinations.iter().find(|d| &d.name == name).ok_or_else(|| {
-                    let known: Vec<_> = self.destinations.iter().map(|d| d.name.as_str()).collect();
-                    SettingsError(format!("--destination {name}: no such destination; configured: {}", known.join(", ")))
-                })
+                self.destinations
+                    .iter()
+                    .find(|d| &d.name == name)
+                    .ok_or_else(|| {
+                        let known: Vec<_> =
+                            self.destinations.iter().map(|d| d.name.as_str()).collect();
+                        SettingsError(format!(
+                            "--destination {name}: no such destination; configured: {}",
+                            known.join(", ")
+                        ))
+                    })
             })
             .collect()
     }
@@ -177,11 +232,21 @@ impl Settings {
 }
 
 /// Reads an integer key, naming it and its range when it is out of bounds.
-fn in_range<T: TryFrom<i64>>(key: &str, value: i64, min: i64, max: i64) -> Result<T, SettingsError> {
+fn in_range<T: TryFrom<i64>>(
+    key: &str,
+    value: i64,
+    min: i64,
+    max: i64,
+) -> Result<T, SettingsError> {
     if (min..=max).contains(&value)
         && let Ok(v) = T::try_from(value)
     {
         return Ok(v);
     }
-    Err(SettingsError(format!("{key}: {value} is out of range; allowed: {min}..={max}")))
+    Err(SettingsError(format!(
+        "{key}: {value} is out of range; allowed: {min}..={max}"
+    )))
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,10 +13,19 @@ pub(super) fn to_toml(settings: &Settings) -> String {
     let mut database = Table::new();
     match &settings.database.url {
         Some(url) => database.insert("url".into(), redact_url(url).into()),
-        None => database.insert("embedded_dir".into(), settings.database.embedded_dir.display().to_string().into()),
+        None => database.insert(
+            "embedded_dir".into(),
+            settings.database.embedded_dir.display().to_string().into(),
+        ),
     };
-    database.insert("max_connections".into(), i64::from(settings.database.max_connections).into());
-    database.insert("migrate_on_start".into(), settings.database.migrate_on_start.into());
+    database.insert(
+        "max_connections".into(),
+        i64::from(settings.database.max_connections).into(),
+    );
+    database.insert(
+        "migrate_on_start".into(),
+        settings.database.migrate_on_start.into(),
+    );
     root.insert("database".into(), database.into());
 
     let exporter = &settings.exporter;
@@ -25,13 +34,22 @@ pub(super) fn to_toml(settings: &Settings) -> String {
         table.insert("instance_id".into(), id.clone().into());
     }
     table.insert("lease_secs".into(), i64::from(exporter.lease_secs).into());
-    table.insert("part_size_mib".into(), ((exporter.part_size >> 20) as i64).into());
-    table.insert("uploads_in_flight".into(), (exporter.uploads_in_flight as i64).into());
+    table.insert(
+        "part_size_mib".into(),
+        ((exporter.part_size >> 20) as i64).into(),
+    );
+    table.insert(
+        "uploads_in_flight".into(),
+        (exporter.uploads_in_flight as i64).into(),
+    );
     root.insert("exporter".into(), table.into());
 
     let mut run = Table::new();
     run.insert("check_cron".into(), settings.run.check_cron.clone().into());
-    run.insert("shutdown_grace_secs".into(), i64::from(settings.run.shutdown_grace_secs).into());
+    run.insert(
+        "shutdown_grace_secs".into(),
+        i64::from(settings.run.shutdown_grace_secs).into(),
+    );
     root.insert("run".into(), run.into());
 
     let mut log = Table::new();
@@ -51,7 +69,11 @@ pub(super) fn to_toml(settings: &Settings) -> String {
                 table.insert("url".into(), format!("file://{}", path.display()).into());
             }
             Target::S3(s3) => {
-                let url = if s3.prefix.is_empty() { format!("s3://{}", s3.bucket) } else { format!("s3://{}/{}", s3.bucket, s3.prefix) };
+                let url = if s3.prefix.is_empty() {
+                    format!("s3://{}", s3.bucket)
+                } else {
+                    format!("s3://{}/{}", s3.bucket, s3.prefix)
+                };
                 table.insert("url".into(), url.into());
                 if let Some(region) = &s3.region {
                     table.insert("region".into(), region.clone().into());
@@ -77,13 +99,17 @@ pub(super) fn to_toml(settings: &Settings) -> String {
         }
         table.insert("every_hours".into(), i64::from(dest.every_hours).into());
         table.insert("encoding".into(), dest.format.encoding.as_str().into());
-        table.insert("compression".into(), dest.format.compression.as_str().into());
+        table.insert(
+            "compression".into(),
+            dest.format.compression.as_str().into(),
+        );
         table.insert("key_layout".into(), dest.key_layout.as_config().into());
         destinations.insert(dest.name.clone(), Value::Table(table));
     }
     root.insert("destinations".into(), destinations.into());
 
-    toml::to_string_pretty(&root).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    toml::to_string_pretty(&root)
+        .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
 }
 
 /// The database URL with its password replaced, so it can be shown.
@@ -96,7 +122,11 @@ pub fn redact_url(url: &SecretString) -> String {
             let query: Vec<(String, String)> = parsed
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if k.eq_ignore_ascii_case("password") { REDACTED.to_owned() } else { v.into_owned() };
+                    let v = if k.eq_ignore_ascii_case("password") {
+                        REDACTED.to_owned()
+                    } else {
+                        v.into_owned()
+                    };
                     (k.into_owned(), v)
                 })
                 .collect();

@@ -31,11 +31,21 @@ impl Sink for FileSink {
 
     async fn create(&self, key: &str, _format: Format) -> anyhow::Result<Box<dyn ObjectWriter>> {
         let path = self.root.join(key);
-        let dir = path.parent().context("an object key names a file")?.to_owned();
-        tokio::fs::create_dir_all(&dir).await.with_context(|| format!("Failed to create {}", dir.display()))?;
-        let name = path.file_name().context("an object key names a file")?.to_string_lossy();
+        let dir = path
+            .parent()
+            .context("an object key names a file")?
+            .to_owned();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .with_context(|| format!("Failed to create {}", dir.display()))?;
+        let name = path
+            .file_name()
+            .context("an object key names a file")?
+            .to_string_lossy();
         let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-        let file = tokio::fs::File::create(&temp).await.with_context(|| format!("Failed to create {}", temp.display()))?;
+        let file = tokio::fs::File::create(&temp)
+            .await
+            .with_context(|| format!("Failed to create {}", temp.display()))?;
         Ok(Box::new(FileWriter { file, temp, path }))
     }
 }
@@ -49,16 +59,24 @@ struct FileWriter {
 #[async_trait]
 impl ObjectWriter for FileWriter {
     async fn write(&mut self, part: Bytes) -> anyhow::Result<()> {
-        self.file.write_all(&part).await.with_context(|| format!("Failed to write {}", self.temp.display()))
+        self.file
+            .write_all(&part)
+            .await
+            .with_context(|| format!("Failed to write {}", self.temp.display()))
     }
 
     async fn finish(mut self: Box<Self>) -> anyhow::Result<PutOutcome> {
         self.file.flush().await?;
-        self.file.sync_all().await.with_context(|| format!("Failed to sync {}", self.temp.display()))?;
+        self.file
+            .sync_all()
+            .await
+            .with_context(|| format!("Failed to sync {}", self.temp.display()))?;
         let outcome = match tokio::fs::hard_link(&self.temp, &self.path).await {
             Ok(()) => PutOutcome::Written,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
-            Err(e) => return Err(e).with_context(|| format!("Failed to link {}", self.path.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("Failed to link {}", self.path.display()));
+            }
         };
         tokio::fs::remove_file(&self.temp).await?;
         sync_dir(self.path.parent().unwrap_or(Path::new("/"))).await?;

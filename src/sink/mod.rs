@@ -43,7 +43,10 @@ pub trait ObjectWriter: Send {
 }
 
 /// The sink of a destination.
-pub async fn connect(destination: &Destination, exporter: &ExporterSettings) -> anyhow::Result<Box<dyn Sink>> {
+pub async fn connect(
+    destination: &Destination,
+    exporter: &ExporterSettings,
+) -> anyhow::Result<Box<dyn Sink>> {
     Ok(match &destination.target {
         Target::File(dir) => Box::new(FileSink::new(dir.clone())),
         Target::S3(target) => Box::new(S3Sink::connect(target, exporter.uploads_in_flight).await),

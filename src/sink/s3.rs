@@ -41,20 +41,27 @@ impl S3Sink {
             loader = loader.credentials_provider(Credentials::new(
                 keys.access_key_id.expose_secret(),
                 keys.secret_access_key.expose_secret(),
-                keys.session_token.as_ref().map(|t| t.expose_secret().to_owned()),
+                keys.session_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_owned()),
                 None,
                 "audit-exporter-config",
             ));
         }
         let shared = loader.load().await;
-        let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(target.force_path_style);
+        let mut config =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(target.force_path_style);
         if shared.region().is_none() {
             config = config.region(Region::new("us-east-1"));
         }
         if let Some(endpoint) = &target.endpoint {
             config = config.endpoint_url(endpoint);
         }
-        Self { client: Client::from_conf(config.build()), bucket: target.bucket.clone(), uploads_in_flight }
+        Self {
+            client: Client::from_conf(config.build()),
+            bucket: target.bucket.clone(),
+            uploads_in_flight,
+        }
     }
 }
 
@@ -109,18 +116,37 @@ impl S3Writer {
             .send()
             .await
             .map_err(|e| s3_error("CreateMultipartUpload", &self.location(), e))?;
-        let upload_id = created.upload_id().context("CreateMultipartUpload returned no upload id")?.to_owned();
-        Ok(Multipart { upload_id, next_number: 1, in_flight: JoinSet::new(), done: Vec::new() })
+        let upload_id = created
+            .upload_id()
+            .context("CreateMultipartUpload returned no upload id")?
+            .to_owned();
+        Ok(Multipart {
+            upload_id,
+            next_number: 1,
+            in_flight: JoinSet::new(),
+            done: Vec::new(),
+        })
     }
 
     /// Sends a part, first waiting for one in flight when the limit is reached.
     async fn upload_part(&mut self, part: Bytes) -> anyhow::Result<()> {
         let limit = self.sink.uploads_in_flight;
         let location = self.location();
-        let (client, bucket, key) = (self.sink.client.clone(), self.sink.bucket.clone(), self.key.clone());
-        let multipart = self.multipart.as_mut().context("no multipart upload in progress")?;
+        let (client, bucket, key) = (
+            self.sink.client.clone(),
+            self.sink.bucket.clone(),
+            self.key.clone(),
+        );
+        let multipart = self
+            .multipart
+            .as_mut()
+            .context("no multipart upload in progress")?;
         while multipart.in_flight.len() >= limit {
-            let finished = multipart.in_flight.join_next().await.context("a part upload is in flight")??;
+            let finished = multipart
+                .in_flight
+                .join_next()
+                .await
+                .context("a part upload is in flight")??;
             multipart.done.push(finished?);
         }
         let number = multipart.next_number;
@@ -170,7 +196,10 @@ impl S3Writer {
     }
 
     async fn complete(&mut self) -> anyhow::Result<PutOutcome> {
-        let multipart = self.multipart.as_mut().context("no multipart upload in progress")?;
+        let multipart = self
+            .multipart
+            .as_mut()
+            .context("no multipart upload in progress")?;
         while let Some(finished) = multipart.in_flight.join_next().await {
             multipart.done.push(finished??);
         }
@@ -184,7 +213,11 @@ impl S3Writer {
             .key(&self.key)
             .upload_id(&multipart.upload_id)
             .if_none_match("*")
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await;
         match result {
@@ -198,7 +231,9 @@ impl S3Writer {
     }
 
     async fn abort_multipart(&mut self) {
-        let Some(multipart) = self.multipart.take() else { return };
+        let Some(multipart) = self.multipart.take() else {
+            return;
+        };
         let mut in_flight = multipart.in_flight;
         in_flight.abort_all();
         while in_flight.join_next().await.is_some() {}
@@ -260,12 +295,19 @@ fn sha256_base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
 }
 
-fn is_precondition_failed<E: ProvideErrorMetadata>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
-    e.raw_response().is_some_and(|r| r.status().as_u16() == 412) || e.code() == Some("PreconditionFailed")
+fn is_precondition_failed<E: ProvideErrorMetadata>(
+    e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    e.raw_response().is_some_and(|r| r.status().as_u16() == 412)
+        || e.code() == Some("PreconditionFailed")
 }
 
 /// One line naming the operation, the object, S3's error code and message, and the request id.
-fn s3_error<E>(operation: &str, location: &str, e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> anyhow::Error
+fn s3_error<E>(
+    operation: &str,
+    location: &str,
+    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -274,7 +316,13 @@ where
         (Some(code), None) => Box::new(code.to_owned()),
         _ => Box::new(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()),
     };
-    let status = e.raw_response().map(|r| format!(" (HTTP {})", r.status().as_u16())).unwrap_or_default();
-    let request_id = e.request_id().map(|id| format!(" (request id {id})")).unwrap_or_default();
+    let status = e
+        .raw_response()
+        .map(|r| format!(" (HTTP {})", r.status().as_u16()))
+        .unwrap_or_default();
+    let request_id = e
+        .request_id()
+        .map(|id| format!(" (request id {id})"))
+        .unwrap_or_default();
     anyhow!("S3 {operation} to {location}: {detail}{status}{request_id}")
 }

@@ -25,7 +25,16 @@ pub struct EmbeddedPostgres {
 #[derive(Debug)]
 struct Started {
     pid: Pid,
-    exited: mpsc::Receiver<()>,
+    /// Gets a message when the server exits. In a mutex so a server can live in a static.
+    exited: std::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+impl Started {
+    fn wait_exit(&self, timeout: Duration) -> bool {
+        self.exited
+            .lock()
+            .is_ok_and(|rx| rx.recv_timeout(timeout).is_ok())
+    }
 }
 
 impl EmbeddedPostgres {
@@ -34,7 +43,10 @@ impl EmbeddedPostgres {
     pub fn start(data_dir: &Path, settings: &[&str]) -> anyhow::Result<Self> {
         let bin = find_bin_dir()?;
         let user = if geteuid().is_root() {
-            Some(User::from_name("postgres")?.context("running as root needs a `postgres` user to run PostgreSQL as")?)
+            Some(
+                User::from_name("postgres")?
+                    .context("running as root needs a `postgres` user to run PostgreSQL as")?,
+            )
         } else {
             None
         };
@@ -44,15 +56,27 @@ impl EmbeddedPostgres {
         }
         if let Some(port) = running_port(&data_dir) {
             tracing::info!(data_dir = %data_dir.display(), port, "Attached to the embedded PostgreSQL already running.");
-            return Ok(Self { data_dir, port, started: None });
+            return Ok(Self {
+                data_dir,
+                port,
+                started: None,
+            });
         }
         let port = free_port()?;
-        let log = fs::File::create(data_dir.join("server.log")).context("Failed to create the server log")?;
+        let log = fs::File::create(data_dir.join("server.log"))
+            .context("Failed to create the server log")?;
         let mut command = Command::new(bin.join("postgres"));
         command
             .arg("-D")
             .arg(&data_dir)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+            ])
             .args(settings.iter().flat_map(|s| ["-c", s]))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -64,27 +88,36 @@ impl EmbeddedPostgres {
         }
         // SAFETY: prctl is async-signal-safe. If this process dies, the server shuts down.
         unsafe {
-            command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from));
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)
+            });
         }
         // The parent-death signal fires when the spawning thread ends, so a thread that lives as
         // long as the server spawns it and waits for it.
         let (spawned_tx, spawned_rx) = mpsc::channel();
         let (exited_tx, exited_rx) = mpsc::channel();
-        std::thread::Builder::new().name("embedded-postgres".into()).spawn(move || match command.spawn() {
-            Ok(mut child) => {
-                let _ = spawned_tx.send(Ok(child.id()));
-                let _ = child.wait();
-                let _ = exited_tx.send(());
-            }
-            Err(e) => {
-                let _ = spawned_tx.send(Err(e));
-            }
-        })?;
-        let pid = spawned_rx.recv()?.with_context(|| format!("Failed to start {}", bin.join("postgres").display()))?;
+        std::thread::Builder::new()
+            .name("embedded-postgres".into())
+            .spawn(move || match command.spawn() {
+                Ok(mut child) => {
+                    let _ = spawned_tx.send(Ok(child.id()));
+                    let _ = child.wait();
+                    let _ = exited_tx.send(());
+                }
+                Err(e) => {
+                    let _ = spawned_tx.send(Err(e));
+                }
+            })?;
+        let pid = spawned_rx
+            .recv()?
+            .with_context(|| format!("Failed to start {}", bin.join("postgres").display()))?;
         let server = Self {
             data_dir,
             port,
-            started: Some(Started { pid: Pid::from_raw(pid as i32), exited: exited_rx }),
+            started: Some(Started {
+                pid: Pid::from_raw(pid as i32),
+                exited: std::sync::Mutex::new(exited_rx),
+            }),
         };
         server.wait_ready()?;
         tracing::info!(data_dir = %server.data_dir.display(), port, "Started an embedded PostgreSQL.");
@@ -103,15 +136,24 @@ impl EmbeddedPostgres {
     fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if self.started.as_ref().is_some_and(|s| s.exited.try_recv().is_ok()) {
-                bail!("PostgreSQL exited at start; see {}", self.data_dir.join("server.log").display());
-            }
             if running_port(&self.data_dir) == Some(self.port) {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(50));
+            if self
+                .started
+                .as_ref()
+                .is_some_and(|s| s.wait_exit(Duration::from_millis(50)))
+            {
+                bail!(
+                    "PostgreSQL exited at start; see {}",
+                    self.data_dir.join("server.log").display()
+                );
+            }
         }
-        bail!("PostgreSQL did not become ready in 60 s; see {}", self.data_dir.join("server.log").display())
+        bail!(
+            "PostgreSQL did not become ready in 60 s; see {}",
+            self.data_dir.join("server.log").display()
+        )
     }
 }
 
@@ -120,7 +162,7 @@ impl Drop for EmbeddedPostgres {
         if let Some(started) = &self.started {
             // SIGINT is PostgreSQL's fast shutdown: clients are disconnected, data is flushed.
             if kill(started.pid, Signal::SIGINT).is_ok() {
-                let _ = started.exited.recv_timeout(Duration::from_secs(30));
+                started.wait_exit(Duration::from_secs(30));
             }
         }
     }
@@ -131,10 +173,21 @@ fn find_bin_dir() -> anyhow::Result<PathBuf> {
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
     let mut versioned: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
-        .map(|dirs| dirs.filter_map(|d| d.ok()).map(|d| d.path().join("bin")).collect())
+        .map(|dirs| {
+            dirs.filter_map(|d| d.ok())
+                .map(|d| d.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     // The newest installed version first.
-    versioned.sort_by_key(|p| std::cmp::Reverse(p.to_string_lossy().split('/').nth(4).and_then(|v| v.parse::<u32>().ok())));
+    versioned.sort_by_key(|p| {
+        std::cmp::Reverse(
+            p.to_string_lossy()
+                .split('/')
+                .nth(4)
+                .and_then(|v| v.parse::<u32>().ok()),
+        )
+    });
     on_path
         .into_iter()
         .chain(versioned)
@@ -146,14 +199,21 @@ fn find_bin_dir() -> anyhow::Result<PathBuf> {
 /// one under the system temp directory named after it.
 fn reachable_data_dir(wanted: &Path, user: Option<&User>) -> anyhow::Result<PathBuf> {
     let absolute = std::path::absolute(wanted)?;
-    let Some(user) = user else { return Ok(absolute) };
+    let Some(user) = user else {
+        return Ok(absolute);
+    };
     let blocked = absolute.ancestors().skip(1).any(|dir| {
-        fs::metadata(dir).is_ok_and(|m| m.uid() != user.uid.as_raw() && m.permissions().mode() & 0o001 == 0)
+        fs::metadata(dir)
+            .is_ok_and(|m| m.uid() != user.uid.as_raw() && m.permissions().mode() & 0o001 == 0)
     });
     if !blocked {
         return Ok(absolute);
     }
-    let name: String = absolute.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let name: String = absolute
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
     let fallback = std::env::temp_dir().join(format!("audit-exporter{name}"));
     tracing::warn!(
         wanted = %absolute.display(),
@@ -166,21 +226,35 @@ fn reachable_data_dir(wanted: &Path, user: Option<&User>) -> anyhow::Result<Path
 use std::os::unix::fs::MetadataExt;
 
 fn init(bin: &Path, data_dir: &Path, user: Option<&User>) -> anyhow::Result<()> {
-    fs::create_dir_all(data_dir).with_context(|| format!("Failed to create {}", data_dir.display()))?;
+    fs::create_dir_all(data_dir)
+        .with_context(|| format!("Failed to create {}", data_dir.display()))?;
     fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))?;
     let mut command = Command::new(bin.join("initdb"));
     command
         .arg("-D")
         .arg(data_dir)
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ])
         .stdin(Stdio::null());
     if let Some(user) = user {
         chown(data_dir, Some(user.uid), Some(user.gid))?;
         command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
     }
-    let output = command.output().with_context(|| format!("Failed to run {}", bin.join("initdb").display()))?;
+    let output = command
+        .output()
+        .with_context(|| format!("Failed to run {}", bin.join("initdb").display()))?;
     if !output.status.success() {
-        bail!("initdb failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -199,6 +273,7 @@ fn running_port(data_dir: &Path) -> Option<u16> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("Failed to find a free port")?;
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("Failed to find a free port")?;
     Ok(listener.local_addr()?.port())
 }

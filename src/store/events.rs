@@ -41,7 +41,12 @@ impl Store {
     }
 
     /// Whether the window `[lo, hi)` holds an event (of `tenant`, when given).
-    pub async fn window_has_events(&self, lo: i64, hi: i64, tenant: Option<&str>) -> anyhow::Result<bool> {
+    pub async fn window_has_events(
+        &self,
+        lo: i64,
+        hi: i64,
+        tenant: Option<&str>,
+    ) -> anyhow::Result<bool> {
         let found = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM audit_events
                             WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8

@@ -58,7 +58,11 @@ impl Store {
                 .transpose()?,
             oldest_prepared: prepared
                 .map(|r| -> anyhow::Result<_> {
-                    Ok(PreparedTransaction { gid: r.try_get(0)?, database: r.try_get(1)?, prepared_at: r.try_get(2)? })
+                    Ok(PreparedTransaction {
+                        gid: r.try_get(0)?,
+                        database: r.try_get(1)?,
+                        prepared_at: r.try_get(2)?,
+                    })
                 })
                 .transpose()?,
         })

@@ -46,9 +46,10 @@ impl Database {
                     "No database.url is set: using an embedded PostgreSQL, meant for trying audit-exporter out."
                 );
                 let dir = settings.embedded_dir.clone();
-                let server = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, &[]))
-                    .await?
-                    .context("Failed to start the embedded PostgreSQL")?;
+                let server =
+                    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, &[]))
+                        .await?
+                        .context("Failed to start the embedded PostgreSQL")?;
                 create_database(&server.url("postgres"), EMBEDDED_DATABASE).await?;
                 (server.url(EMBEDDED_DATABASE), Some(server))
             }
@@ -66,13 +67,17 @@ pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
         .connect()
         .await
         .context("Failed to connect to the PostgreSQL server")?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.with_context(|| format!("Failed to create database {name}"))?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("Failed to create database {name}"))?;
     }
     Ok(())
 }
@@ -103,7 +108,10 @@ impl Store {
 
     /// Applies the embedded migrations; idempotent, and safe from several processes at once.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("./migrations").run(&self.pool).await.context("Failed to apply the migrations")?;
+        sqlx::migrate!("./migrations")
+            .run(&self.pool)
+            .await
+            .context("Failed to apply the migrations")?;
         Ok(())
     }
 }

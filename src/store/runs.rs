@@ -33,7 +33,10 @@ pub struct Lease {
 pub enum Claim {
     Granted(Lease),
     /// Another process holds the lease.
-    Busy { owner: String, expires_at: DateTime<Utc> },
+    Busy {
+        owner: String,
+        expires_at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +87,9 @@ pub struct NewRun<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
-    #[error("the lease on destination `{0}` was lost to another process; its run stays pending for the holder")]
+    #[error(
+        "the lease on destination `{0}` was lost to another process; its run stays pending for the holder"
+    )]
     LeaseLost(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -97,7 +102,12 @@ const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigin
 impl Store {
     /// Records the destination (its frequency included) and returns its state. A new or changed
     /// `every_hours` re-anchors the schedule at the next full hour after `now`.
-    pub async fn sync_destination(&self, name: &str, every_hours: u8, now: DateTime<Utc>) -> anyhow::Result<DestinationState> {
+    pub async fn sync_destination(
+        &self,
+        name: &str,
+        every_hours: u8,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<DestinationState> {
         sqlx::query(
             "INSERT INTO export_destinations (name, every_hours, anchor) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET every_hours = EXCLUDED.every_hours, anchor = EXCLUDED.anchor
@@ -108,7 +118,9 @@ impl Store {
         .bind(Schedule::anchor_after(now))
         .execute(&self.pool)
         .await?;
-        self.destination_state(name).await?.ok_or_else(|| anyhow::anyhow!("destination `{name}` vanished"))
+        self.destination_state(name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("destination `{name}` vanished"))
     }
 
     pub async fn destination_state(&self, name: &str) -> anyhow::Result<Option<DestinationState>> {
@@ -157,13 +169,17 @@ impl Store {
                 watermark: row.try_get(1)?,
             }));
         }
-        let row = sqlx::query("SELECT lease_owner, lease_expires_at FROM export_destinations WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT lease_owner, lease_expires_at FROM export_destinations WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(Claim::Busy {
             owner: row.try_get::<Option<String>, _>(0)?.unwrap_or_default(),
-            expires_at: row.try_get::<Option<DateTime<Utc>>, _>(1)?.unwrap_or_else(Utc::now),
+            expires_at: row
+                .try_get::<Option<DateTime<Utc>>, _>(1)?
+                .unwrap_or_else(Utc::now),
         })
     }
 
@@ -200,14 +216,23 @@ impl Store {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM export_runs WHERE destination = $1 AND status = 'pending' AND kind = 'scheduled'"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(destination).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(destination)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| run_from_row(&r)).transpose()
     }
 
     /// The destination's latest runs, newest first.
     pub async fn recent_runs(&self, destination: &str, limit: i64) -> anyhow::Result<Vec<Run>> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM export_runs WHERE destination = $1 ORDER BY window_end DESC, id DESC LIMIT $2");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(destination).bind(limit).fetch_all(&self.pool).await?;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM export_runs WHERE destination = $1 ORDER BY window_end DESC, id DESC LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(destination)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(run_from_row).collect()
     }
 
@@ -220,13 +245,15 @@ impl Store {
         &self,
         lease: &Lease,
         new: &NewRun<'_>,
-        key: impl FnOnce(Uuid, DateTime<Utc>) -> String,
+        key: impl Fn(Uuid, DateTime<Utc>) -> String,
     ) -> anyhow::Result<Run> {
         let mut tx = self.pool.begin().await?;
         // The first statement, so this transaction has no id of its own below the horizon.
-        let row = sqlx::query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, clock_timestamp()")
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, clock_timestamp()",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         let (horizon, window_end): (i64, DateTime<Utc>) = (row.try_get(0)?, row.try_get(1)?);
         let watermark: Option<i64> = sqlx::query_scalar(
             "SELECT watermark::text::bigint FROM export_destinations
@@ -251,30 +278,40 @@ impl Store {
         .bind(new.tenant_id)
         .fetch_one(&mut *tx)
         .await?;
-        let id = Uuid::now_v7();
         let heartbeat_event_id = (!has_events).then(Uuid::now_v7);
-        let object_key = key(id, window_end);
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, slot, tenant_id,
                                       object_key, encoding, compression, heartbeat_event_id, fencing_token)
              VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (object_key) DO NOTHING
              RETURNING {RUN_COLUMNS}"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(&lease.destination)
-            .bind(lo)
-            .bind(hi)
-            .bind(window_end)
-            .bind(new.slot)
-            .bind(new.tenant_id)
-            .bind(&object_key)
-            .bind(new.format.encoding.as_str())
-            .bind(new.format.compression.as_str())
-            .bind(heartbeat_event_id)
-            .bind(lease.token)
-            .fetch_one(&mut *tx)
-            .await?;
+        // A layout with few random characters ({rand5}) can repeat a key; a new run id gives a new one.
+        let mut inserted = None;
+        for _ in 0..8 {
+            let id = Uuid::now_v7();
+            inserted = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(id)
+                .bind(&lease.destination)
+                .bind(lo)
+                .bind(hi)
+                .bind(window_end)
+                .bind(new.slot)
+                .bind(new.tenant_id)
+                .bind(key(id, window_end))
+                .bind(new.format.encoding.as_str())
+                .bind(new.format.compression.as_str())
+                .bind(heartbeat_event_id)
+                .bind(lease.token)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if inserted.is_some() {
+                break;
+            }
+        }
+        let row = inserted.ok_or_else(|| {
+            anyhow::anyhow!("the key layout keeps producing keys that earlier runs used")
+        })?;
         let run = run_from_row(&row)?;
         tx.commit().await?;
         Ok(run)
@@ -373,9 +410,11 @@ fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
         tenant_id: row.try_get(8)?,
         object_key: row.try_get(9)?,
         format: Format {
-            encoding: Encoding::parse(&encoding).ok_or_else(|| anyhow::anyhow!("unknown encoding {encoding:?} in the run log"))?,
-            compression: Compression::parse(&compression)
-                .ok_or_else(|| anyhow::anyhow!("unknown compression {compression:?} in the run log"))?,
+            encoding: Encoding::parse(&encoding)
+                .ok_or_else(|| anyhow::anyhow!("unknown encoding {encoding:?} in the run log"))?,
+            compression: Compression::parse(&compression).ok_or_else(|| {
+                anyhow::anyhow!("unknown compression {compression:?} in the run log")
+            })?,
         },
         heartbeat_event_id: row.try_get(12)?,
         attempts: row.try_get(13)?,

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. The integration tests start what they need themselves: a
+# temporary PostgreSQL cluster from the machine's binaries (unless DATABASE_URL points at a
+# server) and an S3-protocol server in-process. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${DATABASE_URL:-}" ] && ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "PostgreSQL binaries not found; installing them from Debian's packages" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+
+cargo test --all-targets "$@"
