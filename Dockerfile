@@ -25,6 +25,7 @@ RUN mkdir src \
       target/release/deps/libaudit_exporter-*
 
 # The crate. migrations/ and config/default.toml are compiled into the binary.
+COPY build.rs ./
 COPY config ./config
 COPY migrations ./migrations
 COPY src ./src
