@@ -68,7 +68,8 @@ pub async fn deliver(
         }
         anyhow::Ok(())
     };
-    let upload = async {
+    // It owns the parts queue: if it fails, the queue closes and the encoder and reader stop.
+    let upload = async move {
         let mut writer = sink.create(&run.object_key, run.format).await?;
         while let Some(part) = parts_rx.recv().await {
             if part.is_empty() {

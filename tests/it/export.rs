@@ -382,3 +382,36 @@ async fn a_wrong_secret_fails_the_run_and_the_watermark_stays() {
         .unwrap();
     assert!(error.unwrap().contains("SignatureDoesNotMatch"));
 }
+
+#[tokio::test]
+async fn a_sink_that_fails_while_the_window_is_still_streaming_stops_the_whole_pipeline() {
+    let db = TestDb::new().await;
+    // A directory that cannot be created: the upload stage fails at once while the window,
+    // several parts long, is still being read and encoded.
+    let settings = settings(
+        &db,
+        vec![(
+            "AUDIT_EXPORTER__DESTINATIONS__MAIN__URL".into(),
+            "file:///proc/no-such-dir".into(),
+        )],
+    );
+    append(&db, 40_000, None).await;
+    let dest = destination(&settings, "main");
+    let sink = sink::connect(dest, &settings.exporter).await.unwrap();
+    let exporter = exporter(&db, &settings);
+    let attempt = exporter.export(dest, sink.as_ref(), When::Now);
+    let error = tokio::time::timeout(std::time::Duration::from_secs(60), attempt)
+        .await
+        .expect("a failed upload must not leave the reader and encoder waiting")
+        .unwrap_err();
+    assert!(
+        format!("{error:#}").contains("Failed to create /proc/no-such-dir"),
+        "{error:#}"
+    );
+    let watermark: i64 =
+        sqlx::query_scalar("SELECT watermark::text::bigint FROM export_destinations")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(watermark, 0);
+}
