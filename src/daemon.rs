@@ -105,7 +105,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             "An export was still running; it stays pending and the next exporter resumes it with the same key."
         );
     }
-    drop(database);
+    database.close().await;
     Ok(())
 }
 

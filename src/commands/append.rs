@@ -20,6 +20,7 @@ pub async fn append(
         let id = database.store.append(&event).await?;
         writeln!(out, "{id}")?;
     }
+    database.close().await;
     Ok(())
 }
 

@@ -82,6 +82,7 @@ pub async fn export(
             }
         }
     }
+    database.close().await;
     Ok(summary)
 }
 

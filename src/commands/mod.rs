@@ -44,6 +44,7 @@ pub fn parallel_exports(settings: &Settings) -> usize {
 pub async fn migrate(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
     let database = Database::connect(&settings.database).await?;
     database.store.migrate().await?;
+    database.close().await;
     writeln!(out, "migrations applied")?;
     Ok(())
 }

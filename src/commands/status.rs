@@ -54,6 +54,7 @@ const RECENT_RUNS: i64 = 5;
 pub async fn status(settings: &Settings, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let database = super::open(settings).await?;
     let status = collect(&database.store, settings).await?;
+    database.close().await;
     if json {
         serde_json::to_writer_pretty(&mut *out, &status)?;
         writeln!(out)?;

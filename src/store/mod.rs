@@ -59,6 +59,14 @@ impl Database {
     }
 }
 
+impl Database {
+    /// Closes the pool, then stops the embedded server if there is one.
+    pub async fn close(self) {
+        self.store.pool.close().await;
+        drop(self.embedded);
+    }
+}
+
 /// Creates `name` on the server at `admin_url` unless it exists.
 pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     let mut conn = admin_url
