@@ -173,11 +173,7 @@ async fn append_export_and_status_from_the_command_line() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let archive = &status["destinations"][0];
-    let watermark: i64 =
-        sqlx::query_scalar("SELECT watermark::text::bigint FROM export_destinations")
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
+    let watermark = db.watermark().await;
     assert_eq!(archive["watermark"], watermark);
     assert_eq!(archive["waiting_events"], 0);
     assert_eq!(archive["recent_runs"][0]["events"], 3);

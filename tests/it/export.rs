@@ -408,10 +408,6 @@ async fn a_sink_that_fails_while_the_window_is_still_streaming_stops_the_whole_p
         format!("{error:#}").contains("Failed to create /proc/no-such-dir"),
         "{error:#}"
     );
-    let watermark: i64 =
-        sqlx::query_scalar("SELECT watermark::text::bigint FROM export_destinations")
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
+    let watermark = db.watermark().await;
     assert_eq!(watermark, 0);
 }

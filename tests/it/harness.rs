@@ -108,6 +108,14 @@ impl TestDb {
     pub fn pool(&self) -> &sqlx::PgPool {
         self.store.pool()
     }
+
+    /// The watermark of the test's one destination.
+    pub async fn watermark(&self) -> i64 {
+        sqlx::query_scalar("SELECT watermark::text::bigint FROM export_destinations")
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
 }
 
 struct S3Server {

@@ -149,11 +149,7 @@ async fn a_stale_lease_holder_cannot_commit() {
         ),
         "{error:#}"
     );
-    let watermark: i64 =
-        sqlx::query_scalar("SELECT watermark::text::bigint FROM export_destinations")
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
+    let watermark = db.watermark().await;
     assert_eq!(watermark, 0, "the stale holder moved nothing");
 
     // A holder that is alive blocks everyone else.
