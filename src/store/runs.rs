@@ -268,16 +268,9 @@ impl Store {
             anyhow::bail!(CommitError::LeaseLost(lease.destination.clone()));
         };
         let hi = horizon.max(lo);
-        let has_events: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM audit_events
-                            WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8
-                              AND ($3::text IS NULL OR tenant_id = $3))",
-        )
-        .bind(lo)
-        .bind(hi)
-        .bind(new.tenant_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        // Every transaction below `hi` has ended, so the window's rows are fixed: reading them
+        // outside this transaction sees the same.
+        let has_events = self.window_has_events(lo, hi, new.tenant_id).await?;
         let heartbeat_event_id = (!has_events).then(Uuid::now_v7);
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, slot, tenant_id,
