@@ -107,14 +107,7 @@ async fn objects_carry_the_event_shape_and_content_headers() {
     append(&db, 3, Some("acme")).await;
     let report = export_now(&exporter(&db, &settings), &settings, "main").await;
 
-    let head = bucket
-        .client()
-        .head_object()
-        .bucket(&bucket.name)
-        .key(&report.run.object_key)
-        .send()
-        .await
-        .unwrap();
+    let head = bucket.head(&report.run.object_key).await;
     assert_eq!(head.content_type(), Some("application/x-ndjson"));
     assert_eq!(head.content_encoding(), Some("zstd"));
     let objects = bucket.objects("").await;
@@ -250,14 +243,7 @@ async fn a_window_larger_than_a_part_is_a_multipart_upload_with_the_same_bytes()
         s3.sha256, disk.sha256,
         "the same window is the same bytes in any sink"
     );
-    let head = bucket
-        .client()
-        .head_object()
-        .bucket(&bucket.name)
-        .key(&s3.run.object_key)
-        .send()
-        .await
-        .unwrap();
+    let head = bucket.head(&s3.run.object_key).await;
     assert!(
         head.e_tag().unwrap().contains('-'),
         "a multipart ETag: {:?}",

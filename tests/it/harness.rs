@@ -209,6 +209,17 @@ impl TestBucket {
         aws_sdk_s3::Client::from_conf(config)
     }
 
+    /// The stored object's headers, as a separate client sees them.
+    pub async fn head(&self, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+        self.client()
+            .head_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Every object under `prefix`, key → bytes, in key order.
     pub async fn objects(&self, prefix: &str) -> BTreeMap<String, Vec<u8>> {
         let client = self.client();

@@ -48,14 +48,7 @@ async fn a_crash_after_upload_is_resumed_with_the_same_key_and_bytes() {
         assert_eq!(delivered.outcome, PutOutcome::Written);
         let written = bucket.objects("p/").await;
         assert_eq!(written.keys().collect::<Vec<_>>(), vec![&run.object_key]);
-        let head = bucket
-            .client()
-            .head_object()
-            .bucket(&bucket.name)
-            .key(&run.object_key)
-            .send()
-            .await
-            .unwrap();
+        let head = bucket.head(&run.object_key).await;
         assert_eq!(
             head.e_tag().unwrap().contains('-'),
             events > 50,
