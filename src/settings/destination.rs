@@ -2,9 +2,8 @@
 
 use std::path::PathBuf;
 
-use secrecy::SecretString;
-
 use super::raw::{RawDefaults, RawDestination};
+use super::s3::{self, S3Target};
 use super::{SettingsError, in_range};
 use crate::domain::{Compression, Encoding, Format, KeyLayout, Schedule};
 
@@ -21,28 +20,9 @@ pub struct Destination {
 
 #[derive(Debug, Clone)]
 pub enum Target {
-    S3(S3Target),
+    S3(Box<S3Target>),
     /// A local directory, written atomically.
     File(PathBuf),
-}
-
-#[derive(Debug, Clone)]
-pub struct S3Target {
-    pub bucket: String,
-    /// The key prefix, without leading or trailing slash; may be empty.
-    pub prefix: String,
-    pub region: Option<String>,
-    pub endpoint: Option<String>,
-    pub force_path_style: bool,
-    /// Static keys; `None` means the AWS default credential chain.
-    pub credentials: Option<S3Credentials>,
-}
-
-#[derive(Debug, Clone)]
-pub struct S3Credentials {
-    pub access_key_id: SecretString,
-    pub secret_access_key: SecretString,
-    pub session_token: Option<SecretString>,
 }
 
 const URL_ALLOWED: &str = "allowed: s3://bucket[/prefix] or file:///absolute/path";
@@ -74,7 +54,9 @@ impl Destination {
         let parsed = url::Url::parse(url)
             .map_err(|e| error("url", format!("{url:?} is not a URL ({e}); {URL_ALLOWED}")))?;
         let target = match parsed.scheme() {
-            "s3" => Target::S3(parse_s3(&parsed, &raw).map_err(|(field, msg)| error(field, msg))?),
+            "s3" => Target::S3(Box::new(
+                parse_s3(&parsed, &raw).map_err(|(field, msg)| error(field, msg))?,
+            )),
             "file" => {
                 let s3_only = [
                     ("region", raw.region.is_some()),
@@ -83,6 +65,29 @@ impl Destination {
                     ("access_key_id", raw.access_key_id.is_some()),
                     ("secret_access_key", raw.secret_access_key.is_some()),
                     ("session_token", raw.session_token.is_some()),
+                    ("role_arn", raw.role_arn.is_some()),
+                    ("external_id", raw.external_id.is_some()),
+                    ("session_name", raw.session_name.is_some()),
+                    ("session_duration_secs", raw.session_duration_secs.is_some()),
+                    ("sts_endpoint", raw.sts_endpoint.is_some()),
+                    (
+                        "web_identity_token_file",
+                        raw.web_identity_token_file.is_some(),
+                    ),
+                    ("web_identity_role_arn", raw.web_identity_role_arn.is_some()),
+                    (
+                        "server_side_encryption",
+                        raw.server_side_encryption.is_some(),
+                    ),
+                    ("kms_key_id", raw.kms_key_id.is_some()),
+                    ("acl", raw.acl.is_some()),
+                    ("storage_class", raw.storage_class.is_some()),
+                    ("tags", raw.tags.is_some()),
+                    ("object_lock_mode", raw.object_lock_mode.is_some()),
+                    (
+                        "object_lock_retain_days",
+                        raw.object_lock_retain_days.is_some(),
+                    ),
                 ];
                 if let Some((field, _)) = s3_only.iter().find(|(_, set)| *set) {
                     return Err(error(field, "applies only to s3:// destinations".into()));
@@ -230,47 +235,15 @@ fn parse_s3(url: &url::Url, raw: &RawDestination) -> Result<S3Target, (&'static 
         ));
     }
     if let Some(endpoint) = &raw.endpoint {
-        let ok = url::Url::parse(endpoint)
-            .is_ok_and(|e| matches!(e.scheme(), "http" | "https") && e.host().is_some());
-        if !ok {
-            return Err((
-                "endpoint",
-                format!("{endpoint:?} is not an endpoint; allowed: http(s)://host[:port]"),
-            ));
-        }
+        s3::check_endpoint(endpoint).map_err(|msg| ("endpoint", msg))?;
     }
-    let credentials = match (&raw.access_key_id, &raw.secret_access_key) {
-        (Some(id), Some(secret)) => Some(S3Credentials {
-            access_key_id: id.clone(),
-            secret_access_key: secret.clone(),
-            session_token: raw.session_token.clone(),
-        }),
-        (None, None) if raw.session_token.is_some() => {
-            return Err((
-                "session_token",
-                "needs access_key_id and secret_access_key".into(),
-            ));
-        }
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err((
-                "secret_access_key",
-                "missing; access_key_id needs it".into(),
-            ));
-        }
-        (None, Some(_)) => {
-            return Err((
-                "access_key_id",
-                "missing; secret_access_key needs it".into(),
-            ));
-        }
-    };
     Ok(S3Target {
         bucket: bucket.to_owned(),
         prefix: url.path().trim_matches('/').to_owned(),
         region: raw.region.clone(),
         endpoint: raw.endpoint.clone(),
         force_path_style: raw.force_path_style.unwrap_or(false),
-        credentials,
+        credentials: s3::parse_credentials(raw)?,
+        object: s3::parse_object_options(raw)?,
     })
 }

@@ -6,6 +6,7 @@
 mod destination;
 mod raw;
 mod redact;
+mod s3;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,12 @@ use std::path::{Path, PathBuf};
 use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
 
-pub use destination::{Destination, S3Credentials, S3Target, Target};
+pub use destination::{Destination, Target};
 use raw::RawSettings;
+pub use s3::{
+    AssumeRole, CannedAcl, CredentialSource, Credentials, ObjectLock, ObjectLockMode,
+    ObjectOptions, S3Target, ServerSideEncryption, StaticKeys, StorageClass, WebIdentity,
+};
 
 /// The reference configuration, compiled in so the binary runs anywhere.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -51,6 +56,15 @@ pub struct ExporterSettings {
     pub lease_secs: u32,
     pub part_size: usize,
     pub uploads_in_flight: usize,
+    pub retry: RetrySettings,
+}
+
+/// How S3 and STS requests that fail for a passing reason (throttling, 5xx, a dropped
+/// connection) are retried: exponential backoff with full jitter, a bounded number of times.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub initial_backoff: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +162,20 @@ impl Settings {
                 1,
                 16,
             )?,
+            retry: RetrySettings {
+                max_attempts: in_range(
+                    "exporter.retry_max_attempts",
+                    raw.exporter.retry_max_attempts,
+                    1,
+                    20,
+                )?,
+                initial_backoff: std::time::Duration::from_millis(in_range(
+                    "exporter.retry_initial_backoff_ms",
+                    raw.exporter.retry_initial_backoff_ms,
+                    1,
+                    60_000,
+                )?),
+            },
         };
         if tokio_cron_scheduler::Job::new_async(raw.run.check_cron.as_str(), |_, _| {
             Box::pin(async {})
@@ -250,3 +278,5 @@ fn in_range<T: TryFrom<i64>>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_s3;

@@ -34,6 +34,8 @@ pub(super) struct RawExporter {
     pub lease_secs: i64,
     pub part_size_mib: i64,
     pub uploads_in_flight: i64,
+    pub retry_max_attempts: i64,
+    pub retry_initial_backoff_ms: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,4 +78,18 @@ pub(super) struct RawDestination {
     pub access_key_id: Option<SecretString>,
     pub secret_access_key: Option<SecretString>,
     pub session_token: Option<SecretString>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub session_name: Option<String>,
+    pub session_duration_secs: Option<i64>,
+    pub sts_endpoint: Option<String>,
+    pub web_identity_token_file: Option<String>,
+    pub web_identity_role_arn: Option<String>,
+    pub server_side_encryption: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub acl: Option<String>,
+    pub storage_class: Option<String>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub object_lock_mode: Option<String>,
+    pub object_lock_retain_days: Option<i64>,
 }

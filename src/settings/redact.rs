@@ -3,7 +3,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use toml::{Table, Value};
 
-use super::{LogFormat, Settings, Target};
+use super::{CredentialSource, Credentials, LogFormat, ObjectOptions, Settings, Target};
 
 const REDACTED: &str = "[redacted]";
 
@@ -41,6 +41,14 @@ pub(super) fn to_toml(settings: &Settings) -> String {
     table.insert(
         "uploads_in_flight".into(),
         (exporter.uploads_in_flight as i64).into(),
+    );
+    table.insert(
+        "retry_max_attempts".into(),
+        i64::from(exporter.retry.max_attempts).into(),
+    );
+    table.insert(
+        "retry_initial_backoff_ms".into(),
+        (exporter.retry.initial_backoff.as_millis() as i64).into(),
     );
     root.insert("exporter".into(), table.into());
 
@@ -82,16 +90,8 @@ pub(super) fn to_toml(settings: &Settings) -> String {
                     table.insert("endpoint".into(), endpoint.clone().into());
                 }
                 table.insert("force_path_style".into(), s3.force_path_style.into());
-                let credentials = match &s3.credentials {
-                    Some(c) if c.session_token.is_some() => "static keys with session token",
-                    Some(_) => "static keys",
-                    None => "default chain",
-                };
-                table.insert("credentials".into(), credentials.into());
-                if s3.credentials.is_some() {
-                    table.insert("access_key_id".into(), REDACTED.into());
-                    table.insert("secret_access_key".into(), REDACTED.into());
-                }
+                s3_credentials(&s3.credentials, &mut table);
+                s3_object_options(&s3.object, &mut table);
             }
         }
         if let Some(tenant) = &dest.tenant_id {
@@ -110,6 +110,86 @@ pub(super) fn to_toml(settings: &Settings) -> String {
 
     toml::to_string_pretty(&root)
         .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+}
+
+fn s3_credentials(credentials: &Credentials, table: &mut Table) {
+    let source = match &credentials.source {
+        CredentialSource::DefaultChain => "default chain",
+        CredentialSource::Static(keys) => {
+            table.insert("access_key_id".into(), REDACTED.into());
+            table.insert("secret_access_key".into(), REDACTED.into());
+            if keys.session_token.is_some() {
+                table.insert("session_token".into(), REDACTED.into());
+            }
+            "static keys"
+        }
+        CredentialSource::WebIdentity(web) => {
+            table.insert(
+                "web_identity_token_file".into(),
+                web.token_file.display().to_string().into(),
+            );
+            if credentials.assume_role.is_some() {
+                table.insert("web_identity_role_arn".into(), web.role_arn.clone().into());
+            } else {
+                table.insert("role_arn".into(), web.role_arn.clone().into());
+            }
+            table.insert("session_name".into(), web.session_name.clone().into());
+            table.insert(
+                "session_duration_secs".into(),
+                i64::from(web.duration_secs).into(),
+            );
+            "web identity"
+        }
+    };
+    let mode = match &credentials.assume_role {
+        Some(role) => {
+            table.insert("role_arn".into(), role.role_arn.clone().into());
+            if let Some(id) = &role.external_id {
+                table.insert("external_id".into(), id.clone().into());
+            }
+            table.insert("session_name".into(), role.session_name.clone().into());
+            table.insert(
+                "session_duration_secs".into(),
+                i64::from(role.duration_secs).into(),
+            );
+            format!("AssumeRole from {source}")
+        }
+        None => source.to_owned(),
+    };
+    table.insert("credentials".into(), mode.into());
+    if let Some(endpoint) = &credentials.sts_endpoint {
+        table.insert("sts_endpoint".into(), endpoint.clone().into());
+    }
+}
+
+fn s3_object_options(options: &ObjectOptions, table: &mut Table) {
+    if let Some(sse) = &options.server_side_encryption {
+        table.insert("server_side_encryption".into(), sse.as_str().into());
+        if let Some(key) = sse.kms_key_id() {
+            table.insert("kms_key_id".into(), key.into());
+        }
+    }
+    if let Some(acl) = options.acl {
+        table.insert("acl".into(), acl.as_str().into());
+    }
+    if let Some(class) = options.storage_class {
+        table.insert("storage_class".into(), class.as_str().into());
+    }
+    if !options.tags.is_empty() {
+        let tags: Table = options
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+            .collect();
+        table.insert("tags".into(), tags.into());
+    }
+    if let Some(lock) = options.object_lock {
+        table.insert("object_lock_mode".into(), lock.mode.as_str().into());
+        table.insert(
+            "object_lock_retain_days".into(),
+            i64::from(lock.retain_days).into(),
+        );
+    }
 }
 
 /// The database URL with its password replaced, so it can be shown.

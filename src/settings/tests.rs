@@ -237,7 +237,7 @@ fn environment_variables_override_and_add_destinations() {
     );
     let minio = settings.select_destinations(&["minio".into()]).unwrap()[0];
     assert!(
-        matches!(&minio.target, Target::S3(s3) if s3.force_path_style && s3.credentials.is_some())
+        matches!(&minio.target, Target::S3(s3) if s3.force_path_style && matches!(s3.credentials.source, crate::settings::CredentialSource::Static(_)))
     );
 
     let msg = load(

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use file::FileSink;
-pub use s3::S3Sink;
+pub use s3::{RemoteError, S3Sink, hint};
 
 use crate::domain::Format;
 use crate::settings::{Destination, ExporterSettings, Target};
@@ -25,6 +25,12 @@ pub enum PutOutcome {
 pub trait Sink: Send + Sync {
     /// Where `key` lives, for people: `s3://bucket/key` or a path.
     fn location(&self, key: &str) -> String;
+
+    /// Gets what writing needs before any write (for S3, the credentials: a role session from
+    /// STS), so a failure there is reported as such.
+    async fn check_access(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
 
     /// Starts writing the object at `key`.
     async fn create(&self, key: &str, format: Format) -> anyhow::Result<Box<dyn ObjectWriter>>;
@@ -49,6 +55,8 @@ pub async fn connect(
 ) -> anyhow::Result<Box<dyn Sink>> {
     Ok(match &destination.target {
         Target::File(dir) => Box::new(FileSink::new(dir.clone())),
-        Target::S3(target) => Box::new(S3Sink::connect(target, exporter.uploads_in_flight).await),
+        Target::S3(target) => {
+            Box::new(S3Sink::connect(target, exporter.uploads_in_flight, exporter.retry).await)
+        }
     })
 }

@@ -346,7 +346,7 @@ async fn a_wrong_secret_fails_the_run_and_the_watermark_stays() {
         .unwrap_err();
     let message = format!("{error:#}");
     assert!(
-        message.contains("S3 PutObject to s3://") && message.contains("SignatureDoesNotMatch"),
+        message.contains("S3 PutObject on s3://") && message.contains("SignatureDoesNotMatch"),
         "{message}"
     );
     assert!(!message.contains("wrong-secret"));

@@ -1,68 +1,101 @@
 //! An S3 bucket, or any S3-compatible store. Objects are streamed: one PutObject when they fit
 //! in a part, else a multipart upload with a bounded number of parts in flight. Every request
 //! carries a SHA-256 checksum and every write `If-None-Match: *`, so an object is never replaced
-//! and a retry of a delivered run learns so from a 412 without reading anything back.
+//! and a retry of a delivered run learns so from a 412 without reading anything back: writing
+//! needs `s3:PutObject` alone.
 
-use std::fmt::Display;
+mod credentials;
+mod error;
+pub mod hint;
+mod request;
 
-use anyhow::{Context, anyhow};
+use std::time::Duration;
+
+use anyhow::Context;
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
+use aws_config::default_provider::region::DefaultRegionChain;
+use aws_config::identity::IdentityCache;
+use aws_config::retry::RetryConfig;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{Credentials, Region};
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::operation::RequestId;
+use aws_sdk_s3::config::Region;
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
 use bytes::Bytes;
-use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
+pub use error::RemoteError;
+use error::is_precondition_failed;
+use request::WriteOptions;
+
 use super::{ObjectWriter, PutOutcome, Sink};
 use crate::domain::Format;
-use crate::settings::S3Target;
+use crate::settings::{ObjectOptions, RetrySettings, S3Target};
+
+/// How long before a role session expires a new one is fetched.
+const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+/// How long fetching a session may take, STS retries included.
+const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct S3Sink {
     client: Client,
+    credentials: SharedCredentialsProvider,
     bucket: String,
+    options: ObjectOptions,
     uploads_in_flight: usize,
 }
 
 impl S3Sink {
-    pub async fn connect(target: &S3Target, uploads_in_flight: usize) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &target.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(keys) = &target.credentials {
-            loader = loader.credentials_provider(Credentials::new(
-                keys.access_key_id.expose_secret(),
-                keys.secret_access_key.expose_secret(),
-                keys.session_token
-                    .as_ref()
-                    .map(|t| t.expose_secret().to_owned()),
-                None,
-                "audit-exporter-config",
-            ));
-        }
-        let shared = loader.load().await;
-        let mut config =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(target.force_path_style);
-        if shared.region().is_none() {
-            config = config.region(Region::new("us-east-1"));
-        }
+    pub async fn connect(
+        target: &S3Target,
+        uploads_in_flight: usize,
+        retry: RetrySettings,
+    ) -> Self {
+        let region = match &target.region {
+            Some(region) => Region::new(region.clone()),
+            None => DefaultRegionChain::builder()
+                .build()
+                .region()
+                .await
+                .unwrap_or_else(|| Region::new("us-east-1")),
+        };
+        let credentials = credentials::provider(&target.credentials, &region, retry).await;
+        let mut config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(region)
+            .credentials_provider(credentials.clone())
+            .identity_cache(
+                IdentityCache::lazy()
+                    .buffer_time(REFRESH_BEFORE_EXPIRY)
+                    .load_timeout(CREDENTIALS_TIMEOUT)
+                    .build(),
+            )
+            .retry_config(retry_config(retry))
+            .force_path_style(target.force_path_style);
         if let Some(endpoint) = &target.endpoint {
             config = config.endpoint_url(endpoint);
         }
         Self {
             client: Client::from_conf(config.build()),
+            credentials,
             bucket: target.bucket.clone(),
+            options: target.object.clone(),
             uploads_in_flight,
         }
     }
+}
+
+/// Standard retries: throttling, 5xx and transient network errors, with exponential backoff
+/// and full jitter; other errors are returned at once.
+fn retry_config(retry: RetrySettings) -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(retry.max_attempts)
+        .with_initial_backoff(retry.initial_backoff)
 }
 
 #[async_trait]
@@ -71,8 +104,17 @@ impl Sink for S3Sink {
         format!("s3://{}/{key}", self.bucket)
     }
 
+    async fn check_access(&self) -> anyhow::Result<()> {
+        self.credentials
+            .provide_credentials()
+            .await
+            .context("Failed to get credentials")?;
+        Ok(())
+    }
+
     async fn create(&self, key: &str, format: Format) -> anyhow::Result<Box<dyn ObjectWriter>> {
         Ok(Box::new(S3Writer {
+            options: WriteOptions::new(&self.options, chrono::Utc::now()),
             sink: self.clone(),
             key: key.to_owned(),
             format,
@@ -86,6 +128,7 @@ struct S3Writer {
     sink: S3Sink,
     key: String,
     format: Format,
+    options: WriteOptions,
     /// The first part is held back: if it is also the last, one PutObject suffices.
     first: Option<Bytes>,
     multipart: Option<Multipart>,
@@ -113,9 +156,16 @@ impl S3Writer {
             .content_type(self.format.content_type())
             .set_content_encoding(self.format.content_encoding().map(str::to_owned))
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .set_server_side_encryption(self.options.server_side_encryption.clone())
+            .set_ssekms_key_id(self.options.kms_key_id.clone())
+            .set_acl(self.options.acl.clone())
+            .set_storage_class(self.options.storage_class.clone())
+            .set_tagging(self.options.tagging.clone())
+            .set_object_lock_mode(self.options.object_lock_mode.clone())
+            .set_object_lock_retain_until_date(self.options.object_lock_retain_until)
             .send()
             .await
-            .map_err(|e| s3_error("CreateMultipartUpload", &self.location(), e))?;
+            .map_err(|e| s3_error("CreateMultipartUpload", &self.location(), &e))?;
         let upload_id = created
             .upload_id()
             .context("CreateMultipartUpload returned no upload id")?
@@ -160,11 +210,12 @@ impl S3Writer {
                 .key(key)
                 .upload_id(upload_id)
                 .part_number(number)
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
                 .checksum_sha256(&checksum)
                 .body(ByteStream::from(part))
                 .send()
                 .await
-                .map_err(|e| s3_error("UploadPart", &location, e))?;
+                .map_err(|e| s3_error("UploadPart", &location, &e))?;
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(uploaded.e_tag().map(str::to_owned))
@@ -184,6 +235,15 @@ impl S3Writer {
             .if_none_match("*")
             .content_type(self.format.content_type())
             .set_content_encoding(self.format.content_encoding().map(str::to_owned))
+            .set_server_side_encryption(self.options.server_side_encryption.clone())
+            .set_ssekms_key_id(self.options.kms_key_id.clone())
+            .set_acl(self.options.acl.clone())
+            .set_storage_class(self.options.storage_class.clone())
+            .set_tagging(self.options.tagging.clone())
+            .set_object_lock_mode(self.options.object_lock_mode.clone())
+            .set_object_lock_retain_until_date(self.options.object_lock_retain_until)
+            // Object Lock needs the algorithm named as well as the checksum itself.
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(sha256_base64(&body))
             .body(ByteStream::from(body))
             .send()
@@ -191,7 +251,7 @@ impl S3Writer {
         match result {
             Ok(_) => Ok(PutOutcome::Written),
             Err(e) if is_precondition_failed(&e) => Ok(PutOutcome::AlreadyExists),
-            Err(e) => Err(s3_error("PutObject", &self.location(), e)),
+            Err(e) => Err(s3_error("PutObject", &self.location(), &e)),
         }
     }
 
@@ -226,7 +286,7 @@ impl S3Writer {
                 self.abort_multipart().await;
                 Ok(PutOutcome::AlreadyExists)
             }
-            Err(e) => Err(s3_error("CompleteMultipartUpload", &self.location(), e)),
+            Err(e) => Err(s3_error("CompleteMultipartUpload", &self.location(), &e)),
         }
     }
 
@@ -247,11 +307,20 @@ impl S3Writer {
             .send()
             .await;
         if let Err(e) = aborted {
-            tracing::warn!(
-                key = %self.location(),
-                error = %s3_error("AbortMultipartUpload", &self.location(), e),
-                "Could not abort a multipart upload; a lifecycle rule with AbortIncompleteMultipartUpload removes its parts."
-            );
+            let error = RemoteError::from_sdk("S3", "AbortMultipartUpload", &self.location(), &e);
+            if error.code_is("AccessDenied") {
+                tracing::warn!(
+                    key = %self.location(),
+                    %error,
+                    "Could not abort a multipart upload: s3:AbortMultipartUpload is not granted. Its parts stay stored (and billed) until a lifecycle rule with AbortIncompleteMultipartUpload removes them."
+                );
+            } else {
+                tracing::warn!(
+                    key = %self.location(),
+                    %error,
+                    "Could not abort a multipart upload; a lifecycle rule with AbortIncompleteMultipartUpload removes its parts."
+                );
+            }
         }
     }
 }
@@ -295,34 +364,14 @@ fn sha256_base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
 }
 
-fn is_precondition_failed<E: ProvideErrorMetadata>(
-    e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> bool {
-    e.raw_response().is_some_and(|r| r.status().as_u16() == 412)
-        || e.code() == Some("PreconditionFailed")
-}
-
-/// One line naming the operation, the object, S3's error code and message, and the request id.
+/// The SDK's error as one line naming the operation, the object, the code and the request id.
 fn s3_error<E>(
-    operation: &str,
+    operation: &'static str,
     location: &str,
-    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> anyhow::Error
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let detail: Box<dyn Display> = match (e.code(), e.message()) {
-        (Some(code), Some(message)) => Box::new(format!("{code}: {message}")),
-        (Some(code), None) => Box::new(code.to_owned()),
-        _ => Box::new(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()),
-    };
-    let status = e
-        .raw_response()
-        .map(|r| format!(" (HTTP {})", r.status().as_u16()))
-        .unwrap_or_default();
-    let request_id = e
-        .request_id()
-        .map(|id| format!(" (request id {id})"))
-        .unwrap_or_default();
-    anyhow!("S3 {operation} to {location}: {detail}{status}{request_id}")
+    anyhow::Error::new(RemoteError::from_sdk("S3", operation, location, e))
 }
