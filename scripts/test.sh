@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. The integration tests start what they need themselves: a
 # temporary PostgreSQL cluster from the machine's binaries (unless DATABASE_URL points at a
-# server) and an S3-protocol server in-process. Extra arguments go to `cargo test`.
+# server), an S3-protocol server in-process, and moto's STS/IAM/S3 server from the Python
+# tools this script installs. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,5 +10,9 @@ if [ -z "${DATABASE_URL:-}" ] && ! command -v initdb >/dev/null && ! ls /usr/lib
   echo "PostgreSQL binaries not found; installing them from Debian's packages" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
+
+# shellcheck source=scripts/python-tools.sh
+. scripts/python-tools.sh
+export AUDIT_EXPORTER_TEST_PYTHON="$PYTHON_TOOLS/bin/python"
 
 cargo test --all-targets "$@"

@@ -40,6 +40,15 @@ pub enum Command {
         #[arg(long)]
         if_due: bool,
     },
+    /// Write a test object to each destination (or those named) under `{prefix}/test/`, through
+    /// the same write path as an export: credentials, object options, checksum and conditional
+    /// write. On failure, print the S3 or STS error with its request id and a hint naming the
+    /// likely missing permission. Exit 0 only when every test object was written.
+    Verify {
+        /// Verify only this destination (repeatable).
+        #[arg(long = "destination", value_name = "NAME")]
+        destinations: Vec<String>,
+    },
     /// Show per destination its watermark, the events waiting, recent runs, the next due time,
     /// the lease holder, and what holds the export horizon back.
     Status {

@@ -41,6 +41,13 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
                 return Ok(1);
             }
         }
+        Command::Verify { destinations } => {
+            let summary = commands::verify(&settings, &destinations, &mut out).await?;
+            if summary.failed > 0 {
+                out.flush()?;
+                return Ok(1);
+            }
+        }
         Command::Status { json } => commands::status(&settings, json, &mut out).await?,
         Command::Append(args) => commands::append(&settings, &args, &mut out).await?,
         Command::Config {

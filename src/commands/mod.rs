@@ -3,12 +3,14 @@
 mod append;
 mod export;
 mod status;
+mod verify;
 
 use std::io::Write;
 
 pub use append::append;
 pub use export::{ExportSummary, export};
 pub use status::status;
+pub use verify::{VerifySummary, verify};
 
 use crate::settings::{Settings, SettingsError};
 use crate::store::Database;

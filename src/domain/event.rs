@@ -5,6 +5,8 @@ use uuid::Uuid;
 
 /// The action of the event an empty window's object carries.
 pub const HEARTBEAT_ACTION: &str = "system.export.heartbeat";
+/// The action of the event a test delivery (`verify`) carries.
+pub const TEST_ACTION: &str = "system.export.test";
 
 /// One audit event as it is exported. The JSON columns hold their JSON text as PostgreSQL
 /// sends it, so exporting never re-parses them.

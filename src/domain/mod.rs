@@ -5,7 +5,7 @@ mod format;
 mod object_key;
 mod schedule;
 
-pub use event::{Event, HEARTBEAT_ACTION};
+pub use event::{Event, HEARTBEAT_ACTION, TEST_ACTION};
 pub use format::{Compression, Encoding, Format};
-pub use object_key::{KeyLayout, KeyParts};
+pub use object_key::{KeyLayout, KeyParts, test_key};
 pub use schedule::Schedule;

@@ -119,10 +119,31 @@ impl KeyLayout {
     }
 }
 
+/// The key of a test delivery: `{prefix}/test/{YYYYMMDDTHHMMSSZ}_{run_id}{ext}`, apart from
+/// every scheduled object whatever the layout.
+pub fn test_key(prefix: &str, at: DateTime<Utc>, run_id: Uuid, extension: &str) -> String {
+    let name = format!("{}_{run_id}{extension}", at.format("%Y%m%dT%H%M%SZ"));
+    if prefix.is_empty() {
+        format!("test/{name}")
+    } else {
+        format!("{prefix}/test/{name}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn test_keys_live_under_test() {
+        let p = parts("exports");
+        assert_eq!(
+            test_key(p.prefix, p.window_end, p.run_id, ".jsonl"),
+            "exports/test/20260304T050607Z_0190b9a4-1111-7222-8333-444455556666.jsonl"
+        );
+        assert!(test_key("", p.window_end, p.run_id, ".json").starts_with("test/2026"));
+    }
 
     fn parts(prefix: &str) -> KeyParts<'_> {
         KeyParts {

@@ -6,6 +6,7 @@
 
 mod encode;
 mod pipeline;
+mod verify;
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tracing::Instrument;
 
 pub use encode::{Encoded, ObjectEncoder};
 pub use pipeline::{Delivered, deliver, heartbeat};
+pub use verify::TestDelivery;
 
 use crate::domain::KeyParts;
 use crate::settings::{Destination, ExporterSettings};

@@ -8,9 +8,9 @@ use futures::{Stream, StreamExt, stream};
 use tokio::sync::mpsc;
 
 use super::encode::{Encoded, ObjectEncoder};
-use crate::domain::Event;
+use crate::domain::{Event, TEST_ACTION};
 use crate::sink::{PutOutcome, Sink};
-use crate::store::{Run, Store};
+use crate::store::{Run, RunKind, Store};
 
 /// Events handed to the encoder at a time.
 const BATCH: usize = 512;
@@ -107,14 +107,19 @@ pub async fn deliver(
     }
 }
 
-/// The heartbeat of an empty window, rebuilt from the run alone so every attempt writes the same bytes.
+/// The heartbeat of an empty window (or the event of a test delivery), rebuilt from the run
+/// alone so every attempt writes the same bytes.
 pub fn heartbeat(run: &Run, event_id: uuid::Uuid) -> Event {
-    Event::heartbeat(
+    let mut event = Event::heartbeat(
         event_id,
         run.window_end,
         &run.destination,
         run.id,
         (&run.window_lo.to_string(), &run.window_hi.to_string()),
         run.tenant_id.as_deref(),
-    )
+    );
+    if run.kind == RunKind::Test {
+        event.action = TEST_ACTION.to_owned();
+    }
+    event
 }

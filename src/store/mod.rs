@@ -4,6 +4,7 @@ mod embedded;
 mod events;
 mod horizon;
 mod runs;
+mod side_runs;
 
 use std::time::Duration;
 

@@ -95,7 +95,7 @@ pub enum CommitError {
     Database(#[from] sqlx::Error),
 }
 
-const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigint, window_hi::text::bigint,
+pub(super) const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigint, window_hi::text::bigint,
     window_end, slot, tenant_id, object_key, encoding, compression, heartbeat_event_id, attempts, last_error,
     event_count, bytes, sha256, started_at, finished_at";
 
@@ -378,7 +378,7 @@ impl Store {
     }
 }
 
-fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
+pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
     let kind: String = row.try_get(2)?;
     let status: String = row.try_get(3)?;
     let encoding: String = row.try_get(10)?;

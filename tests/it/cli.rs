@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 use crate::check::assert_exactly_once;
 use crate::harness::{TestDb, files};
 
-fn audit_exporter(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub fn audit_exporter(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_audit-exporter"));
     command.args(args).env("AUDIT_EXPORTER__LOG__LEVEL", "warn");
     for (k, v) in env {
@@ -14,7 +14,7 @@ fn audit_exporter(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().unwrap()
 }
 
-fn stderr(output: &Output) -> String {
+pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 

@@ -50,6 +50,37 @@ fn cluster() -> &'static Cluster {
     })
 }
 
+/// Starts a helper server that dies with this test process. It is spawned from a thread that
+/// lives as long as the server, since the parent-death signal fires when the spawning thread
+/// ends.
+pub fn spawn_for_life(mut command: std::process::Command, name: &str) {
+    use std::os::unix::process::CommandExt;
+
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let (spawned_tx, spawned_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || match command.spawn() {
+            Ok(mut child) => {
+                let _ = spawned_tx.send(Ok(()));
+                let _ = child.wait();
+            }
+            Err(e) => {
+                let _ = spawned_tx.send(Err(e));
+            }
+        })
+        .unwrap();
+    if let Err(e) = spawned_rx.recv().unwrap() {
+        panic!("cannot start {name}: {e}");
+    }
+}
+
 /// Removes the data of earlier test processes that are gone.
 fn remove_stale_dirs(prefix: &str) {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
@@ -267,6 +298,10 @@ pub fn settings(db: &TestDb, env: Vec<(String, String)>) -> Settings {
         (
             "AUDIT_EXPORTER__EXPORTER__PART_SIZE_MIB".to_owned(),
             "5".to_owned(),
+        ),
+        (
+            "AUDIT_EXPORTER__EXPORTER__RETRY_INITIAL_BACKOFF_MS".to_owned(),
+            "10".to_owned(),
         ),
     ];
     all.extend(env);

@@ -4,8 +4,11 @@ mod check;
 mod cli;
 mod export;
 mod harness;
+mod moto;
+mod proxy;
 mod recovery;
 mod schema;
+mod sts;
 
 use audit_exporter::export::{Exporter, Outcome, Report, When};
 use audit_exporter::settings::{Destination, Settings};

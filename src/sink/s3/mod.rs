@@ -6,7 +6,7 @@
 
 mod credentials;
 mod error;
-pub mod hint;
+mod hints;
 mod request;
 
 use std::time::Duration;
@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 
 pub use error::RemoteError;
 use error::is_precondition_failed;
+pub use hints::hint;
 use request::WriteOptions;
 
 use super::{ObjectWriter, PutOutcome, Sink};
@@ -105,10 +106,7 @@ impl Sink for S3Sink {
     }
 
     async fn check_access(&self) -> anyhow::Result<()> {
-        self.credentials
-            .provide_credentials()
-            .await
-            .context("Failed to get credentials")?;
+        self.credentials.provide_credentials().await?;
         Ok(())
     }
 

@@ -1,0 +1,217 @@
+//! A recording, fault-injecting HTTP proxy between the exporter and a real server (S3 or STS):
+//! it forwards every request unchanged (the Host header included, so signatures still hold),
+//! records what it saw, and answers with an injected error where a fault says so.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// A request as the proxy saw it, and how it was answered.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// The access key id that signed it, from the Authorization header.
+    pub access_key: Option<String>,
+    /// The STS action, from a form body (`Action=AssumeRole&…`).
+    pub action: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub status: u16,
+    pub injected: bool,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Answers `times` requests matching `when` with `status` and an S3/STS-style error body.
+pub struct Fault {
+    pub when: Box<dyn Fn(&Seen) -> bool + Send + Sync>,
+    pub times: usize,
+    pub status: u16,
+    pub code: &'static str,
+}
+
+#[derive(Default)]
+struct State {
+    seen: Mutex<Vec<Seen>>,
+    faults: Mutex<Vec<Fault>>,
+}
+
+pub struct Proxy {
+    pub endpoint: String,
+    state: Arc<State>,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` (`http://host:port`) on a thread and runtime of its own.
+    pub fn start(upstream: &str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(State::default());
+        let (upstream, served) = (upstream.to_owned(), state.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(serve(listener, upstream, served));
+        });
+        Self { endpoint, state }
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.state.faults.lock().unwrap().push(fault);
+    }
+
+    /// Every request so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+}
+
+async fn serve(listener: std::net::TcpListener, upstream: String, state: Arc<State>) {
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let (client, upstream, state) = (client.clone(), upstream.clone(), state.clone());
+        let service = hyper::service::service_fn(move |request| {
+            forward(request, client.clone(), upstream.clone(), state.clone())
+        });
+        let connection = http
+            .serve_connection(TokioIo::new(socket), service)
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+}
+
+async fn forward(
+    request: Request<Incoming>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: String,
+    state: Arc<State>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut seen = Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        access_key: parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split("Credential=").nth(1))
+            .and_then(|v| v.split('/').next())
+            .map(str::to_owned),
+        action: url::form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| v.into_owned()),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect(),
+        status: 0,
+        injected: false,
+    };
+
+    let injected = {
+        let mut faults = state.faults.lock().unwrap();
+        faults
+            .iter_mut()
+            .find(|f| f.times > 0 && (f.when)(&seen))
+            .map(|fault| {
+                fault.times -= 1;
+                (fault.status, fault.code)
+            })
+    };
+    let response = match injected {
+        Some((status, code)) => {
+            seen.injected = true;
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+                 <Message>injected by the test proxy</Message><RequestId>proxy-{status}</RequestId></Error>"
+            );
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/xml")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap()
+        }
+        None => {
+            let uri = format!(
+                "{upstream}{}",
+                parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/")
+            );
+            let mut out = Request::builder().method(parts.method.clone()).uri(uri);
+            for (name, value) in &parts.headers {
+                if name != "transfer-encoding" {
+                    out = out.header(name, value);
+                }
+            }
+            match client.request(out.body(Full::new(body)).unwrap()).await {
+                Ok(answer) => {
+                    let (parts, body) = answer.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let mut back = Response::builder().status(parts.status);
+                    for (name, value) in &parts.headers {
+                        if name != "transfer-encoding" && name != "content-length" {
+                            back = back.header(name, value);
+                        }
+                    }
+                    back.body(Full::new(body)).unwrap()
+                }
+                Err(e) => Response::builder()
+                    .status(502)
+                    .body(Full::new(Bytes::from(format!("proxy: {e}"))))
+                    .unwrap(),
+            }
+        }
+    };
+    seen.status = response.status().as_u16();
+    state.seen.lock().unwrap().push(seen);
+    Ok(response)
+}
+
+/// A PutObject or UploadPart: a PUT of an object's bytes.
+pub fn is_put_object(seen: &Seen) -> bool {
+    seen.method == "PUT" && !seen.query.contains("uploadId")
+}
+
+pub fn is_assume_role(seen: &Seen) -> bool {
+    seen.action.as_deref() == Some("AssumeRole")
+}
