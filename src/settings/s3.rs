@@ -481,8 +481,13 @@ fn parse_enum<T>(
         .transpose()
 }
 
-/// S3's limits on object tags: at most 10, keys of 1-128 and values of 0-256 characters.
+/// S3's limits on object tags: at most 10, keys of 1-128 and values of 0-256 characters, of
+/// letters, digits, spaces and `_ . : / = + - @`.
 fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), FieldError> {
+    let allowed = |text: &str| {
+        text.chars()
+            .all(|c| c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c))
+    };
     if tags.len() > 10 {
         return Err((
             "tags",
@@ -500,6 +505,14 @@ fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), FieldError> {
             return Err((
                 "tags",
                 format!("the value of tag {key:?} is too long; allowed: up to 256 characters"),
+            ));
+        }
+        if !allowed(key) || !allowed(value) {
+            return Err((
+                "tags",
+                format!(
+                    "tag {key:?} = {value:?} has characters S3 refuses; allowed: letters, digits, spaces and _ . : / = + - @"
+                ),
             ));
         }
     }

@@ -204,6 +204,10 @@ fn bad_object_options_name_the_key_and_what_is_allowed() {
             "destinations.acme.object_lock_retain_days: 0 is out of range; allowed: 1..=36500",
         ),
         (
+            "[destinations.acme.tags]\nteam = \"audit & compliance\"\n".into(),
+            "destinations.acme.tags: tag \"team\" = \"audit & compliance\" has characters S3 refuses",
+        ),
+        (
             format!("[destinations.acme.tags]\n{too_many_tags}"),
             "destinations.acme.tags: 11 tags; allowed: at most 10 per object",
         ),

@@ -2,6 +2,7 @@
 
 mod check;
 mod cli;
+mod delivery;
 mod export;
 mod harness;
 mod moto;

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::config::{Credentials, Region};
 use uuid::Uuid;
 
-pub const ACCOUNT: &str = "123456789012";
 pub const WRITER_ROLE: &str = "arn:aws:iam::123456789012:role/audit-writer";
 pub const WRITER_EXTERNAL_ID: &str = "audit-exporter:acme";
 pub const HOP_ROLE: &str = "arn:aws:iam::123456789012:role/audit-hop";
@@ -167,33 +166,6 @@ impl Moto {
             );
         }
         objects
-    }
-
-    /// The role sessions STS handed out: (role ARN, session name, access key id).
-    pub fn sessions(&self) -> Vec<(String, String, String)> {
-        let output = Command::new(python())
-            .args([
-                "-c",
-                "import json, sys, urllib.request\n\
-                 data = json.load(urllib.request.urlopen(sys.argv[1] + '/moto-api/data.json'))\n\
-                 for s in data.get('sts', {}).get('AssumedRole', []):\n\
-                 \x20   print(s['role_arn'], s['session_name'], s['access_key_id'])",
-                &self.endpoint,
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .map(|line| {
-                let mut parts = line.split(' ').map(str::to_owned);
-                (
-                    parts.next().unwrap(),
-                    parts.next().unwrap(),
-                    parts.next().unwrap(),
-                )
-            })
-            .collect()
     }
 }
 

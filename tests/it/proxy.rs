@@ -23,9 +23,10 @@ pub struct Seen {
     pub access_key: Option<String>,
     /// The STS action, from a form body (`Action=AssumeRole&…`).
     pub action: Option<String>,
+    /// For a granted AssumeRole*: the role, the session name and the session's access key id.
+    pub issued: Option<(String, String, String)>,
     pub headers: Vec<(String, String)>,
     pub status: u16,
-    pub injected: bool,
 }
 
 impl Seen {
@@ -129,16 +130,14 @@ async fn forward(
             .and_then(|v| v.split("Credential=").nth(1))
             .and_then(|v| v.split('/').next())
             .map(str::to_owned),
-        action: url::form_urlencoded::parse(&body)
-            .find(|(k, _)| k == "Action")
-            .map(|(_, v)| v.into_owned()),
+        action: form_value(&body, "Action"),
+        issued: None,
         headers: parts
             .headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
             .collect(),
         status: 0,
-        injected: false,
     };
 
     let injected = {
@@ -153,7 +152,6 @@ async fn forward(
     };
     let response = match injected {
         Some((status, code)) => {
-            seen.injected = true;
             let body = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
                  <Message>injected by the test proxy</Message><RequestId>proxy-{status}</RequestId></Error>"
@@ -179,6 +177,7 @@ async fn forward(
                     out = out.header(name, value);
                 }
             }
+            let request_body = body.clone();
             match client.request(out.body(Full::new(body)).unwrap()).await {
                 Ok(answer) => {
                     let (parts, body) = answer.into_parts();
@@ -187,6 +186,17 @@ async fn forward(
                         .await
                         .map(|b| b.to_bytes())
                         .unwrap_or_default();
+                    let body = moto_complete_multipart(body);
+                    if seen
+                        .action
+                        .as_deref()
+                        .is_some_and(|a| a.starts_with("AssumeRole"))
+                        && let Some(key) = xml_text(&body, "AccessKeyId")
+                    {
+                        seen.issued = form_value(&request_body, "RoleArn")
+                            .zip(form_value(&request_body, "RoleSessionName"))
+                            .map(|(role, name)| (role, name, key));
+                    }
                     let mut back = Response::builder().status(parts.status);
                     for (name, value) in &parts.headers {
                         if name != "transfer-encoding" && name != "content-length" {
@@ -205,6 +215,31 @@ async fn forward(
     seen.status = response.status().as_u16();
     state.seen.lock().unwrap().push(seen);
     Ok(response)
+}
+
+fn form_value(body: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn xml_text(body: &[u8], element: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find(&format!("<{element}>"))? + element.len() + 2;
+    let end = start + text[start..].find('<')?;
+    Some(text[start..end].to_owned())
+}
+
+/// moto answers CompleteMultipartUpload under the root element `CompleteMultipartUploadResponse`,
+/// which the Rust SDK refuses; S3's is `CompleteMultipartUploadResult`.
+fn moto_complete_multipart(body: Bytes) -> Bytes {
+    const MOTO: &str = "CompleteMultipartUploadResponse";
+    match std::str::from_utf8(&body) {
+        Ok(text) if text.contains(MOTO) => {
+            Bytes::from(text.replace(MOTO, "CompleteMultipartUploadResult"))
+        }
+        _ => body,
+    }
 }
 
 /// A PutObject or UploadPart: a PUT of an object's bytes.

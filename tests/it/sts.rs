@@ -22,11 +22,11 @@ fn put_keys(seen: &[Seen]) -> Vec<String> {
         .collect()
 }
 
-/// The access key of the session STS gave for `role` under `session_name`, if the proxy saw
-/// it sign a write.
-fn session_key(moto: &moto::Moto, role: &str, session_name: &str, keys: &[String]) -> String {
-    moto.sessions()
-        .into_iter()
+/// The access key of the session STS granted for `role` under `session_name`, which must be
+/// among `keys`.
+fn session_key(seen: &[Seen], role: &str, session_name: &str, keys: &[String]) -> String {
+    seen.iter()
+        .filter_map(|s| s.issued.clone())
         .find(|(r, name, key)| r == role && name == session_name && keys.contains(key))
         .unwrap_or_else(|| panic!("no session of {role} named {session_name} signed {keys:?}"))
         .2
@@ -85,7 +85,7 @@ async fn assume_role_writes_with_the_role_session_and_keeps_it() {
     for key in &keys {
         assert_ne!(key, &moto.exporter.id);
         session_key(
-            moto,
+            &seen,
             WRITER_ROLE,
             "audit-exporter",
             std::slice::from_ref(key),
@@ -162,12 +162,12 @@ async fn a_web_identity_token_file_alone_and_with_a_chained_role() {
         .expect("the token was exchanged");
     assert_eq!(exchange.access_key, None, "the exchange is unsigned");
     let keys = put_keys(&seen);
-    session_key(moto, WRITER_ROLE, "oidc-direct", &keys);
+    session_key(&seen, WRITER_ROLE, "oidc-direct", &keys);
 
     export_now(&exporter, &settings, "chained").await;
     let seen = proxy.seen();
     let hop_key = session_key(
-        moto,
+        &seen,
         HOP_ROLE,
         "oidc-chained",
         &seen
@@ -182,7 +182,7 @@ async fn a_web_identity_token_file_alone_and_with_a_chained_role() {
             .position(|s| s.access_key.as_ref() == Some(&hop_key))
             .unwrap()..],
     );
-    session_key(moto, CHAINED_ROLE, "oidc-chained", &chained_keys);
+    session_key(&seen, CHAINED_ROLE, "oidc-chained", &chained_keys);
 
     assert_exactly_once(
         &db,
@@ -248,12 +248,8 @@ async fn the_standard_web_identity_variables_and_a_role_chained_on_the_default_c
     env.extend(moto::destination_env("k8s", &bucket, &proxy.endpoint, &[]));
     let output = run_cli(&["export"], &env);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    session_key(
-        open,
-        WRITER_ROLE,
-        "k8s-service-account",
-        &put_keys(&proxy.seen()),
-    );
+    let seen = proxy.seen();
+    session_key(&seen, WRITER_ROLE, "k8s-service-account", &put_keys(&seen));
     assert_exactly_once(&db, "k8s", None, &open.objects(&bucket, "exports/").await).await;
 
     // The exporter's own role session in the environment (as on EC2 or ECS), and the

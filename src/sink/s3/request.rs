@@ -52,7 +52,7 @@ impl WriteOptions {
     }
 }
 
-/// Everything but unreserved characters is escaped, so keys and values with `&`, `=`, `+` or
+/// Everything but unreserved characters is escaped, so keys and values with `=`, `+`, `/` or
 /// spaces survive S3's query-string parsing.
 const TAG_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -140,7 +140,7 @@ mod tests {
             acl: Some(CannedAcl::BucketOwnerFullControl),
             storage_class: Some(StorageClass::StandardIa),
             tags: BTreeMap::from([
-                ("team".into(), "audit & compliance".into()),
+                ("team".into(), "audit/compliance team".into()),
                 ("env".into(), "prod=1+x".into()),
             ]),
             object_lock: Some(ObjectLock {
@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(write.storage_class.unwrap().as_str(), "STANDARD_IA");
         assert_eq!(
             write.tagging.as_deref(),
-            Some("env=prod%3D1%2Bx&team=audit%20%26%20compliance")
+            Some("env=prod%3D1%2Bx&team=audit%2Fcompliance%20team")
         );
         assert_eq!(write.object_lock_mode.unwrap().as_str(), "COMPLIANCE");
         let until = Utc.with_ymd_and_hms(2027, 11, 21, 10, 0, 0).unwrap();
