@@ -184,3 +184,124 @@ fn no_answer(error: &RemoteError, target: &S3Target) -> Option<String> {
         "No answer from {endpoint}: check the endpoint, the network path and any proxy."
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{Settings, Target};
+
+    fn target(extra: &[(&str, &str)]) -> S3Target {
+        let mut env = vec![(
+            "AUDIT_EXPORTER__DESTINATIONS__A__URL".to_owned(),
+            "s3://bucket-a/logs".to_owned(),
+        )];
+        env.extend(extra.iter().map(|(k, v)| {
+            (
+                format!("AUDIT_EXPORTER__DESTINATIONS__A__{k}"),
+                (*v).to_owned(),
+            )
+        }));
+        match Settings::load_with_env(None, env)
+            .unwrap()
+            .destinations
+            .remove(0)
+            .target
+        {
+            Target::S3(s3) => *s3,
+            Target::File(_) => unreachable!(),
+        }
+    }
+
+    fn error(service: &'static str, operation: &'static str, code: Option<&str>) -> RemoteError {
+        RemoteError {
+            service,
+            operation,
+            subject: "arn:aws:iam::123456789012:role/writer".into(),
+            code: code.map(Into::into),
+            message: Some("denied".into()),
+            status: Some(403),
+            request_id: None,
+            detail: None,
+        }
+    }
+
+    const ROLE: (&str, &str) = ("ROLE_ARN", "arn:aws:iam::123456789012:role/writer");
+
+    #[test]
+    fn a_refused_assume_role_names_the_trust_policy_and_external_id() {
+        let target = target(&[ROLE, ("EXTERNAL_ID", "ext-1")]);
+        let hint = hint(&error("STS", "AssumeRole", Some("AccessDenied")), &target).unwrap();
+        assert!(
+            hint.contains("arn:aws:iam::123456789012:role/writer exists"),
+            "{hint}"
+        );
+        assert!(hint.contains(r#""sts:ExternalId": "ext-1""#), "{hint}");
+        // Some servers give no code; a 403 is still a refusal.
+        assert!(hint.contains("trust policy"));
+        assert!(
+            super::hint(&error("STS", "AssumeRole", None), &target)
+                .unwrap()
+                .contains("trust policy")
+        );
+    }
+
+    #[test]
+    fn a_refused_write_names_every_permission_the_options_need() {
+        let target = target(&[
+            ROLE,
+            ("SERVER_SIDE_ENCRYPTION", "aws:kms"),
+            ("ACL", "bucket-owner-full-control"),
+            ("TAGS__TEAM", "audit"),
+            ("OBJECT_LOCK_MODE", "GOVERNANCE"),
+            ("OBJECT_LOCK_RETAIN_DAYS", "7"),
+        ]);
+        let hint = hint(&error("S3", "PutObject", Some("AccessDenied")), &target).unwrap();
+        assert!(
+            hint.starts_with(
+                "The role arn:aws:iam::123456789012:role/writer needs s3:PutObject on arn:aws:s3:::bucket-a/logs/*"
+            ),
+            "{hint}"
+        );
+        for needed in [
+            "s3:PutObjectAcl",
+            "s3:PutObjectTagging",
+            "s3:PutObjectRetention",
+            "kms:GenerateDataKey",
+        ] {
+            assert!(hint.contains(needed), "{needed}: {hint}");
+        }
+        let plain = super::hint(
+            &error("S3", "PutObject", Some("AccessDenied")),
+            &self::target(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            plain,
+            "The identity of the default credential chain needs s3:PutObject on arn:aws:s3:::bucket-a/logs/*; also check that the bucket policy does not deny it."
+        );
+    }
+
+    #[test]
+    fn other_causes() {
+        let target = target(&[("ENDPOINT", "http://127.0.0.1:9000")]);
+        let mut kms = error("S3", "PutObject", Some("AccessDenied"));
+        kms.message = Some("User is not authorized to perform: kms:GenerateDataKey (KMS)".into());
+        assert!(
+            hint(&kms, &target)
+                .unwrap()
+                .contains("The KMS key refused the write")
+        );
+        let bucket = hint(&error("S3", "PutObject", Some("NoSuchBucket")), &target).unwrap();
+        assert!(bucket.contains("bucket-a does not exist"), "{bucket}");
+        let mut silent = error("S3", "PutObject", None);
+        (silent.status, silent.detail) = (None, Some("connection refused".into()));
+        assert_eq!(
+            hint(&silent, &target).unwrap(),
+            "No answer from http://127.0.0.1:9000: check the endpoint, the network path and any proxy."
+        );
+        assert_eq!(
+            hint(&error("S3", "PutObject", Some("SlowDown")), &target),
+            None
+        );
+    }
+}
