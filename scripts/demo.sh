@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs audit-exporter for real on its embedded defaults: a PostgreSQL of its own (started from
 # the machine's binaries, data in .audit-exporter/), a few sample events, two exports into a
-# local directory (the second, with nothing new, writes a heartbeat), then shows the objects.
+# local directory (the second, with nothing new, writes a heartbeat) after a test delivery, then
+# shows the objects.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,8 @@ echo "== config check"
 "$bin" config check
 echo "== migrate"
 "$bin" migrate
+echo "== verify: a test object through each destination's write path, under test/"
+"$bin" verify
 echo "== append sample events"
 "$bin" append --tenant acme --action user.login \
   --actor '{"type":"user","id":"u-1001","name":"Ada","ip":"203.0.113.7","user_agent":"Mozilla/5.0"}'

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 /// Ships audit events from PostgreSQL to S3 buckets and local directories, exactly once, on a
 /// schedule of every 1 to 24 hours.
 ///
-/// Exit codes: 0 success, 1 an export failed, 2 bad usage or configuration.
+/// Exit codes: 0 success, 1 an export or a test delivery failed, 2 bad usage or configuration.
 #[derive(Debug, Parser)]
 #[command(name = "audit-exporter", version)]
 pub struct Cli {
@@ -40,10 +40,13 @@ pub enum Command {
         #[arg(long)]
         if_due: bool,
     },
-    /// Write a test object to each destination (or those named) under `{prefix}/test/`, through
-    /// the same write path as an export: credentials, object options, checksum and conditional
-    /// write. On failure, print the S3 or STS error with its request id and a hint naming the
-    /// likely missing permission. Exit 0 only when every test object was written.
+    /// Write a test object to each destination through the same write path as an export.
+    ///
+    /// The object goes under `{prefix}/test/`, with the destination's credentials (STS
+    /// included), object options, checksum and conditional write, and is logged as a run of
+    /// kind `test`; the watermark is not touched. On failure, print the S3 or STS error with
+    /// its request id and a hint naming the likely missing permission or trust-policy
+    /// condition. Exit 0 only when every test object was written.
     Verify {
         /// Verify only this destination (repeatable).
         #[arg(long = "destination", value_name = "NAME")]

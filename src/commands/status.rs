@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::settings::{Settings, Target};
-use crate::store::{Horizon, Run, Store};
+use crate::store::{Horizon, Run, RunKind, Store};
 
 #[derive(Debug, Serialize)]
 pub struct DestinationStatus {
@@ -112,7 +112,7 @@ fn view(run: &Run) -> RunStatusView {
         status: run.status.as_str(),
         object_key: run.object_key.clone(),
         window_end: run.window_end,
-        heartbeat: run.heartbeat_event_id.is_some(),
+        heartbeat: run.heartbeat_event_id.is_some() && run.kind == RunKind::Scheduled,
         events: run.event_count,
         bytes: run.bytes,
         sha256: run.sha256.clone(),
@@ -159,7 +159,9 @@ fn write_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
             writeln!(out, "  lease: {owner} until {}", until.to_rfc3339())?;
         }
         for run in &d.recent_runs {
-            let what = if run.heartbeat {
+            let what = if run.kind == "test" {
+                "test object".to_owned()
+            } else if run.heartbeat {
                 "heartbeat".to_owned()
             } else {
                 format!("{} events", run.events.unwrap_or(0))
