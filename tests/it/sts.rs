@@ -277,8 +277,21 @@ async fn the_standard_web_identity_variables_and_a_role_chained_on_the_default_c
             ("STS_ENDPOINT", &moto.endpoint),
         ],
     ));
+    env.push(("AUDIT_EXPORTER__LOG__LEVEL".into(), "debug".into()));
     let output = run_cli(&["export", "--destination", "customer"], &env);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr(&output)
+    );
+    assert!(
+        printed.contains("Received a role session from STS."),
+        "{printed}"
+    );
+    for secret in [own.secret_access_key(), own.session_token()] {
+        assert!(!printed.contains(secret), "a secret was printed: {printed}");
+    }
     assert_exactly_once(
         &db,
         "customer",
