@@ -224,20 +224,7 @@ impl TestBucket {
 
     /// A client of its own, separate from the exporter's, to read back what was written.
     pub fn client(&self) -> aws_sdk_s3::Client {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .force_path_style(true)
-            .credentials_provider(Credentials::new(
-                S3_ACCESS_KEY,
-                S3_SECRET_KEY,
-                None,
-                None,
-                "test",
-            ))
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
+        s3_client(&self.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY)
     }
 
     /// The stored object's headers, as a separate client sees them.
@@ -289,6 +276,18 @@ impl TestBucket {
             (key("SECRET_ACCESS_KEY"), S3_SECRET_KEY.into()),
         ]
     }
+}
+
+/// An S3 client of the tests' own, path-style, with the given keys.
+pub fn s3_client(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "test"))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
 }
 
 /// Settings for `db` with the given extra environment (destinations and overrides).

@@ -11,7 +11,6 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::config::{Credentials, Region};
 use uuid::Uuid;
 
 pub const WRITER_ROLE: &str = "arn:aws:iam::123456789012:role/audit-writer";
@@ -111,20 +110,7 @@ fn start(enforce: bool) -> Moto {
 impl Moto {
     /// An S3 client with the admin's keys, to create buckets and read back what was written.
     pub fn admin_s3(&self) -> aws_sdk_s3::Client {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .force_path_style(true)
-            .credentials_provider(Credentials::new(
-                &self.admin.id,
-                &self.admin.secret,
-                None,
-                None,
-                "test",
-            ))
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
+        crate::harness::s3_client(&self.endpoint, &self.admin.id, &self.admin.secret)
     }
 
     /// A fresh bucket, with Object Lock enabled when asked.

@@ -122,6 +122,24 @@ impl Sink for S3Sink {
     }
 }
 
+/// Sets the headers every new object carries, on PutObject and CreateMultipartUpload alike
+/// (two builder types with the same setters).
+macro_rules! with_object_headers {
+    ($request:expr, $writer:expr) => {{
+        let (format, options) = (&$writer.format, &$writer.options);
+        $request
+            .content_type(format.content_type())
+            .set_content_encoding(format.content_encoding().map(str::to_owned))
+            .set_server_side_encryption(options.server_side_encryption.clone())
+            .set_ssekms_key_id(options.kms_key_id.clone())
+            .set_acl(options.acl.clone())
+            .set_storage_class(options.storage_class.clone())
+            .set_tagging(options.tagging.clone())
+            .set_object_lock_mode(options.object_lock_mode.clone())
+            .set_object_lock_retain_until_date(options.object_lock_retain_until)
+    }};
+}
+
 struct S3Writer {
     sink: S3Sink,
     key: String,
@@ -145,22 +163,14 @@ impl S3Writer {
     }
 
     async fn start_multipart(&self) -> anyhow::Result<Multipart> {
-        let created = self
+        let request = self
             .sink
             .client
             .create_multipart_upload()
             .bucket(&self.sink.bucket)
             .key(&self.key)
-            .content_type(self.format.content_type())
-            .set_content_encoding(self.format.content_encoding().map(str::to_owned))
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .set_server_side_encryption(self.options.server_side_encryption.clone())
-            .set_ssekms_key_id(self.options.kms_key_id.clone())
-            .set_acl(self.options.acl.clone())
-            .set_storage_class(self.options.storage_class.clone())
-            .set_tagging(self.options.tagging.clone())
-            .set_object_lock_mode(self.options.object_lock_mode.clone())
-            .set_object_lock_retain_until_date(self.options.object_lock_retain_until)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256);
+        let created = with_object_headers!(request, self)
             .send()
             .await
             .map_err(|e| s3_error("CreateMultipartUpload", &self.location(), &e))?;
@@ -224,22 +234,14 @@ impl S3Writer {
     }
 
     async fn put_whole(&self, body: Bytes) -> anyhow::Result<PutOutcome> {
-        let result = self
+        let request = self
             .sink
             .client
             .put_object()
             .bucket(&self.sink.bucket)
             .key(&self.key)
-            .if_none_match("*")
-            .content_type(self.format.content_type())
-            .set_content_encoding(self.format.content_encoding().map(str::to_owned))
-            .set_server_side_encryption(self.options.server_side_encryption.clone())
-            .set_ssekms_key_id(self.options.kms_key_id.clone())
-            .set_acl(self.options.acl.clone())
-            .set_storage_class(self.options.storage_class.clone())
-            .set_tagging(self.options.tagging.clone())
-            .set_object_lock_mode(self.options.object_lock_mode.clone())
-            .set_object_lock_retain_until_date(self.options.object_lock_retain_until)
+            .if_none_match("*");
+        let result = with_object_headers!(request, self)
             // Object Lock needs the algorithm named as well as the checksum itself.
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(sha256_base64(&body))
