@@ -40,6 +40,27 @@ pub enum Command {
         #[arg(long)]
         if_due: bool,
     },
+    /// Export again the events that occurred in [--from, --to) and were already exported.
+    ///
+    /// They go under `{prefix}/reexport/` in (occurred_at, txid, id) order, with the
+    /// destination's format and object options, split into several objects when
+    /// max_object_bytes is set. The watermark never moves and no scheduled object is touched,
+    /// so it is safe while `run` exports the same destination. Logged as a run of kind
+    /// `reexport`. Exit 0 when every re-export succeeded.
+    Reexport {
+        /// The start of the range, inclusive: an RFC 3339 time, e.g. 2026-11-20T00:00:00Z.
+        #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_time)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// The end of the range, exclusive, not in the future.
+        #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_time)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// Re-export only to this destination (repeatable; default: every destination).
+        #[arg(long = "destination", value_name = "NAME")]
+        destinations: Vec<String>,
+        /// Only this tenant's events (within the destination's own tenant filter).
+        #[arg(long, value_name = "TENANT")]
+        tenant: Option<String>,
+    },
     /// Write a test object to each destination through the same write path as an export.
     ///
     /// The object goes under `{prefix}/test/`, with the destination's credentials (STS

@@ -41,6 +41,25 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
                 return Ok(1);
             }
         }
+        Command::Reexport {
+            from,
+            to,
+            destinations,
+            tenant,
+        } => {
+            let summary = commands::reexport(
+                &settings,
+                &destinations,
+                (from, to),
+                tenant.as_deref(),
+                &mut out,
+            )
+            .await?;
+            if summary.failed > 0 {
+                out.flush()?;
+                return Ok(1);
+            }
+        }
         Command::Verify { destinations } => {
             let summary = commands::verify(&settings, &destinations, &mut out).await?;
             if summary.failed > 0 {

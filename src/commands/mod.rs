@@ -2,6 +2,7 @@
 
 mod append;
 mod export;
+mod reexport;
 mod status;
 mod verify;
 
@@ -9,6 +10,7 @@ use std::io::Write;
 
 pub use append::append;
 pub use export::{ExportSummary, export};
+pub use reexport::{ReexportSummary, check_range, parse_time, reexport};
 pub use status::status;
 pub use verify::{VerifySummary, verify};
 

@@ -7,5 +7,5 @@ mod schedule;
 
 pub use event::{Event, HEARTBEAT_ACTION, TEST_ACTION};
 pub use format::{Compression, Encoding, Format};
-pub use object_key::{KeyLayout, KeyParts, test_key};
+pub use object_key::{KeyLayout, KeyParts, reexport_key, test_key};
 pub use schedule::Schedule;

@@ -130,10 +130,51 @@ pub fn test_key(prefix: &str, at: DateTime<Utc>, run_id: Uuid, extension: &str) 
     }
 }
 
+/// The key of a re-export's object: `{prefix}/reexport/{from}-{to}_{run_id}[_partNNNN]{ext}`,
+/// apart from every scheduled object. `part` is set when the range is split into several.
+pub fn reexport_key(
+    prefix: &str,
+    range: (DateTime<Utc>, DateTime<Utc>),
+    run_id: Uuid,
+    part: Option<u32>,
+    extension: &str,
+) -> String {
+    let format = "%Y%m%dT%H%M%SZ";
+    let part = part.map(|n| format!("_part{n:04}")).unwrap_or_default();
+    let name = format!(
+        "{}-{}_{run_id}{part}{extension}",
+        range.0.format(format),
+        range.1.format(format)
+    );
+    if prefix.is_empty() {
+        format!("reexport/{name}")
+    } else {
+        format!("{prefix}/reexport/{name}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn reexport_keys_name_the_range_and_the_part() {
+        let p = parts("exports");
+        let to = Utc.with_ymd_and_hms(2026, 3, 5, 0, 0, 0).unwrap();
+        assert_eq!(
+            reexport_key(p.prefix, (p.window_end, to), p.run_id, None, ".jsonl"),
+            "exports/reexport/20260304T050607Z-20260305T000000Z_0190b9a4-1111-7222-8333-444455556666.jsonl"
+        );
+        assert!(
+            reexport_key("", (p.window_end, to), p.run_id, Some(2), ".json")
+                .starts_with("reexport/20260304T050607Z-")
+        );
+        assert!(
+            reexport_key("", (p.window_end, to), p.run_id, Some(2), ".json")
+                .ends_with("_part0002.json")
+        );
+    }
 
     #[test]
     fn test_keys_live_under_test() {

@@ -6,6 +6,7 @@
 
 mod encode;
 mod pipeline;
+mod reexport;
 mod verify;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tracing::Instrument;
 
 pub use encode::{Encoded, ObjectEncoder};
 pub use pipeline::{Delivered, deliver, heartbeat};
+pub use reexport::ReexportReport;
 pub use verify::TestDelivery;
 
 use crate::domain::KeyParts;

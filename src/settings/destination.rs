@@ -16,6 +16,8 @@ pub struct Destination {
     pub every_hours: u8,
     pub format: Format,
     pub key_layout: KeyLayout,
+    /// A re-export closes an object and starts the next once it holds this many bytes.
+    pub max_object_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -24,6 +26,11 @@ pub enum Target {
     /// A local directory, written atomically.
     File(PathBuf),
 }
+
+/// 1 MiB: smaller objects would each be a single small part.
+const MIN_OBJECT_BYTES: i64 = 1 << 20;
+/// 5 TiB, S3's largest object.
+const MAX_OBJECT_BYTES: i64 = 5 << 40;
 
 const URL_ALLOWED: &str = "allowed: s3://bucket[/prefix] or file:///absolute/path";
 
@@ -173,6 +180,22 @@ impl Destination {
             }
             other => other,
         };
+        let (max_key, max_bytes) = match raw.max_object_bytes {
+            Some(bytes) => (key("max_object_bytes"), bytes),
+            None => (
+                "defaults.max_object_bytes".into(),
+                defaults.max_object_bytes,
+            ),
+        };
+        let max_object_bytes = match max_bytes {
+            0 => None,
+            bytes if (MIN_OBJECT_BYTES..=MAX_OBJECT_BYTES).contains(&bytes) => Some(bytes as u64),
+            bytes => {
+                return Err(SettingsError(format!(
+                    "{max_key}: {bytes} is out of range; allowed: 0 (no limit) or {MIN_OBJECT_BYTES}..={MAX_OBJECT_BYTES}"
+                )));
+            }
+        };
         Ok(Self {
             name,
             target,
@@ -183,6 +206,7 @@ impl Destination {
                 compression,
             },
             key_layout,
+            max_object_bytes,
         })
     }
 

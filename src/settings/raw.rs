@@ -60,6 +60,7 @@ pub(super) struct RawDefaults {
     pub compression: String,
     pub key_layout: String,
     pub env0_log_type: String,
+    pub max_object_bytes: i64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +73,7 @@ pub(super) struct RawDestination {
     pub compression: Option<String>,
     pub key_layout: Option<String>,
     pub env0_log_type: Option<String>,
+    pub max_object_bytes: Option<i64>,
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub force_path_style: Option<bool>,

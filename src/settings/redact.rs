@@ -104,6 +104,10 @@ pub(super) fn to_toml(settings: &Settings) -> String {
             dest.format.compression.as_str().into(),
         );
         table.insert("key_layout".into(), dest.key_layout.as_config().into());
+        table.insert(
+            "max_object_bytes".into(),
+            (dest.max_object_bytes.unwrap_or(0) as i64).into(),
+        );
         destinations.insert(dest.name.clone(), Value::Table(table));
     }
     root.insert("destinations".into(), destinations.into());

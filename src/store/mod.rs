@@ -3,6 +3,7 @@
 mod embedded;
 mod events;
 mod horizon;
+mod ranges;
 mod runs;
 mod side_runs;
 
@@ -16,6 +17,7 @@ use sqlx::{ConnectOptions, PgPool};
 pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;
 pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};
+pub use ranges::Range;
 pub use runs::{Claim, CommitError, DestinationState, Lease, NewRun, Run, RunKind, RunStatus};
 
 use crate::settings::DatabaseSettings;

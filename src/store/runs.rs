@@ -75,6 +75,10 @@ pub struct Run {
     pub sha256: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// A re-export's `[from, to)` of occurred_at.
+    pub range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Objects a re-export wrote (more than one when split by max_object_bytes).
+    pub object_count: Option<i32>,
 }
 
 /// What a new run is planned with; the window and the key come from the database's horizon.
@@ -97,7 +101,7 @@ pub enum CommitError {
 
 pub(super) const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigint, window_hi::text::bigint,
     window_end, slot, tenant_id, object_key, encoding, compression, heartbeat_event_id, attempts, last_error,
-    event_count, bytes, sha256, started_at, finished_at";
+    event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count";
 
 impl Store {
     /// Records the destination (its frequency included) and returns its state. A new or changed
@@ -417,6 +421,11 @@ pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
         sha256: row.try_get(17)?,
         started_at: row.try_get(18)?,
         finished_at: row.try_get(19)?,
+        range: match (row.try_get(20)?, row.try_get(21)?) {
+            (Some(from), Some(to)) => Some((from, to)),
+            _ => None,
+        },
+        object_count: row.try_get(22)?,
     })
 }
 

@@ -140,6 +140,17 @@ impl TestDb {
         self.store.pool()
     }
 
+    /// The watermark of a destination.
+    pub async fn watermark_of(&self, destination: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT watermark::text::bigint FROM export_destinations WHERE name = $1",
+        )
+        .bind(destination)
+        .fetch_one(self.pool())
+        .await
+        .unwrap()
+    }
+
     /// The watermark of the test's one destination.
     pub async fn watermark(&self) -> i64 {
         sqlx::query_scalar("SELECT watermark::text::bigint FROM export_destinations")

@@ -8,6 +8,7 @@ mod harness;
 mod moto;
 mod proxy;
 mod recovery;
+mod reexport;
 mod schema;
 mod sts;
 

@@ -1,0 +1,165 @@
+//! `reexport`: an occurred_at range of already-exported events, again, to every named
+//! destination; a progress bar on a terminal, log lines otherwise.
+
+use std::io::{IsTerminal, Write};
+
+use chrono::{DateTime, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::UsageError;
+use crate::export::Exporter;
+use crate::settings::{Destination, Settings};
+use crate::sink;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReexportSummary {
+    pub done: usize,
+    pub failed: usize,
+}
+
+/// Parses an RFC 3339 time for `--from` and `--to`.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e}; allowed: an RFC 3339 time such as 2026-11-20T00:00:00Z"))
+}
+
+/// Checks a range: `from` before `to`, and `to` not in the future.
+pub fn check_range(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), UsageError> {
+    if from >= to {
+        return Err(UsageError(format!(
+            "--from {} is not before --to {}; allowed: a range [from, to) with from < to",
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        )));
+    }
+    if to > now {
+        return Err(UsageError(format!(
+            "--to {} is in the future; allowed: a time up to now ({}), since a re-export carries only events already exported",
+            to.to_rfc3339(),
+            now.to_rfc3339()
+        )));
+    }
+    Ok(())
+}
+
+/// The tenant a destination re-exports: `--tenant` narrows a destination of every tenant, and
+/// must match a destination's own tenant filter.
+fn tenant_of<'a>(
+    destination: &'a Destination,
+    tenant: Option<&'a str>,
+) -> Result<Option<&'a str>, UsageError> {
+    match (destination.tenant_id.as_deref(), tenant) {
+        (Some(own), Some(asked)) if own != asked => Err(UsageError(format!(
+            "--tenant {asked}: destination {} exports only tenant {own}; allowed: {own} or no --tenant",
+            destination.name
+        ))),
+        (own, asked) => Ok(asked.or(own)),
+    }
+}
+
+pub async fn reexport(
+    settings: &Settings,
+    names: &[String],
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    tenant: Option<&str>,
+    out: &mut dyn Write,
+) -> anyhow::Result<ReexportSummary> {
+    check_range(from, to, Utc::now())?;
+    let destinations = settings
+        .select_destinations(names)
+        .map_err(|e| UsageError(e.0))?;
+    let tenants = destinations
+        .iter()
+        .map(|d| tenant_of(d, tenant))
+        .collect::<Result<Vec<_>, _>>()?;
+    let database = super::open(settings).await?;
+    let exporter = Exporter::new(database.store.clone(), settings.exporter.clone());
+    let mut summary = ReexportSummary::default();
+    for (destination, tenant) in destinations.into_iter().zip(tenants) {
+        let name = &destination.name;
+        let progress = progress_bar(name);
+        let result = async {
+            let sink = sink::connect(destination, &settings.exporter).await?;
+            exporter
+                .reexport(destination, sink.as_ref(), (from, to), tenant, &progress)
+                .await
+        }
+        .await;
+        progress.finish_and_clear();
+        match result {
+            Ok(report) => {
+                summary.done += 1;
+                writeln!(
+                    out,
+                    "{name}: re-exported {} events of [{}, {}), {} bytes, in {} object(s):",
+                    report.events,
+                    from.to_rfc3339(),
+                    to.to_rfc3339(),
+                    report.bytes,
+                    report.locations.len()
+                )?;
+                for location in &report.locations {
+                    writeln!(out, "  {location}")?;
+                }
+            }
+            Err(error) => {
+                summary.failed += 1;
+                tracing::error!(destination = %name, error = format!("{error:#}"), "Re-export failed.");
+                writeln!(out, "{name}: re-export failed: {error:#}")?;
+            }
+        }
+    }
+    database.close().await;
+    Ok(summary)
+}
+
+/// A bar on a terminal; elsewhere a hidden one, and the log says what was written.
+fn progress_bar(name: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} events ({per_sec}, {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_prefix(name.to_owned());
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn ranges_are_checked() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap();
+        let day = |d| Utc.with_ymd_and_hms(2026, 11, d, 0, 0, 0).unwrap();
+        assert!(check_range(day(20), day(21), now).is_ok());
+        assert!(
+            check_range(day(21), day(21), now)
+                .unwrap_err()
+                .0
+                .starts_with("--from 2026-11-21T00:00:00+00:00 is not before --to")
+        );
+        assert!(
+            check_range(day(20), day(22), now)
+                .unwrap_err()
+                .0
+                .contains("is in the future")
+        );
+        assert!(parse_time("2026-11-20T00:00:00+01:00").is_ok());
+        assert!(
+            parse_time("2026-11-20")
+                .unwrap_err()
+                .contains("allowed: an RFC 3339 time")
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Re-export: the events of an occurred_at range that a destination already exported, written
+//! again under `{prefix}/reexport/`, in `(occurred_at, txid, id)` order, with the destination's
+//! format and object options. The watermark never moves and no scheduled object is touched.
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use tracing::Instrument;
+
+use super::{Encoded, Exporter, ObjectEncoder};
+use crate::domain::reexport_key;
+use crate::settings::Destination;
+use crate::sink::{ObjectWriter, PutOutcome, Sink};
+use crate::store::{Range, Run, RunStatus};
+
+#[derive(Debug, Clone)]
+pub struct ReexportReport {
+    pub run: Run,
+    pub events: u64,
+    pub bytes: u64,
+    /// Where each object went, in order.
+    pub locations: Vec<String>,
+}
+
+/// An object being written, with the encoder that feeds it.
+struct OpenObject {
+    key: String,
+    encoder: ObjectEncoder,
+    writer: Box<dyn ObjectWriter>,
+    written: u64,
+}
+
+impl Exporter {
+    /// Re-exports `[from, to)` of occurred_at, of `tenant` when given (within the destination's
+    /// own tenant filter). `progress` counts events; it may be hidden.
+    pub async fn reexport(
+        &self,
+        destination: &Destination,
+        sink: &dyn Sink,
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
+        tenant: Option<&str>,
+        progress: &ProgressBar,
+    ) -> anyhow::Result<ReexportReport> {
+        let store = self.store();
+        let state = store
+            .sync_destination(&destination.name, destination.every_hours, Utc::now())
+            .await?;
+        // Everything below this watermark was exported and can no longer change.
+        let range = Range {
+            from,
+            to,
+            watermark: state.watermark,
+            tenant_id: tenant.or(destination.tenant_id.as_deref()),
+        };
+        progress.set_length(store.count_range(range).await?.max(0) as u64);
+        let split = destination.max_object_bytes.is_some();
+        let key = |run_id, part: u32| {
+            reexport_key(
+                destination.prefix(),
+                (from, to),
+                run_id,
+                split.then_some(part),
+                destination.format.extension(),
+            )
+        };
+        let run = store
+            .start_reexport_run(&destination.name, range, destination.format, |id| {
+                key(id, 1)
+            })
+            .await?;
+        let span =
+            tracing::info_span!("reexport", destination = %destination.name, run_id = %run.id);
+        let written = self
+            .write_range(destination, sink, range, |part| key(run.id, part), progress)
+            .instrument(span)
+            .await;
+        match written {
+            Ok((encoded, locations)) => {
+                let sha256 = match encoded.as_slice() {
+                    [one] => Some(one.sha256.as_str()),
+                    _ => None,
+                };
+                let events = encoded.iter().map(|e| e.events).sum::<u64>();
+                let bytes = encoded.iter().map(|e| e.bytes).sum::<u64>();
+                store
+                    .finish_reexport_run(
+                        run.id,
+                        events as i64,
+                        bytes as i64,
+                        sha256,
+                        locations.len() as i32,
+                    )
+                    .await?;
+                Ok(ReexportReport {
+                    run: Run {
+                        status: RunStatus::Done,
+                        event_count: Some(events as i64),
+                        bytes: Some(bytes as i64),
+                        sha256: sha256.map(str::to_owned),
+                        object_count: Some(locations.len() as i32),
+                        ..run
+                    },
+                    events,
+                    bytes,
+                    locations,
+                })
+            }
+            Err(error) => {
+                if let Err(e) = store.fail_side_run(run.id, &format!("{error:#}")).await {
+                    tracing::warn!(run_id = %run.id, error = %e, "Could not record the failed re-export.");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Streams the range into one object, or into several when the destination sets
+    /// max_object_bytes: an object is closed at the first event boundary after it passes it.
+    async fn write_range(
+        &self,
+        destination: &Destination,
+        sink: &dyn Sink,
+        range: Range<'_>,
+        key: impl Fn(u32) -> String,
+        progress: &ProgressBar,
+    ) -> anyhow::Result<(Vec<Encoded>, Vec<String>)> {
+        let format = destination.format;
+        let part_size = self.settings.part_size;
+        let mut done = (Vec::new(), Vec::new());
+        let mut events = std::pin::pin!(self.store().stream_range(range));
+        let mut open: Option<OpenObject> = None;
+        loop {
+            let event = events.next().await.transpose();
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    if let Some(object) = open {
+                        object.writer.abort().await;
+                    }
+                    return Err(e);
+                }
+            };
+            // The first object is written even for an empty range, so a re-export always
+            // leaves a trace.
+            let Some(event) = event else {
+                if open.is_none() && done.0.is_empty() {
+                    open = Some(open_object(sink, key(1), format, part_size).await?);
+                }
+                if let Some(object) = open.take() {
+                    close(object, sink, &mut done).await?;
+                }
+                return Ok(done);
+            };
+            let object = match open.as_mut() {
+                Some(object) => object,
+                None => {
+                    let part = done.0.len() as u32 + 1;
+                    open.insert(open_object(sink, key(part), format, part_size).await?)
+                }
+            };
+            if let Some(part) = object.encoder.push(&event)? {
+                object.written += part.len() as u64;
+                if let Err(e) = object.writer.write(part).await {
+                    if let Some(object) = open.take() {
+                        object.writer.abort().await;
+                    }
+                    return Err(e);
+                }
+            }
+            progress.inc(1);
+            let full = destination
+                .max_object_bytes
+                .is_some_and(|max| object.written >= max);
+            if full && let Some(object) = open.take() {
+                close(object, sink, &mut done).await?;
+            }
+        }
+    }
+}
+
+async fn open_object(
+    sink: &dyn Sink,
+    key: String,
+    format: crate::domain::Format,
+    part_size: usize,
+) -> anyhow::Result<OpenObject> {
+    Ok(OpenObject {
+        writer: sink.create(&key, format).await?,
+        encoder: ObjectEncoder::new(format, part_size)?,
+        key,
+        written: 0,
+    })
+}
+
+async fn close(
+    object: OpenObject,
+    sink: &dyn Sink,
+    (encoded, locations): &mut (Vec<Encoded>, Vec<String>),
+) -> anyhow::Result<()> {
+    let OpenObject {
+        key,
+        encoder,
+        mut writer,
+        ..
+    } = object;
+    let (last, summary) = match encoder.finish() {
+        Ok(finished) => finished,
+        Err(e) => {
+            writer.abort().await;
+            return Err(e.into());
+        }
+    };
+    if !last.is_empty()
+        && let Err(e) = writer.write(last).await
+    {
+        writer.abort().await;
+        return Err(e);
+    }
+    if writer.finish().await? == PutOutcome::AlreadyExists {
+        anyhow::bail!(
+            "{} already holds an object; a re-export never replaces one",
+            sink.location(&key)
+        );
+    }
+    tracing::info!(
+        key = %sink.location(&key),
+        events = summary.events,
+        bytes = summary.bytes,
+        "Wrote a re-export object."
+    );
+    locations.push(sink.location(&key));
+    encoded.push(summary);
+    Ok(())
+}
