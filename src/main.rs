@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
     let result = async {
         let settings = Settings::load(cli.config.as_deref())?;
         telemetry::init(&settings.log);
-        dispatch(cli.command, settings).await
+        dispatch(cli.command, cli.config.clone(), settings).await
     }
     .await;
     match result {
@@ -26,11 +26,15 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<u8> {
+async fn dispatch(
+    command: Command,
+    cli_config: Option<std::path::PathBuf>,
+    settings: Settings,
+) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     match command {
         Command::Migrate => commands::migrate(&settings, &mut out).await?,
-        Command::Run => daemon::run(settings).await?,
+        Command::Run => daemon::run(cli_config, settings).await?,
         Command::Export {
             destinations,
             if_due,

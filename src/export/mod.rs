@@ -76,6 +76,15 @@ impl Exporter {
         }
     }
 
+    /// The same exporter (the same lease owner) with new settings, for a reloaded config.
+    pub fn with_settings(&self, settings: ExporterSettings) -> Self {
+        Self {
+            store: self.store.clone(),
+            owner: self.owner.clone(),
+            settings,
+        }
+    }
+
     /// The name this exporter holds leases under.
     pub fn owner(&self) -> &str {
         &self.owner

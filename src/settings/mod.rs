@@ -71,6 +71,12 @@ pub struct RetrySettings {
 pub struct RunSettings {
     pub check_cron: String,
     pub shutdown_grace_secs: u32,
+    /// How often `run` looks for a changed config file; `None`: only on SIGHUP.
+    pub reload_check: Option<std::time::Duration>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: nowhere.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `/readyz` fails once a destination has failed for this long without a success.
+    pub unready_after_failing: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +193,16 @@ impl Settings {
                 raw.run.check_cron
             )));
         }
+        let listen = match raw.run.listen.as_str() {
+            "" => None,
+            address => Some(address.parse().map_err(|_| {
+                SettingsError(format!(
+                    "run.listen: {address:?} is not an address; allowed: IP:PORT such as \"127.0.0.1:9187\", or \"\" to serve nothing"
+                ))
+            })?),
+        };
+        let reload_check_secs: u64 =
+            in_range("run.reload_check_secs", raw.run.reload_check_secs, 0, 3600)?;
         let run = RunSettings {
             check_cron: raw.run.check_cron,
             shutdown_grace_secs: in_range(
@@ -195,6 +211,15 @@ impl Settings {
                 0,
                 3600,
             )?,
+            reload_check: (reload_check_secs > 0)
+                .then(|| std::time::Duration::from_secs(reload_check_secs)),
+            listen,
+            unready_after_failing: std::time::Duration::from_secs(in_range(
+                "run.unready_after_failing_secs",
+                raw.run.unready_after_failing_secs,
+                1,
+                604_800,
+            )?),
         };
         let log = LogSettings {
             format: match raw.log.format.as_str() {

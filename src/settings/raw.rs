@@ -43,6 +43,9 @@ pub(super) struct RawExporter {
 pub(super) struct RawRun {
     pub check_cron: String,
     pub shutdown_grace_secs: i64,
+    pub reload_check_secs: i64,
+    pub listen: String,
+    pub unready_after_failing_secs: i64,
 }
 
 #[derive(Debug, Deserialize)]

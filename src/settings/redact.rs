@@ -58,6 +58,23 @@ pub(super) fn to_toml(settings: &Settings) -> String {
         "shutdown_grace_secs".into(),
         i64::from(settings.run.shutdown_grace_secs).into(),
     );
+    run.insert(
+        "reload_check_secs".into(),
+        (settings.run.reload_check.map_or(0, |d| d.as_secs()) as i64).into(),
+    );
+    run.insert(
+        "listen".into(),
+        settings
+            .run
+            .listen
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+            .into(),
+    );
+    run.insert(
+        "unready_after_failing_secs".into(),
+        (settings.run.unready_after_failing.as_secs() as i64).into(),
+    );
     root.insert("run".into(), run.into());
 
     let mut log = Table::new();

@@ -113,6 +113,12 @@ impl Store {
         Self { pool }
     }
 
+    /// Whether the database answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -218,6 +218,7 @@ async fn run_exports_what_is_due_on_its_cron_schedule_and_stops_on_sigterm() {
         .env("AUDIT_EXPORTER__DATABASE__URL", &db.url)
         .env("AUDIT_EXPORTER__DESTINATIONS__ARCHIVE__URL", &url)
         .env("AUDIT_EXPORTER__RUN__CHECK_CRON", "* * * * * *")
+        .env("AUDIT_EXPORTER__RUN__LISTEN", "")
         .env("AUDIT_EXPORTER__LOG__LEVEL", "warn")
         .kill_on_drop(true)
         .spawn()

@@ -185,12 +185,7 @@ async fn throttling_and_5xx_are_retried_and_permanent_errors_fail_at_once() {
     let exporter = exporter(&db, &settings);
 
     // 503 SlowDown twice, then the write goes through on the third attempt.
-    proxy.inject(Fault {
-        when: Box::new(is_put_object),
-        times: 2,
-        status: 503,
-        code: "SlowDown",
-    });
+    proxy.inject(Fault::answer(is_put_object, 2, 503, "SlowDown"));
     append(&db, 10, None).await;
     export_now(&exporter, &settings, "main").await;
     let puts: Vec<_> = proxy.seen().into_iter().filter(is_put_object).collect();
@@ -205,12 +200,12 @@ async fn throttling_and_5xx_are_retried_and_permanent_errors_fail_at_once() {
     }
 
     // A 500 on a part of a multipart upload is retried too.
-    proxy.inject(Fault {
-        when: Box::new(|s| s.method == "PUT" && s.query.contains("partNumber=2")),
-        times: 1,
-        status: 500,
-        code: "InternalError",
-    });
+    proxy.inject(Fault::answer(
+        |s| s.method == "PUT" && s.query.contains("partNumber=2"),
+        1,
+        500,
+        "InternalError",
+    ));
     append(&db, 45_000, None).await;
     export_now(&exporter, &settings, "main").await;
     let parts: Vec<u16> = proxy
@@ -232,12 +227,7 @@ async fn throttling_and_5xx_are_retried_and_permanent_errors_fail_at_once() {
         append(&db, 5, None).await;
         let watermark = db.watermark().await;
         let before = proxy.seen().len();
-        proxy.inject(Fault {
-            when: Box::new(is_put_object),
-            times: 1,
-            status,
-            code,
-        });
+        proxy.inject(Fault::answer(is_put_object, 1, status, code));
         let error = exporter
             .export(dest, sink.as_ref(), When::Now)
             .await
@@ -277,12 +267,7 @@ async fn sts_throttling_is_retried() {
     let db = TestDb::new().await;
     let bucket = moto.bucket(false).await;
     let settings = settings(&db, writer_env(moto, "acme", &bucket, &proxy.endpoint));
-    proxy.inject(Fault {
-        when: Box::new(is_assume_role),
-        times: 2,
-        status: 503,
-        code: "ServiceUnavailable",
-    });
+    proxy.inject(Fault::answer(is_assume_role, 2, 503, "ServiceUnavailable"));
     append(&db, 3, None).await;
     export_now(&exporter(&db, &settings), &settings, "acme").await;
     let assumed: Vec<u16> = proxy
@@ -355,12 +340,12 @@ async fn a_denied_abort_is_logged_with_the_lifecycle_rule_to_set() {
     append(&db, 60_000, None).await;
     // The second part is refused for good, so the upload is abandoned and must be aborted,
     // which the PutObject-only role may not do.
-    proxy.inject(Fault {
-        when: Box::new(|s| s.method == "PUT" && s.query.contains("partNumber=2")),
-        times: 1,
-        status: 400,
-        code: "InvalidArgument",
-    });
+    proxy.inject(Fault::answer(
+        |s| s.method == "PUT" && s.query.contains("partNumber=2"),
+        1,
+        400,
+        "InvalidArgument",
+    ));
     let mut env = writer_env(moto, "acme", &bucket, &proxy.endpoint);
     env.push(("AUDIT_EXPORTER__DATABASE__URL".into(), db.url.clone()));
     env.push(("AUDIT_EXPORTER__EXPORTER__PART_SIZE_MIB".into(), "5".into()));

@@ -6,6 +6,7 @@ mod delivery;
 mod export;
 mod harness;
 mod moto;
+mod operate;
 mod proxy;
 mod recovery;
 mod reexport;

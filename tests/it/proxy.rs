@@ -13,7 +13,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-/// A request as the proxy saw it, and how it was answered.
+/// A request as the proxy saw it, and how it was answered (a stalled one is also recorded
+/// when it arrives, with status 0).
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
@@ -38,12 +39,47 @@ impl Seen {
     }
 }
 
-/// Answers `times` requests matching `when` with `status` and an S3/STS-style error body.
+/// Answers `times` requests matching `when` with `status` and an S3/STS-style error body; a
+/// status of 0 forwards them after `delay` instead.
 pub struct Fault {
     pub when: Box<dyn Fn(&Seen) -> bool + Send + Sync>,
     pub times: usize,
     pub status: u16,
     pub code: &'static str,
+    pub delay: std::time::Duration,
+}
+
+impl Fault {
+    /// An error answer.
+    pub fn answer(
+        when: impl Fn(&Seen) -> bool + Send + Sync + 'static,
+        times: usize,
+        status: u16,
+        code: &'static str,
+    ) -> Self {
+        Self {
+            when: Box::new(when),
+            times,
+            status,
+            code,
+            delay: std::time::Duration::ZERO,
+        }
+    }
+
+    /// A stall before the request is forwarded.
+    pub fn stall(
+        when: impl Fn(&Seen) -> bool + Send + Sync + 'static,
+        times: usize,
+        delay: std::time::Duration,
+    ) -> Self {
+        Self {
+            when: Box::new(when),
+            times,
+            status: 0,
+            code: "",
+            delay,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -147,11 +183,18 @@ async fn forward(
             .find(|f| f.times > 0 && (f.when)(&seen))
             .map(|fault| {
                 fault.times -= 1;
-                (fault.status, fault.code)
+                (fault.status, fault.code, fault.delay)
             })
     };
-    let response = match injected {
-        Some((status, code)) => {
+    if let Some((_, _, delay)) = injected {
+        state.seen.lock().unwrap().push(Seen {
+            status: 0,
+            ..seen.clone()
+        });
+        tokio::time::sleep(delay).await;
+    }
+    let response = match injected.filter(|(status, _, _)| *status != 0) {
+        Some((status, code, _)) => {
             let body = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
                  <Message>injected by the test proxy</Message><RequestId>proxy-{status}</RequestId></Error>"

@@ -1,0 +1,109 @@
+//! `run`: a cron job checks which destinations are due and exports them, until SIGTERM or
+//! Ctrl-C. Due times come from the database, so restarts and replicas agree on them. The
+//! configuration file is reloaded when it changes and on SIGHUP; `/metrics`, `/healthz` and
+//! `/readyz` are served on `run.listen`.
+
+mod http;
+mod metrics;
+mod reload;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+
+use crate::export::Exporter;
+use crate::settings::Settings;
+use worker::{Plan, Worker};
+
+pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Result<()> {
+    let database = super::commands::open(&settings).await?;
+    let worker = Arc::new(Worker::new(Plan {
+        exporter: Exporter::new(database.store.clone(), settings.exporter.clone()),
+        targets: worker::connect(&settings).await?,
+        parallel: crate::commands::parallel_exports(&settings),
+    }));
+    let http = match settings.run.listen {
+        Some(address) => Some(
+            http::serve(
+                address,
+                http::Server {
+                    worker: worker.clone(),
+                    store: database.store.clone(),
+                    unready_after_failing: settings.run.unready_after_failing,
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        owner = worker.plan().exporter.owner(),
+        destinations = worker.plan().targets.len(),
+        check_cron = %settings.run.check_cron,
+        "Exporter running."
+    );
+
+    let scheduler = JobScheduler::new()
+        .await
+        .context("Failed to create the scheduler")?;
+    let job = scheduler
+        .add(check_job(&settings.run.check_cron, worker.clone())?)
+        .await?;
+    scheduler.start().await?;
+    let reloader = reload::Reloader::new(
+        config_file,
+        &settings,
+        worker.clone(),
+        scheduler.clone(),
+        job,
+    );
+    let reloads = tokio::spawn(reloader.watch(settings.run.reload_check));
+
+    // Catch up at once on anything that fell due while no exporter ran.
+    tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.check().await }
+    });
+    shutdown_signal().await;
+    tracing::info!("Stopping: no new exports will start.");
+    reloads.abort();
+    let mut scheduler = scheduler;
+    scheduler.shutdown().await?;
+
+    let grace = Duration::from_secs(settings.run.shutdown_grace_secs.into());
+    if tokio::time::timeout(grace, worker.busy.lock())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "An export was still running; it stays pending and the next exporter resumes it with the same key."
+        );
+    }
+    if let Some(http) = http {
+        http.abort();
+    }
+    database.close().await;
+    Ok(())
+}
+
+/// The job that checks every destination on the cron schedule.
+fn check_job(cron: &str, worker: Arc<Worker>) -> Result<Job, JobSchedulerError> {
+    Job::new_async(cron, move |_, _| {
+        let worker = worker.clone();
+        Box::pin(async move { worker.check().await })
+    })
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
