@@ -185,10 +185,11 @@ fn write_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     match &status.horizon.oldest_transaction {
         Some(t) => writeln!(
             out,
-            "horizon held by: pid {} in {} since {} ({})",
+            "horizon held by: pid {} in {} since {} ({} s, {})",
             t.pid,
             t.database.as_deref().unwrap_or("?"),
             t.started_at.map(|s| s.to_rfc3339()).unwrap_or_default(),
+            t.age_secs.unwrap_or_default(),
             t.state.as_deref().unwrap_or("?")
         )?,
         None => writeln!(out, "horizon: no open transaction holds it back")?,
@@ -196,10 +197,11 @@ fn write_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(p) = &status.horizon.oldest_prepared {
         writeln!(
             out,
-            "prepared transaction {:?} in {} since {} holds the horizon back",
+            "prepared transaction {:?} in {} since {} ({} s) holds the horizon back",
             p.gid,
             p.database,
-            p.prepared_at.to_rfc3339()
+            p.prepared_at.to_rfc3339(),
+            p.age_secs
         )?;
     }
     Ok(())

@@ -14,6 +14,8 @@ pub struct OpenTransaction {
     pub started_at: Option<DateTime<Utc>>,
     pub state: Option<String>,
     pub query: Option<String>,
+    /// How long the transaction has been open.
+    pub age_secs: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -21,6 +23,7 @@ pub struct PreparedTransaction {
     pub gid: String,
     pub database: String,
     pub prepared_at: DateTime<Utc>,
+    pub age_secs: i64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -32,7 +35,8 @@ pub struct Horizon {
 impl Store {
     pub async fn horizon(&self) -> anyhow::Result<Horizon> {
         let open = sqlx::query(
-            "SELECT pid, datname::text, xact_start, state, left(query, 200)
+            "SELECT pid, datname::text, xact_start, state, left(query, 200),
+                    extract(epoch FROM clock_timestamp() - xact_start)::bigint
              FROM pg_stat_activity
              WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
              ORDER BY age(backend_xid) DESC LIMIT 1",
@@ -40,7 +44,8 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let prepared = sqlx::query(
-            "SELECT gid, database::text, prepared FROM pg_prepared_xacts ORDER BY age(transaction) DESC LIMIT 1",
+            "SELECT gid, database::text, prepared, extract(epoch FROM clock_timestamp() - prepared)::bigint
+             FROM pg_prepared_xacts ORDER BY age(transaction) DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -53,6 +58,7 @@ impl Store {
                         started_at: r.try_get(2)?,
                         state: r.try_get(3)?,
                         query: r.try_get(4)?,
+                        age_secs: r.try_get(5)?,
                     })
                 })
                 .transpose()?,
@@ -62,6 +68,7 @@ impl Store {
                         gid: r.try_get(0)?,
                         database: r.try_get(1)?,
                         prepared_at: r.try_get(2)?,
+                        age_secs: r.try_get(3)?,
                     })
                 })
                 .transpose()?,

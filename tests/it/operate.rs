@@ -422,3 +422,109 @@ async fn lease_holder(db: &TestDb) -> Pid {
     .await;
     Pid::from_raw(owner.split(':').nth(1).unwrap().parse().unwrap())
 }
+
+#[tokio::test]
+async fn status_json_reports_what_the_database_holds() {
+    use sqlx::Connection;
+
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let env = [
+        ("AUDIT_EXPORTER__DATABASE__URL", db.url.as_str()),
+        ("AUDIT_EXPORTER__DESTINATIONS__ARCHIVE__URL", url.as_str()),
+    ];
+    crate::append(&db, 5, None).await;
+    assert_eq!(
+        crate::cli::audit_exporter(&["export"], &env).status.code(),
+        Some(0)
+    );
+    crate::append(&db, 7, None).await;
+    // What holds the horizon: a transaction with an id, and a prepared one.
+    let mut open = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut open).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut open)
+        .await
+        .unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut open)
+        .await
+        .unwrap();
+    let mut prepared = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut prepared).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut prepared)
+        .await
+        .unwrap();
+    let gid = format!("held-{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE TRANSACTION '{gid}'")))
+        .execute(&mut prepared)
+        .await
+        .unwrap();
+
+    let output = crate::cli::audit_exporter(&["status", "--json"], &env);
+    sqlx::query(sqlx::AssertSqlSafe(format!("ROLLBACK PREPARED '{gid}'")))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("ROLLBACK").execute(&mut open).await.unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        crate::cli::stderr(&output)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    let archive = &status["destinations"][0];
+    let (watermark, anchor, waiting, oldest): (
+        i64,
+        chrono::DateTime<chrono::Utc>,
+        i64,
+        chrono::DateTime<chrono::Utc>,
+    ) = sqlx::query_as(
+        "SELECT d.watermark::text::bigint, d.anchor, count(e.*), min(e.recorded_at)
+             FROM export_destinations d LEFT JOIN audit_events e ON e.txid >= d.watermark
+             GROUP BY d.watermark, d.anchor",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(archive["watermark"], watermark);
+    assert_eq!(archive["waiting_events"], waiting);
+    assert_eq!(waiting, 7);
+    let oldest_json: chrono::DateTime<chrono::Utc> = archive["oldest_waiting_recorded_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(oldest_json, oldest);
+    assert!(archive["oldest_waiting_age_secs"].as_i64().unwrap() >= 0);
+    let next_due: chrono::DateTime<chrono::Utc> =
+        archive["next_due"].as_str().unwrap().parse().unwrap();
+    assert_eq!(next_due, anchor, "a new destination is due at its anchor");
+    let (events, bytes, duration_ms): (i64, i64, i64) = sqlx::query_as(
+        "SELECT event_count, bytes, (extract(epoch FROM finished_at - started_at) * 1000)::bigint
+         FROM export_runs",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    let run = &archive["recent_runs"][0];
+    assert_eq!(
+        (run["events"].as_i64(), run["bytes"].as_i64()),
+        (Some(events), Some(bytes))
+    );
+    assert!(
+        (run["duration_ms"].as_i64().unwrap() - duration_ms).abs() <= 1,
+        "{run}"
+    );
+    assert_eq!(run["status"], "done");
+
+    let horizon = &status["horizon"];
+    assert_eq!(horizon["oldest_transaction"]["pid"], pid, "{horizon}");
+    assert!(horizon["oldest_transaction"]["age_secs"].as_i64().unwrap() >= 0);
+    assert_eq!(horizon["oldest_prepared"]["gid"], gid.as_str());
+    assert!(horizon["oldest_prepared"]["age_secs"].as_i64().unwrap() >= 0);
+}

@@ -186,7 +186,7 @@ async fn forward(
                 (fault.status, fault.code, fault.delay)
             })
     };
-    if let Some((_, _, delay)) = injected {
+    if let Some((0, _, delay)) = injected {
         state.seen.lock().unwrap().push(Seen {
             status: 0,
             ..seen.clone()
