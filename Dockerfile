@@ -46,6 +46,8 @@ RUN groupadd --system --gid 10001 audit-exporter \
 COPY --from=builder /usr/local/bin/audit-exporter /usr/local/bin/audit-exporter
 
 USER 10001:10001
+# /metrics, /healthz and /readyz when run.listen is 0.0.0.0:9187.
+EXPOSE 9187
 WORKDIR /var/lib/audit-exporter
 
 ENTRYPOINT ["audit-exporter"]
