@@ -528,3 +528,43 @@ async fn status_json_reports_what_the_database_holds() {
     assert_eq!(horizon["oldest_prepared"]["gid"], gid.as_str());
     assert!(horizon["oldest_prepared"]["age_secs"].as_i64().unwrap() >= 0);
 }
+
+#[tokio::test]
+async fn the_log_lines_of_a_run_carry_its_destination_and_run_id() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    crate::append(&db, 3, None).await;
+    let output = crate::cli::audit_exporter(
+        &["export"],
+        &[
+            ("AUDIT_EXPORTER__DATABASE__URL", db.url.as_str()),
+            ("AUDIT_EXPORTER__DESTINATIONS__ARCHIVE__URL", url.as_str()),
+            ("AUDIT_EXPORTER__LOG__FORMAT", "json"),
+            ("AUDIT_EXPORTER__LOG__LEVEL", "info"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let run_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM export_runs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let lines: Vec<serde_json::Value> = crate::cli::stderr(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of_the_run: Vec<_> = lines
+        .iter()
+        .filter(|l| l["span"]["name"] == "export")
+        .collect();
+    assert!(
+        of_the_run
+            .iter()
+            .any(|l| l["message"] == "Exported a window."),
+        "{lines:?}"
+    );
+    for line in of_the_run {
+        assert_eq!(line["span"]["destination"], "archive", "{line}");
+        assert_eq!(line["span"]["run_id"], run_id.to_string(), "{line}");
+    }
+}
