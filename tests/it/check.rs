@@ -120,3 +120,41 @@ pub async fn assert_exactly_once(
     );
     heartbeats
 }
+
+/// What a destination's objects hold against the table, counted rather than asserted, for the
+/// fault suite's summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Count {
+    /// Events in the objects (heartbeats not included).
+    pub exported: usize,
+    /// Events of the table that are in no object.
+    pub lost: usize,
+    /// Copies beyond the first of an event in the objects.
+    pub duplicated: usize,
+}
+
+/// Counts the events of every object against the table; no object of the run log is assumed.
+pub async fn count(
+    db: &TestDb,
+    tenant: Option<&str>,
+    objects: &BTreeMap<String, Vec<u8>>,
+) -> Count {
+    let mut seen = std::collections::HashMap::<Uuid, usize>::new();
+    let mut exported = 0;
+    for (key, bytes) in objects {
+        for event in decode(key, bytes) {
+            if event["action"] != HEARTBEAT {
+                exported += 1;
+                *seen
+                    .entry(Uuid::parse_str(event["event_id"].as_str().unwrap()).unwrap())
+                    .or_default() += 1;
+            }
+        }
+    }
+    let expected = expected_ids(db, tenant).await;
+    Count {
+        exported,
+        lost: expected.iter().filter(|id| !seen.contains_key(id)).count(),
+        duplicated: seen.values().map(|n| n - 1).sum(),
+    }
+}

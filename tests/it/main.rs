@@ -4,6 +4,7 @@ mod check;
 mod cli;
 mod delivery;
 mod export;
+mod faults;
 mod harness;
 mod moto;
 mod operate;

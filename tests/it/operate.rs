@@ -15,13 +15,15 @@ use crate::harness::{TestBucket, TestDb, files};
 use crate::proxy::{Fault, Proxy};
 
 /// A `run` process whose JSON log lines are collected as they come.
-struct Running {
+pub(crate) struct Running {
     child: tokio::process::Child,
     log: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Every line it printed, as printed.
+    pub(crate) lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Running {
-    fn start(config: Option<&Path>, env: &[(String, String)]) -> Self {
+    pub(crate) fn start(config: Option<&Path>, env: &[(String, String)]) -> Self {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_audit-exporter"));
         if let Some(config) = config {
             command.arg("--config").arg(config);
@@ -37,17 +39,24 @@ impl Running {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let collected = log.clone();
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let raw_collected = raw.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Ok(value) = serde_json::from_str(&line) {
                     collected.lock().unwrap().push(value);
                 }
+                raw_collected.lock().unwrap().push(line);
             }
         });
-        Self { child, log }
+        Self {
+            child,
+            log,
+            lines: raw,
+        }
     }
 
-    fn pid(&self) -> Pid {
+    pub(crate) fn pid(&self) -> Pid {
         Pid::from_raw(self.child.id().unwrap() as i32)
     }
 
@@ -68,7 +77,13 @@ impl Running {
         .await
     }
 
-    async fn stop(mut self) -> (Option<i32>, Duration) {
+    /// SIGKILL, and waits for the process to be gone.
+    pub(crate) async fn kill(mut self) {
+        kill(self.pid(), Signal::SIGKILL).unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    pub(crate) async fn stop(mut self) -> (Option<i32>, Duration) {
         let started = Instant::now();
         kill(self.pid(), Signal::SIGTERM).unwrap();
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
@@ -80,7 +95,7 @@ impl Running {
 }
 
 /// Polls `probe` until it gives a value, for at most 60 seconds.
-async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(
+pub(crate) async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
     probe: impl Fn() -> F,
 ) -> T {
@@ -94,7 +109,7 @@ async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-async fn done_runs(db: &TestDb, destination: &str) -> i64 {
+pub(crate) async fn done_runs(db: &TestDb, destination: &str) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM export_runs WHERE destination = $1 AND kind = 'scheduled' AND status = 'done'",
     )
@@ -105,7 +120,7 @@ async fn done_runs(db: &TestDb, destination: &str) -> i64 {
 }
 
 /// Records destinations as due since an hour ago, as after downtime.
-async fn due_now(db: &TestDb, names: &[&str]) {
+pub(crate) async fn due_now(db: &TestDb, names: &[&str]) {
     for name in names {
         sqlx::query(
             "INSERT INTO export_destinations (name, every_hours, anchor)
@@ -412,7 +427,7 @@ async fn three_replicas_share_the_destinations_through_kills_and_stops() {
 }
 
 /// The pid of the replica holding the lease (owner names are `host:pid:nonce`).
-async fn lease_holder(db: &TestDb) -> Pid {
+pub(crate) async fn lease_holder(db: &TestDb) -> Pid {
     let owner = wait_until("a lease holder", || async {
         sqlx::query_scalar::<_, Option<String>>("SELECT lease_owner FROM export_destinations")
             .fetch_one(db.pool())

@@ -2,8 +2,8 @@
 //! it forwards every request unchanged (the Host header included, so signatures still hold),
 //! records what it saw, and answers with an injected error where a fault says so.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -39,14 +39,19 @@ impl Seen {
     }
 }
 
+/// The status recorded for a request whose connection the proxy dropped without an answer.
+pub const RESET: u16 = 1;
+
 /// Answers `times` requests matching `when` with `status` and an S3/STS-style error body; a
-/// status of 0 forwards them after `delay` instead.
+/// status of 0 forwards them after `delay` instead (or, with `after`, forwards them at once
+/// and holds the answer for `delay`); a status of `RESET` drops the connection unanswered.
 pub struct Fault {
     pub when: Box<dyn Fn(&Seen) -> bool + Send + Sync>,
     pub times: usize,
     pub status: u16,
     pub code: &'static str,
     pub delay: std::time::Duration,
+    pub after: bool,
 }
 
 impl Fault {
@@ -63,6 +68,7 @@ impl Fault {
             status,
             code,
             delay: std::time::Duration::ZERO,
+            after: false,
         }
     }
 
@@ -78,6 +84,28 @@ impl Fault {
             status: 0,
             code: "",
             delay,
+            after: false,
+        }
+    }
+
+    /// The request reaches the server, but its answer is held for `delay`: the store has the
+    /// object, the client does not know yet.
+    pub fn stall_answer(
+        when: impl Fn(&Seen) -> bool + Send + Sync + 'static,
+        times: usize,
+        delay: std::time::Duration,
+    ) -> Self {
+        Self {
+            after: true,
+            ..Self::stall(when, times, delay)
+        }
+    }
+
+    /// The connection is dropped without an answer, as by a reset.
+    pub fn reset(when: impl Fn(&Seen) -> bool + Send + Sync + 'static, times: usize) -> Self {
+        Self {
+            status: RESET,
+            ..Self::stall(when, times, std::time::Duration::ZERO)
         }
     }
 }
@@ -148,7 +176,7 @@ async fn forward(
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
     state: Arc<State>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, Dropped> {
     let (parts, body) = request.into_parts();
     let body = body
         .collect()
@@ -183,9 +211,19 @@ async fn forward(
             .find(|f| f.times > 0 && (f.when)(&seen))
             .map(|fault| {
                 fault.times -= 1;
-                (fault.status, fault.code, fault.delay)
+                (fault.status, fault.code, fault.delay, fault.after)
             })
     };
+    let (injected, answer_delay) = match injected {
+        Some((0, _, delay, true)) => (None, delay),
+        Some((status, code, delay, _)) => (Some((status, code, delay)), Duration::ZERO),
+        None => (None, Duration::ZERO),
+    };
+    if let Some((RESET, _, _)) = injected {
+        seen.status = RESET;
+        state.seen.lock().unwrap().push(seen);
+        return Err(Dropped);
+    }
     if let Some((0, _, delay)) = injected {
         state.seen.lock().unwrap().push(Seen {
             status: 0,
@@ -257,8 +295,21 @@ async fn forward(
     };
     seen.status = response.status().as_u16();
     state.seen.lock().unwrap().push(seen);
+    tokio::time::sleep(answer_delay).await;
     Ok(response)
 }
+
+/// Returned by the service to make hyper close the connection without an answer.
+#[derive(Debug)]
+pub struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by the test proxy")
+    }
+}
+
+impl std::error::Error for Dropped {}
 
 fn form_value(body: &[u8], name: &str) -> Option<String> {
     url::form_urlencoded::parse(body)
