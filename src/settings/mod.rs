@@ -65,6 +65,8 @@ pub struct ExporterSettings {
 pub struct RetrySettings {
     pub max_attempts: u32,
     pub initial_backoff: std::time::Duration,
+    /// How long one attempt of a request may take before it is abandoned and retried.
+    pub attempt_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +182,12 @@ impl Settings {
                     raw.exporter.retry_initial_backoff_ms,
                     1,
                     60_000,
+                )?),
+                attempt_timeout: std::time::Duration::from_secs(in_range(
+                    "exporter.request_timeout_secs",
+                    raw.exporter.request_timeout_secs,
+                    1,
+                    3600,
                 )?),
             },
         };

@@ -36,6 +36,7 @@ pub(super) struct RawExporter {
     pub uploads_in_flight: i64,
     pub retry_max_attempts: i64,
     pub retry_initial_backoff_ms: i64,
+    pub request_timeout_secs: i64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -50,6 +50,10 @@ pub(super) fn to_toml(settings: &Settings) -> String {
         "retry_initial_backoff_ms".into(),
         (exporter.retry.initial_backoff.as_millis() as i64).into(),
     );
+    table.insert(
+        "request_timeout_secs".into(),
+        (exporter.retry.attempt_timeout.as_secs() as i64).into(),
+    );
     root.insert("exporter".into(), table.into());
 
     let mut run = Table::new();

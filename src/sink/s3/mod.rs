@@ -77,6 +77,11 @@ impl S3Sink {
                     .build(),
             )
             .retry_config(retry_config(retry))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(retry.attempt_timeout)
+                    .build(),
+            )
             .force_path_style(target.force_path_style);
         if let Some(endpoint) = &target.endpoint {
             config = config.endpoint_url(endpoint);

@@ -4,6 +4,7 @@
 //! `AUDIT_EXPORTER_FAULT_SECS` sets how long the writers write (default 30; the long form 600).
 
 mod crashes;
+mod store;
 mod writers;
 
 use std::collections::BTreeMap;
