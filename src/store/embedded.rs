@@ -18,8 +18,17 @@ use nix::unistd::{Pid, User, chown, geteuid};
 pub struct EmbeddedPostgres {
     data_dir: PathBuf,
     port: u16,
+    /// What it was started with, to start it again.
+    launch: Option<Launch>,
     /// Set when this process started the server; the server exits when it gets a message.
     started: Option<Started>,
+}
+
+#[derive(Debug, Clone)]
+struct Launch {
+    bin: PathBuf,
+    settings: Vec<String>,
+    user: Option<User>,
 }
 
 #[derive(Debug)]
@@ -59,10 +68,51 @@ impl EmbeddedPostgres {
             return Ok(Self {
                 data_dir,
                 port,
+                launch: None,
                 started: None,
             });
         }
-        let port = free_port()?;
+        let mut server = Self {
+            data_dir,
+            port: free_port()?,
+            launch: Some(Launch {
+                bin,
+                settings: settings.iter().map(|s| (*s).to_owned()).collect(),
+                user,
+            }),
+            started: None,
+        };
+        server.launch()?;
+        tracing::info!(data_dir = %server.data_dir.display(), port = server.port, "Started an embedded PostgreSQL.");
+        Ok(server)
+    }
+
+    /// Stops the server it started (a fast shutdown: clients are disconnected) and starts it
+    /// again on the same port, as an operator's restart does.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.launch()
+    }
+
+    fn stop(&mut self) {
+        if let Some(started) = self.started.take() {
+            // SIGINT is PostgreSQL's fast shutdown: clients are disconnected, data is flushed.
+            if kill(started.pid, Signal::SIGINT).is_ok() {
+                started.wait_exit(Duration::from_secs(30));
+            }
+        }
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let Launch {
+            bin,
+            settings,
+            user,
+        } = self
+            .launch
+            .clone()
+            .context("this process did not start the server")?;
+        let (data_dir, port) = (self.data_dir.clone(), self.port);
         let log = fs::File::create(data_dir.join("server.log"))
             .context("Failed to create the server log")?;
         let mut command = Command::new(bin.join("postgres"));
@@ -77,7 +127,7 @@ impl EmbeddedPostgres {
                 "-c",
                 "unix_socket_directories=",
             ])
-            .args(settings.iter().flat_map(|s| ["-c", s]))
+            .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -111,17 +161,11 @@ impl EmbeddedPostgres {
         let pid = spawned_rx
             .recv()?
             .with_context(|| format!("Failed to start {}", bin.join("postgres").display()))?;
-        let server = Self {
-            data_dir,
-            port,
-            started: Some(Started {
-                pid: Pid::from_raw(pid as i32),
-                exited: std::sync::Mutex::new(exited_rx),
-            }),
-        };
-        server.wait_ready()?;
-        tracing::info!(data_dir = %server.data_dir.display(), port, "Started an embedded PostgreSQL.");
-        Ok(server)
+        self.started = Some(Started {
+            pid: Pid::from_raw(pid as i32),
+            exited: std::sync::Mutex::new(exited_rx),
+        });
+        self.wait_ready()
     }
 
     pub fn port(&self) -> u16 {
@@ -159,12 +203,7 @@ impl EmbeddedPostgres {
 
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
-        if let Some(started) = &self.started {
-            // SIGINT is PostgreSQL's fast shutdown: clients are disconnected, data is flushed.
-            if kill(started.pid, Signal::SIGINT).is_ok() {
-                started.wait_exit(Duration::from_secs(30));
-            }
-        }
+        self.stop();
     }
 }
 

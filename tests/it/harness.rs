@@ -113,11 +113,16 @@ static CLUSTER_TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(
 
 impl TestDb {
     pub async fn new() -> Self {
+        Self::on_server(&cluster().admin_url).await
+    }
+
+    /// A fresh database on another server (`admin_url`), e.g. one the test restarts.
+    pub async fn on_server(admin: &str) -> Self {
         let turn = CLUSTER_TURN
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        let admin = cluster().admin_url.clone();
+        let admin = admin.to_owned();
         let name = format!("t_{}", Uuid::new_v4().simple());
         create_database(&admin, &name)
             .await

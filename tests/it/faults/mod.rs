@@ -4,6 +4,7 @@
 //! `AUDIT_EXPORTER_FAULT_SECS` sets how long the writers write (default 30; the long form 600).
 
 mod crashes;
+mod database;
 mod store;
 mod writers;
 
@@ -188,4 +189,18 @@ pub async fn export_until_drained(db: &TestDb, env: &[(String, String)]) -> Vec<
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Nothing pending and no event behind the watermark of `main`; `None` on any error too, as
+/// while the database restarts.
+pub async fn drained(db: &TestDb) -> Option<()> {
+    let (pending, waiting): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM export_runs WHERE destination = 'main' AND status = 'pending'),
+                (SELECT count(*) FROM audit_events e, export_destinations d
+                 WHERE d.name = 'main' AND e.txid >= d.watermark)",
+    )
+    .fetch_one(db.pool())
+    .await
+    .ok()?;
+    (pending == 0 && waiting == 0).then_some(())
 }
