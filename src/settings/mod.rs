@@ -138,6 +138,11 @@ impl Settings {
                 .get("DATABASE_URL")
                 .filter(|u| !u.is_empty())
                 .map(|u| u.clone().into());
+            if let Some(url) = &settings.database.url {
+                check_database_url("DATABASE_URL", url)?;
+            }
+        } else if let Some(url) = &settings.database.url {
+            check_database_url("database.url", url)?;
         }
         Ok(settings)
     }
@@ -293,6 +298,21 @@ impl Settings {
 }
 
 /// Reads an integer key, naming it and its range when it is out of bounds.
+/// A PostgreSQL URL, checked here so a wrong one exits 2 naming the key; the message never
+/// repeats the URL, which may hold a password.
+fn check_database_url(key: &str, url: &SecretString) -> Result<(), SettingsError> {
+    use secrecy::ExposeSecret;
+    const ALLOWED: &str = "allowed: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE";
+    match url::Url::parse(url.expose_secret()) {
+        Ok(url) if matches!(url.scheme(), "postgres" | "postgresql") => Ok(()),
+        Ok(url) => Err(SettingsError(format!(
+            "{key}: scheme {:?} is not supported; {ALLOWED}",
+            url.scheme()
+        ))),
+        Err(e) => Err(SettingsError(format!("{key}: not a URL ({e}); {ALLOWED}"))),
+    }
+}
+
 fn in_range<T: TryFrom<i64>>(
     key: &str,
     value: i64,

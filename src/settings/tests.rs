@@ -297,3 +297,37 @@ fn an_unknown_destination_name_lists_the_configured_ones() {
         "--destination acm: no such destination; configured: acme"
     );
 }
+
+#[test]
+fn a_database_url_that_is_not_postgres_is_refused_without_repeating_it() {
+    let toml = "[destinations.a]\nurl = \"s3://bucket-a\"\n";
+    for (key, env, expect) in [
+        (
+            "database.url",
+            "AUDIT_EXPORTER__DATABASE__URL",
+            "database.url: scheme \"mysql\" is not supported",
+        ),
+        (
+            "DATABASE_URL",
+            "DATABASE_URL",
+            "DATABASE_URL: scheme \"mysql\" is not supported",
+        ),
+    ] {
+        let msg = load(toml, &[(env, "mysql://app:pa55word@db/audit")])
+            .unwrap_err()
+            .0;
+        assert!(msg.starts_with(expect), "{key}: {msg}");
+        assert!(!msg.contains("pa55word"), "{msg}");
+    }
+    let msg = load(toml, &[("AUDIT_EXPORTER__DATABASE__URL", "pa55word")])
+        .unwrap_err()
+        .0;
+    assert!(msg.starts_with("database.url: not a URL"), "{msg}");
+    assert!(!msg.contains("pa55word"), "{msg}");
+    for url in [
+        "postgres://app:pw@db/audit",
+        "postgresql:///audit?host=/run/pg",
+    ] {
+        load(toml, &[("AUDIT_EXPORTER__DATABASE__URL", url)]).unwrap();
+    }
+}
