@@ -165,6 +165,7 @@ async fn a_run_killed_at_each_step_is_finished_with_the_same_key() {
         crate::check::assert_exactly_once(&db, "main", None, &objects).await;
     }
 
+    super::assert_status_prints_no_secret(&env).await;
     let seen = proxy.seen();
     tally.fault("stall", seen.iter().filter(|s| s.status == 0).count() + 2);
     tally.fault(

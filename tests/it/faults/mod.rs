@@ -3,6 +3,7 @@
 //! events written and exported, runs, kills, injected faults by kind, lost and duplicated.
 //! `AUDIT_EXPORTER_FAULT_SECS` sets how long the writers write (default 30; the long form 600).
 
+mod bad_input;
 mod crashes;
 mod database;
 mod store;
@@ -203,4 +204,21 @@ pub async fn drained(db: &TestDb) -> Option<()> {
     .await
     .ok()?;
     (pending == 0 && waiting == 0).then_some(())
+}
+
+/// `status` and `status --json` print no secret of the configuration.
+pub async fn assert_status_prints_no_secret(env: &[(String, String)]) {
+    for args in [&["status"][..], &["status", "--json"]] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_audit-exporter"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{stdout}");
+        assert!(stdout.contains("main"), "{stdout}");
+        assert_no_secret("status", &stdout);
+        assert_no_secret("status", &String::from_utf8_lossy(&output.stderr));
+    }
 }

@@ -75,6 +75,7 @@ async fn writers_under_replica_kills_and_store_faults_lose_and_duplicate_nothing
         tally.kills += 1;
     }
 
+    super::assert_status_prints_no_secret(&env).await;
     for writer in writers {
         tally.written += writer.await.unwrap();
     }
