@@ -6,6 +6,9 @@ use super::{DB_PASSWORD, SESSION_TOKEN, assert_no_secret};
 use crate::cli::{audit_exporter, stderr};
 use crate::harness::S3_SECRET_KEY;
 
+/// Arguments, environment overrides, and what the message must say.
+type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
 const FROM: &str = "2026-01-01T00:00:00Z";
 const TO: &str = "2026-01-02T00:00:00Z";
 
@@ -46,7 +49,7 @@ fn bad_input_exits_2_naming_the_input_and_prints_no_secret() {
     let check = ["config", "check"];
     let actor = r#"{"type":"user","id":"u1"}"#;
     #[rustfmt::skip]
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         // Configs.
         (vec!["--config", &bad_range, "config", "check"], vec![], "destinations.m.every_hours: 0 is out of range; allowed: 1..=24"),
         (vec!["--config", &bad_toml, "config", "check"], vec![], "TOML parse error at line 1"),
