@@ -82,7 +82,7 @@ pub fn spawn_for_life(mut command: std::process::Command, name: &str) {
 }
 
 /// Removes the data of earlier test processes that are gone.
-fn remove_stale_dirs(prefix: &str) {
+pub(crate) fn remove_stale_dirs(prefix: &str) {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };

@@ -61,10 +61,11 @@ async fn a_run_killed_at_each_step_is_finished_with_the_same_key() {
             Step::AfterPendingRun => proxy.inject(Fault::stall(is_put_object, 1, HOLD)),
             Step::MidMultipart => proxy.inject(Fault::stall(is_part_2, 1, HOLD)),
             Step::AfterUpload => proxy.inject(Fault::stall_answer(is_put_object, 1, HOLD)),
+            // Time enough to lock the run's row before the answer comes.
             Step::DuringCommit => proxy.inject(Fault::stall_answer(
                 is_put_object,
                 1,
-                Duration::from_secs(3),
+                Duration::from_secs(5),
             )),
         }
         let requests_before = proxy.seen().len();

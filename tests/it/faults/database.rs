@@ -13,12 +13,13 @@ use crate::harness::{TestBucket, TestDb};
 use crate::operate::{Running, wait_until};
 use crate::proxy::{Fault, Proxy, is_put_object};
 
+/// The data of this test's own cluster, named after the test process.
+const PG_DIR: &str = "audit-exporter-faults-pg-";
+
 #[tokio::test]
 async fn a_database_restart_and_a_cut_connection_lose_and_duplicate_nothing() {
-    let dir = std::env::temp_dir().join(format!(
-        "audit-exporter-faults-pg-{}",
-        Uuid::new_v4().simple()
-    ));
+    crate::harness::remove_stale_dirs(PG_DIR);
+    let dir = std::env::temp_dir().join(format!("{PG_DIR}{}", std::process::id()));
     let mut server = EmbeddedPostgres::start(&dir, &["fsync=off", "max_connections=100"]).unwrap();
     let db = TestDb::on_server(&server.url("postgres")).await;
     let bucket = TestBucket::new();
@@ -65,7 +66,7 @@ async fn a_database_restart_and_a_cut_connection_lose_and_duplicate_nothing() {
     proxy.inject(Fault::stall_answer(
         is_put_object,
         1,
-        Duration::from_secs(3),
+        Duration::from_secs(5),
     ));
     due().await;
     wait_until("the delivered object", || async {
