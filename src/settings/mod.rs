@@ -297,7 +297,6 @@ impl Settings {
     }
 }
 
-/// Reads an integer key, naming it and its range when it is out of bounds.
 /// A PostgreSQL URL, checked here so a wrong one exits 2 naming the key; the message never
 /// repeats the URL, which may hold a password.
 fn check_database_url(key: &str, url: &SecretString) -> Result<(), SettingsError> {
@@ -313,6 +312,7 @@ fn check_database_url(key: &str, url: &SecretString) -> Result<(), SettingsError
     }
 }
 
+/// Reads an integer key, naming it and its range when it is out of bounds.
 fn in_range<T: TryFrom<i64>>(
     key: &str,
     value: i64,

@@ -66,7 +66,8 @@ fn sts_client(
     let mut config = aws_sdk_sts::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(region.clone())
-        .retry_config(super::retry_config(retry));
+        .retry_config(super::retry_config(retry))
+        .timeout_config(super::timeout_config(retry));
     config.set_credentials_provider(signer);
     config.set_endpoint_url(endpoint.map(str::to_owned));
     aws_sdk_sts::Client::from_conf(config.build())

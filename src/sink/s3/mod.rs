@@ -39,6 +39,8 @@ use crate::settings::{ObjectOptions, RetrySettings, S3Target};
 
 /// How long before a role session expires a new one is fetched.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+/// How long opening a connection to S3 or STS may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long fetching a session may take, STS retries included.
 const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -77,11 +79,7 @@ impl S3Sink {
                     .build(),
             )
             .retry_config(retry_config(retry))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(retry.attempt_timeout)
-                    .build(),
-            )
+            .timeout_config(timeout_config(retry))
             .force_path_style(target.force_path_style);
         if let Some(endpoint) = &target.endpoint {
             config = config.endpoint_url(endpoint);
@@ -94,6 +92,14 @@ impl S3Sink {
             uploads_in_flight,
         }
     }
+}
+
+/// A connection must open within seconds; a stalled attempt is abandoned and retried.
+fn timeout_config(retry: RetrySettings) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(retry.attempt_timeout)
+        .build()
 }
 
 /// Standard retries: throttling, 5xx and transient network errors, with exponential backoff
