@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-pub use encode::{Encoded, ObjectEncoder};
+pub use encode::{Encoded, Framer, ObjectEncoder};
 pub use pipeline::{Delivered, deliver, heartbeat};
 
 use crate::domain::KeyParts;
