@@ -1,7 +1,9 @@
 //! An S3 bucket, or any S3-compatible store. Objects are streamed: one PutObject when they fit
 //! in a part, else a multipart upload with a bounded number of parts in flight. Every request
 //! carries a SHA-256 checksum and every write `If-None-Match: *`, so an object is never replaced
-//! and a retry of a delivered run learns so from a 412 without reading anything back.
+//! and a retry of a delivered run learns so from a 412 without reading anything back. The
+//! checksum header is signed, so the body is not hashed a second time for the signature
+//! (`UNSIGNED-PAYLOAD`): S3 still refuses a body that does not match the checksum.
 
 use std::fmt::Display;
 
@@ -162,6 +164,8 @@ impl S3Writer {
                 .part_number(number)
                 .checksum_sha256(&checksum)
                 .body(ByteStream::from(part))
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(|e| s3_error("UploadPart", &location, e))?;
@@ -186,6 +190,8 @@ impl S3Writer {
             .set_content_encoding(self.format.content_encoding().map(str::to_owned))
             .checksum_sha256(sha256_base64(&body))
             .body(ByteStream::from(body))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await;
         match result {
