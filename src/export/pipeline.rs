@@ -60,7 +60,11 @@ pub async fn deliver(
         Ok(encoded)
     });
 
-    let read = async move {
+    // A task of its own, so the socket's readiness wakes it on the worker that polls the
+    // socket rather than on another thread: a wake-up for every few rows otherwise.
+    let (store, run_owned) = (store.clone(), run.clone());
+    let read = tokio::spawn(async move {
+        let run = &run_owned;
         let mut batches = Batcher {
             framer: Framer::new(format.encoding),
             batch: Batcher::empty(&spare_rx),
@@ -86,6 +90,11 @@ pub async fn deliver(
             }
         }
         batches.send().await
+    });
+    let _stop_reading = AbortOnDrop(read.abort_handle());
+    let read = async move {
+        read.await
+            .map_err(|e| anyhow!("the reader panicked: {e}"))?
     };
     // It owns the parts queue: if it fails, the queue closes and the encoder and reader stop.
     let upload = async move {
@@ -173,5 +182,14 @@ impl Batcher {
             .send(batch)
             .await
             .map_err(|_| anyhow!("the encoder stopped"))
+    }
+}
+
+/// Stops the reader if the delivery is dropped half-way (a shutdown, a lost lease).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
