@@ -110,8 +110,10 @@ def database_for(fixture, exporter, n, fresh):
         psql(fixture.admin_url, f"DROP DATABASE {name}")
         exists = ""
     if exists:
-        done = psql(url, "SELECT to_regclass('bench_seeded') IS NOT NULL")
-        seeded = psql(url, "SELECT n || ' ' || seed FROM bench_seeded") if done == "t" else ""
+        try:
+            seeded = psql(url, "SELECT n || ' ' || seed FROM bench_seeded")
+        except subprocess.CalledProcessError:
+            seeded = ""
         if seeded == f"{n} {seed}":
             log(f"N={n}: reusing the seeded database {name}")
             return url

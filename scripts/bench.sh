@@ -22,6 +22,16 @@ for arg in "$@"; do
   esac
 done
 
+# As scripts/test.sh does for PostgreSQL: on a clean Debian machine, install what is missing.
+missing=()
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v zstd >/dev/null || missing+=(zstd)
+command -v gzip >/dev/null || missing+=(gzip)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  echo "Installing ${missing[*]} from Debian's packages" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 for tool in psql gzip zstd python3; do
   command -v "$tool" >/dev/null || { echo "bench.sh needs $tool on PATH" >&2; exit 2; }
 done
