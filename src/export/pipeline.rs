@@ -16,8 +16,8 @@ use crate::store::{CopyDecoder, Run, Store};
 const BATCH_BYTES: usize = 256 << 10;
 /// Batches waiting for the encoder.
 const QUEUE: usize = 2;
-/// Parts waiting for the upload, besides the one the encoder fills, the one the upload holds
-/// and those in flight: what bounds memory (README, `part_size_mib`).
+/// Parts waiting for the upload, besides the one the encoder fills and those in flight: what
+/// bounds memory (README, `part_size_mib`).
 const PARTS_QUEUE: usize = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +99,15 @@ pub async fn deliver(
     // It owns the parts queue: if it fails, the queue closes and the encoder and reader stop.
     let upload = async move {
         let mut writer = sink.create(&run.object_key, run.format).await?;
-        while let Some(part) = parts_rx.recv().await {
+        loop {
+            // A part is taken from the queue only when it can go out at once.
+            if let Err(e) = writer.ready().await {
+                writer.abort().await;
+                return Err(e);
+            }
+            let Some(part) = parts_rx.recv().await else {
+                break;
+            };
             if part.is_empty() {
                 continue;
             }

@@ -100,6 +100,21 @@ struct Multipart {
     done: Vec<CompletedPart>,
 }
 
+impl Multipart {
+    /// Waits until fewer than `limit` parts are in flight.
+    async fn wait_for_slot(&mut self, limit: usize) -> anyhow::Result<()> {
+        while self.in_flight.len() >= limit {
+            let finished = self
+                .in_flight
+                .join_next()
+                .await
+                .context("a part upload is in flight")??;
+            self.done.push(finished?);
+        }
+        Ok(())
+    }
+}
+
 impl S3Writer {
     fn location(&self) -> String {
         self.sink.location(&self.key)
@@ -143,14 +158,7 @@ impl S3Writer {
             .multipart
             .as_mut()
             .context("no multipart upload in progress")?;
-        while multipart.in_flight.len() >= limit {
-            let finished = multipart
-                .in_flight
-                .join_next()
-                .await
-                .context("a part upload is in flight")??;
-            multipart.done.push(finished?);
-        }
+        multipart.wait_for_slot(limit).await?;
         let number = multipart.next_number;
         multipart.next_number += 1;
         let upload_id = multipart.upload_id.clone();
@@ -278,6 +286,13 @@ impl ObjectWriter for S3Writer {
             }
         }
         self.upload_part(part).await
+    }
+
+    async fn ready(&mut self) -> anyhow::Result<()> {
+        match self.multipart.as_mut() {
+            Some(multipart) => multipart.wait_for_slot(self.sink.uploads_in_flight).await,
+            None => Ok(()),
+        }
     }
 
     async fn finish(mut self: Box<Self>) -> anyhow::Result<PutOutcome> {
