@@ -4,6 +4,7 @@
 //! compresses batches, hashes the result and cuts it into parts, on a thread of its own.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -49,6 +50,7 @@ pub struct ObjectEncoder {
     encoding: Encoding,
     part_size: usize,
     out: Compressor,
+    pool: PartPool,
     /// Input waiting to make up a whole chunk for the compressor.
     pending: Vec<u8>,
     events: u64,
@@ -79,7 +81,8 @@ const CHUNK: usize = 128 << 10;
 
 impl ObjectEncoder {
     pub fn new(format: Format, part_size: usize) -> std::io::Result<Self> {
-        let buffer = Vec::with_capacity(part_size + (part_size >> 3));
+        let pool = PartPool::default();
+        let buffer = pool.take(part_size + (part_size >> 3));
         let out = match format.compression {
             Compression::None => Compressor::None(buffer),
             Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
@@ -94,6 +97,7 @@ impl ObjectEncoder {
             encoding: format.encoding,
             part_size,
             out,
+            pool,
             pending: Vec::new(),
             events: 0,
             bytes: 0,
@@ -119,6 +123,7 @@ impl ObjectEncoder {
             self.write_raw(b"\n]\n")?;
         }
         self.flush_pending()?;
+        self.refill();
         let rest = match self.out {
             Compressor::None(buffer) => buffer,
             Compressor::Gzip(encoder) => encoder.finish()?,
@@ -138,6 +143,7 @@ impl ObjectEncoder {
     /// compressor's output depends on how its input is split, and the split must depend on the
     /// object's bytes alone, never on how events were batched.
     fn write_raw(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        self.refill();
         if let Compressor::None(buffer) = &mut self.out {
             buffer.extend_from_slice(bytes);
             return Ok(());
@@ -185,17 +191,74 @@ impl ObjectEncoder {
     }
 
     /// Takes the compressed output so far as a part, once it holds at least `min` bytes. The
-    /// compressors only ever append to their buffer, so taking it mid-stream is safe.
+    /// compressors only ever append to their buffer, so taking it mid-stream is safe. The
+    /// buffer is left empty, without capacity, until the next write: by then the part has gone
+    /// to the upload, and one of the parts uploaded before may have come back to be reused.
     fn take_part(&mut self, min: usize) -> Option<Bytes> {
-        let capacity = self.part_size + (self.part_size >> 3);
-        let buffer = self.buffer();
-        if buffer.len() < min {
+        if self.buffer().len() < min {
             return None;
         }
-        let part = std::mem::replace(buffer, Vec::with_capacity(capacity));
+        let part = std::mem::take(self.buffer());
         self.sha256.update(&part);
         self.bytes += part.len() as u64;
-        Some(Bytes::from(part))
+        Some(self.pool.share(part))
+    }
+
+    /// Gives the compressor a buffer again after `take_part`.
+    fn refill(&mut self) {
+        if self.buffer().capacity() == 0 {
+            let fresh = self.pool.take(self.part_size + (self.part_size >> 3));
+            *self.buffer() = fresh;
+        }
+    }
+}
+
+/// Part buffers come back here when the upload drops their last `Bytes`, so an export keeps
+/// reusing the few buffers it has in flight, however many parts it writes: no page is zeroed
+/// twice, and no freed buffer lingers in the allocator beside a new one (which made a long
+/// export's peak creep up by a part).
+#[derive(Debug, Clone, Default)]
+struct PartPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// More than the parts alive at once (README: `uploads_in_flight` + 3).
+const POOLED: usize = 8;
+
+impl PartPool {
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let pooled = self.0.lock().ok().and_then(|mut pool| pool.pop());
+        let mut buffer = pooled.unwrap_or_else(|| Vec::with_capacity(capacity));
+        buffer.clear();
+        buffer
+    }
+
+    /// The part as `Bytes` that give its buffer back here once the last of them is dropped.
+    fn share(&self, part: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buffer: part,
+            pool: self.clone(),
+        })
+    }
+}
+
+struct Pooled {
+    buffer: Vec<u8>,
+    pool: PartPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.buffer);
+        if let Ok(mut pool) = self.pool.0.lock()
+            && pool.len() < POOLED
+        {
+            pool.push(buffer);
+        }
     }
 }
 
