@@ -3,13 +3,15 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::json;
+
 /// The action of the event an empty window's object carries.
 pub const HEARTBEAT_ACTION: &str = "system.export.heartbeat";
 /// The action of the event a test delivery (`verify`) carries.
 pub const TEST_ACTION: &str = "system.export.test";
 
-/// One audit event as it is exported. The JSON columns hold their JSON text as PostgreSQL
-/// sends it, so exporting never re-parses them.
+/// One audit event as it is exported. The JSON columns hold JSON text (as PostgreSQL renders
+/// it, say), written compact on export without being parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub event_id: Uuid,
@@ -52,7 +54,44 @@ impl Event {
         }
     }
 
-    /// Appends the event as one JSON object, without a trailing newline.
+    /// The event, borrowed.
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            event_id: self.event_id,
+            occurred_at: self.occurred_at,
+            recorded_at: self.recorded_at,
+            tenant_id: self.tenant_id.as_deref(),
+            action: &self.action,
+            actor: &self.actor,
+            target: self.target.as_deref(),
+            metadata: &self.metadata,
+        }
+    }
+
+    /// Appends the event as one compact JSON object, without a trailing newline.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.as_ref().write_json(out);
+    }
+}
+
+/// An event whose text borrows from where it was read (a database row, most often), so a
+/// window is exported without an allocation per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    pub event_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub tenant_id: Option<&'a str>,
+    pub action: &'a str,
+    /// JSON text, in any spacing: it is written compact.
+    pub actor: &'a str,
+    pub target: Option<&'a str>,
+    pub metadata: &'a str,
+}
+
+impl EventRef<'_> {
+    /// Appends the event as one compact JSON object, without a trailing newline. The same event
+    /// always yields the same bytes, so a retried run writes its object again byte for byte.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(br#"{"event_id":""#);
         out.extend_from_slice(
@@ -62,35 +101,27 @@ impl Event {
                 .as_bytes(),
         );
         out.extend_from_slice(br#"","occurred_at":""#);
-        write_timestamp(self.occurred_at, out);
+        json::write_timestamp(self.occurred_at, out);
         out.extend_from_slice(br#"","recorded_at":""#);
-        write_timestamp(self.recorded_at, out);
+        json::write_timestamp(self.recorded_at, out);
         out.extend_from_slice(br#"","tenant_id":"#);
-        match &self.tenant_id {
-            Some(tenant) => write_string(tenant, out),
+        match self.tenant_id {
+            Some(tenant) => json::write_string(tenant, out),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(br#","action":"#);
-        write_string(&self.action, out);
+        json::write_string(self.action, out);
         out.extend_from_slice(br#","actor":"#);
-        out.extend_from_slice(self.actor.as_bytes());
+        json::write_compact(self.actor, out);
         out.extend_from_slice(br#","target":"#);
-        out.extend_from_slice(self.target.as_deref().unwrap_or("null").as_bytes());
+        match self.target {
+            Some(target) => json::write_compact(target, out),
+            None => out.extend_from_slice(b"null"),
+        }
         out.extend_from_slice(br#","metadata":"#);
-        out.extend_from_slice(self.metadata.as_bytes());
+        json::write_compact(self.metadata, out);
         out.push(b'}');
     }
-}
-
-fn write_timestamp(at: DateTime<Utc>, out: &mut Vec<u8>) {
-    use std::io::Write;
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{}", at.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
-}
-
-fn write_string(value: &str, out: &mut Vec<u8>) {
-    // Serialising a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(out, value);
 }
 
 #[cfg(test)]
@@ -117,7 +148,7 @@ mod tests {
         sample().write_json(&mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"event_id":"0190b9a4-0000-7000-8000-000000000001","occurred_at":"2026-11-21T09:05:01.000000Z","recorded_at":"2026-11-21T09:05:02.000000Z","tenant_id":"acme \"corp\"","action":"user.login","actor":{"id": "u1", "type": "user"},"target":null,"metadata":{}}"#
+            r#"{"event_id":"0190b9a4-0000-7000-8000-000000000001","occurred_at":"2026-11-21T09:05:01.000000Z","recorded_at":"2026-11-21T09:05:02.000000Z","tenant_id":"acme \"corp\"","action":"user.login","actor":{"id":"u1","type":"user"},"target":null,"metadata":{}}"#
         );
     }
 
@@ -131,6 +162,56 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(parsed["action"], "a\\b\nc");
         assert!(parsed["tenant_id"].is_null());
+    }
+
+    #[test]
+    fn stored_json_is_written_compact_with_its_strings_unchanged() {
+        let mut event = sample();
+        event.actor =
+            r#"{"id": "u 1", "ip": "203.0.113.7", "name": "Zoë \"Z\" \\ O'Neil", "type": "user"}"#
+                .into();
+        event.target =
+            Some(r#"{"id": "p1", "tags": ["a b", {"deep": {"er": [1, 2.5, null]}}]}"#.into());
+        event.metadata = r#"{"n": 15, "note": "line\nbreak\t✓ 😀 日本"}"#.into();
+        let mut out = Vec::new();
+        event.write_json(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with(
+            r#""actor":{"id":"u 1","ip":"203.0.113.7","name":"Zoë \"Z\" \\ O'Neil","type":"user"},"target":{"id":"p1","tags":["a b",{"deep":{"er":[1,2.5,null]}}]},"metadata":{"n":15,"note":"line\nbreak\t✓ 😀 日本"}}"#
+        ), "{text}");
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed["actor"]["name"], "Zoë \"Z\" \\ O'Neil");
+        assert_eq!(parsed["metadata"]["note"], "line\nbreak\t✓ 😀 日本");
+        let positions: Vec<usize> = [
+            "event_id",
+            "occurred_at",
+            "recorded_at",
+            "tenant_id",
+            "action",
+            "actor",
+            "target",
+            "metadata",
+        ]
+        .iter()
+        .map(|k| text.find(&format!(r#""{k}":"#)).unwrap())
+        .collect();
+        assert!(positions.is_sorted(), "fields in order: {text}");
+    }
+
+    #[test]
+    fn a_null_target_and_tenant_are_null() {
+        let mut event = sample();
+        event.tenant_id = None;
+        event.target = None;
+        let mut out = Vec::new();
+        event.write_json(&mut out);
+        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(parsed["target"].is_null() && parsed["tenant_id"].is_null());
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains(r#""tenant_id":null,"#)
+        );
     }
 
     #[test]

@@ -2,10 +2,11 @@
 
 mod event;
 mod format;
+mod json;
 mod object_key;
 mod schedule;
 
-pub use event::{Event, HEARTBEAT_ACTION, TEST_ACTION};
+pub use event::{Event, EventRef, HEARTBEAT_ACTION, TEST_ACTION};
 pub use format::{Compression, Encoding, Format};
 pub use object_key::{KeyLayout, KeyParts, reexport_key, test_key};
 pub use schedule::Schedule;

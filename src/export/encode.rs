@@ -1,19 +1,58 @@
 //! Turns events into the bytes of an object: JSON framing, then compression, cut into parts.
+//!
+//! The framing (`Framer`) writes events into batches where they are read; the `ObjectEncoder`
+//! compresses batches, hashes the result and cuts it into parts, on a thread of its own.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Compression, Encoding, Event, Format};
+use crate::domain::{Compression, Encoding, EventRef, Format};
 
-/// Writes events into compressed parts of at least `part_size` bytes (the last may be smaller),
-/// and keeps the object's length and SHA-256.
+/// Frames events for an object's encoding: one a line for ndjson, array elements for json.
+#[derive(Debug)]
+pub struct Framer {
+    encoding: Encoding,
+    events: u64,
+}
+
+impl Framer {
+    pub fn new(encoding: Encoding) -> Self {
+        Self {
+            encoding,
+            events: 0,
+        }
+    }
+
+    /// Appends one event, with its separator, to `out`.
+    pub fn push(&mut self, event: &EventRef<'_>, out: &mut Vec<u8>) {
+        if self.encoding == Encoding::Json {
+            out.extend_from_slice(if self.events == 0 { b"\n" } else { b",\n" });
+        }
+        event.write_json(out);
+        if self.encoding == Encoding::Ndjson {
+            out.push(b'\n');
+        }
+        self.events += 1;
+    }
+
+    /// Events pushed so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+}
+
+/// Writes framed events into compressed parts of at least `part_size` bytes (the last may be
+/// smaller), and keeps the object's length and SHA-256.
 pub struct ObjectEncoder {
     encoding: Encoding,
     part_size: usize,
     out: Compressor,
-    line: Vec<u8>,
+    pool: PartPool,
+    /// Input waiting to make up a whole chunk for the compressor.
+    pending: Vec<u8>,
     events: u64,
     bytes: u64,
     sha256: Sha256,
@@ -37,10 +76,13 @@ enum Compressor {
 /// always yields the same bytes.
 const GZIP_LEVEL: u32 = 1;
 const ZSTD_LEVEL: i32 = 1;
+/// The compressor's input comes in pieces of this size, whatever the batches.
+const CHUNK: usize = 128 << 10;
 
 impl ObjectEncoder {
     pub fn new(format: Format, part_size: usize) -> std::io::Result<Self> {
-        let buffer = Vec::with_capacity(part_size + (part_size >> 3));
+        let pool = PartPool::default();
+        let buffer = pool.take(part_size + (part_size >> 3));
         let out = match format.compression {
             Compression::None => Compressor::None(buffer),
             Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
@@ -55,7 +97,8 @@ impl ObjectEncoder {
             encoding: format.encoding,
             part_size,
             out,
-            line: Vec::with_capacity(4096),
+            pool,
+            pending: Vec::new(),
             events: 0,
             bytes: 0,
             sha256: Sha256::new(),
@@ -66,20 +109,11 @@ impl ObjectEncoder {
         Ok(encoder)
     }
 
-    /// Adds an event; returns a part when one is full.
-    pub fn push(&mut self, event: &Event) -> std::io::Result<Option<Bytes>> {
-        let mut line = std::mem::take(&mut self.line);
-        line.clear();
-        if self.encoding == Encoding::Json {
-            line.extend_from_slice(if self.events == 0 { b"\n" } else { b",\n" });
-        }
-        event.write_json(&mut line);
-        if self.encoding == Encoding::Ndjson {
-            line.push(b'\n');
-        }
-        self.write_raw(&line)?;
-        self.line = line;
-        self.events += 1;
+    /// Adds `framed`, `events` events as a [`Framer`] wrote them; returns a part when one is
+    /// full.
+    pub fn write(&mut self, framed: &[u8], events: u64) -> std::io::Result<Option<Bytes>> {
+        self.write_raw(framed)?;
+        self.events += events;
         Ok(self.take_part(self.part_size))
     }
 
@@ -88,6 +122,8 @@ impl ObjectEncoder {
         if self.encoding == Encoding::Json {
             self.write_raw(b"\n]\n")?;
         }
+        self.flush_pending()?;
+        self.refill();
         let rest = match self.out {
             Compressor::None(buffer) => buffer,
             Compressor::Gzip(encoder) => encoder.finish()?,
@@ -103,11 +139,45 @@ impl ObjectEncoder {
         Ok((Bytes::from(rest), encoded))
     }
 
-    fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Feeds `bytes` to the compressor in chunks of exactly `CHUNK` bytes: a deflate
+    /// compressor's output depends on how its input is split, and the split must depend on the
+    /// object's bytes alone, never on how events were batched.
+    fn write_raw(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        self.refill();
+        if let Compressor::None(buffer) = &mut self.out {
+            buffer.extend_from_slice(bytes);
+            return Ok(());
+        }
+        while !bytes.is_empty() {
+            if self.pending.is_empty() && bytes.len() >= CHUNK {
+                let (chunk, rest) = bytes.split_at(CHUNK);
+                self.compress(chunk)?;
+                bytes = rest;
+                continue;
+            }
+            let take = bytes.len().min(CHUNK - self.pending.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() == CHUNK {
+                self.flush_pending()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> std::io::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        self.compress(&pending)?;
+        self.pending = pending;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn compress(&mut self, chunk: &[u8]) -> std::io::Result<()> {
         match &mut self.out {
-            Compressor::None(buffer) => buffer.extend_from_slice(bytes),
-            Compressor::Gzip(encoder) => encoder.write_all(bytes)?,
-            Compressor::Zstd(encoder) => encoder.write_all(bytes)?,
+            Compressor::None(buffer) => buffer.extend_from_slice(chunk),
+            Compressor::Gzip(encoder) => encoder.write_all(chunk)?,
+            Compressor::Zstd(encoder) => encoder.write_all(chunk)?,
         }
         Ok(())
     }
@@ -121,17 +191,74 @@ impl ObjectEncoder {
     }
 
     /// Takes the compressed output so far as a part, once it holds at least `min` bytes. The
-    /// compressors only ever append to their buffer, so taking it mid-stream is safe.
+    /// compressors only ever append to their buffer, so taking it mid-stream is safe. The
+    /// buffer is left empty, without capacity, until the next write: by then the part has gone
+    /// to the upload, and one of the parts uploaded before may have come back to be reused.
     fn take_part(&mut self, min: usize) -> Option<Bytes> {
-        let capacity = self.part_size + (self.part_size >> 3);
-        let buffer = self.buffer();
-        if buffer.len() < min {
+        if self.buffer().len() < min {
             return None;
         }
-        let part = std::mem::replace(buffer, Vec::with_capacity(capacity));
+        let part = std::mem::take(self.buffer());
         self.sha256.update(&part);
         self.bytes += part.len() as u64;
-        Some(Bytes::from(part))
+        Some(self.pool.share(part))
+    }
+
+    /// Gives the compressor a buffer again after `take_part`.
+    fn refill(&mut self) {
+        if self.buffer().capacity() == 0 {
+            let fresh = self.pool.take(self.part_size + (self.part_size >> 3));
+            *self.buffer() = fresh;
+        }
+    }
+}
+
+/// Part buffers come back here when the upload drops their last `Bytes`, so an export keeps
+/// reusing the few buffers it has in flight, however many parts it writes: no page is zeroed
+/// twice, and no freed buffer lingers in the allocator beside a new one (which made a long
+/// export's peak creep up by a part).
+#[derive(Debug, Clone, Default)]
+struct PartPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// More than the parts alive at once (README: `uploads_in_flight` + 3).
+const POOLED: usize = 8;
+
+impl PartPool {
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let pooled = self.0.lock().ok().and_then(|mut pool| pool.pop());
+        let mut buffer = pooled.unwrap_or_else(|| Vec::with_capacity(capacity));
+        buffer.clear();
+        buffer
+    }
+
+    /// The part as `Bytes` that give its buffer back here once the last of them is dropped.
+    fn share(&self, part: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buffer: part,
+            pool: self.clone(),
+        })
+    }
+}
+
+struct Pooled {
+    buffer: Vec<u8>,
+    pool: PartPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.buffer);
+        if let Ok(mut pool) = self.pool.0.lock()
+            && pool.len() < POOLED
+        {
+            pool.push(buffer);
+        }
     }
 }
 
@@ -143,6 +270,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::domain::Event;
 
     fn event(i: u32) -> Event {
         Event {
@@ -162,11 +290,27 @@ mod tests {
     }
 
     fn encode(format: Format, part_size: usize, events: &[Event]) -> (Vec<Bytes>, Encoded) {
+        encode_batched(format, part_size, events, 1)
+    }
+
+    /// Frames `events` into batches of `per_batch`, as the pipeline's reader does.
+    fn encode_batched(
+        format: Format,
+        part_size: usize,
+        events: &[Event],
+        per_batch: usize,
+    ) -> (Vec<Bytes>, Encoded) {
         let mut encoder = ObjectEncoder::new(format, part_size).unwrap();
-        let mut parts: Vec<Bytes> = events
-            .iter()
-            .filter_map(|e| encoder.push(e).unwrap())
-            .collect();
+        let mut framer = Framer::new(format.encoding);
+        let mut parts = Vec::new();
+        for chunk in events.chunks(per_batch) {
+            let mut batch = Vec::new();
+            for event in chunk {
+                framer.push(&event.as_ref(), &mut batch);
+            }
+            parts.extend(encoder.write(&batch, chunk.len() as u64).unwrap());
+        }
+        assert_eq!(framer.events(), events.len() as u64);
         let (last, totals) = encoder.finish().unwrap();
         parts.push(last);
         (parts, totals)
@@ -195,7 +339,7 @@ mod tests {
                     encoding,
                     compression,
                 };
-                let (big, big_totals) = encode(format, 64 << 20, &events);
+                let (big, big_totals) = encode_batched(format, 64 << 20, &events, 500);
                 let (small, small_totals) = encode(format, 1024, &events);
                 assert_eq!(big.concat(), small.concat(), "{format:?}");
                 assert_eq!(big_totals, small_totals);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-pub use encode::{Encoded, ObjectEncoder};
+pub use encode::{Encoded, Framer, ObjectEncoder};
 pub use pipeline::{Delivered, deliver, heartbeat};
 pub use reexport::ReexportReport;
 pub use verify::TestDelivery;

@@ -1,26 +1,35 @@
 //! Delivers a run's object in three stages joined by bounded queues, so reading, encoding and
-//! uploading overlap and memory stays flat: the database stream, an encoder on a blocking
-//! thread, and the sink's writer.
+//! uploading overlap and memory stays flat: the database stream decoded and written as JSON
+//! into batches, a compressor on a blocking thread, and the sink's writer.
 
 use anyhow::anyhow;
 use bytes::Bytes;
-use futures::{Stream, StreamExt, stream};
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::encode::{Encoded, ObjectEncoder};
-use crate::domain::{Event, TEST_ACTION};
+use super::encode::{Encoded, Framer, ObjectEncoder};
+use crate::domain::{Event, EventRef, TEST_ACTION};
 use crate::sink::{PutOutcome, Sink};
-use crate::store::{Run, RunKind, Store};
+use crate::store::{CopyDecoder, Run, RunKind, Store};
 
-/// Events handed to the encoder at a time.
-const BATCH: usize = 512;
-/// Batches and parts waiting between stages.
+/// Bytes of JSON handed to the encoder at a time.
+const BATCH_BYTES: usize = 256 << 10;
+/// Batches waiting for the encoder.
 const QUEUE: usize = 2;
+/// Parts waiting for the upload, besides the one the encoder fills and those in flight: what
+/// bounds memory (README, `part_size_mib`).
+const PARTS_QUEUE: usize = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     pub outcome: PutOutcome,
     pub encoded: Encoded,
+}
+
+/// Framed events on their way to the encoder.
+struct Batch {
+    framed: Vec<u8>,
+    events: u64,
 }
 
 /// Writes the run's object: the window's events in `(txid, id)` order, or its heartbeat.
@@ -30,48 +39,75 @@ pub async fn deliver(
     run: &Run,
     part_size: usize,
 ) -> anyhow::Result<Delivered> {
-    let events: std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Event>> + Send + '_>> = match run
-        .heartbeat_event_id
-    {
-        Some(id) => Box::pin(stream::once(async move { Ok(heartbeat(run, id)) })),
-        None => {
-            Box::pin(store.stream_window(run.window_lo, run.window_hi, run.tenant_id.as_deref()))
-        }
-    };
-    let (events_tx, mut events_rx) = mpsc::channel::<Vec<Event>>(QUEUE);
-    let (parts_tx, mut parts_rx) = mpsc::channel::<Bytes>(QUEUE);
+    let (batches_tx, mut batches_rx) = mpsc::channel::<Batch>(QUEUE);
+    let (parts_tx, mut parts_rx) = mpsc::channel::<Bytes>(PARTS_QUEUE);
+    // Batch buffers go back to the reader once encoded, so a window is read into a few
+    // buffers, whatever its size.
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE + 2);
 
     let format = run.format;
     let encoder = tokio::task::spawn_blocking(move || -> anyhow::Result<Encoded> {
         let mut encoder = ObjectEncoder::new(format, part_size)?;
         let stopped = |_| anyhow!("the upload stopped");
-        while let Some(batch) = events_rx.blocking_recv() {
-            for event in &batch {
-                if let Some(part) = encoder.push(event)? {
-                    parts_tx.blocking_send(part).map_err(stopped)?;
-                }
+        while let Some(batch) = batches_rx.blocking_recv() {
+            if let Some(part) = encoder.write(&batch.framed, batch.events)? {
+                parts_tx.blocking_send(part).map_err(stopped)?;
             }
+            let _ = spare_tx.try_send(batch.framed);
         }
         let (last, encoded) = encoder.finish()?;
         parts_tx.blocking_send(last).map_err(stopped)?;
         Ok(encoded)
     });
 
-    let read = async move {
-        let mut events = events.chunks(BATCH);
-        while let Some(batch) = events.next().await {
-            let batch = batch.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-            events_tx
-                .send(batch)
-                .await
-                .map_err(|_| anyhow!("the encoder stopped"))?;
+    // A task of its own, so the socket's readiness wakes it on the worker that polls the
+    // socket rather than on another thread: a wake-up for every few rows otherwise.
+    let (store, run_owned) = (store.clone(), run.clone());
+    let read = tokio::spawn(async move {
+        let run = &run_owned;
+        let mut batches = Batcher {
+            framer: Framer::new(format.encoding),
+            batch: Batcher::empty(&spare_rx),
+            spare: spare_rx,
+            queue: batches_tx,
+        };
+        match run.heartbeat_event_id {
+            Some(id) => batches.push(&heartbeat(run, id).as_ref()),
+            None => {
+                let rows =
+                    store.stream_window(run.window_lo, run.window_hi, run.tenant_id.as_deref());
+                let mut rows = std::pin::pin!(rows);
+                let mut decoder = CopyDecoder::default();
+                while let Some(message) = rows.next().await {
+                    if let Some(event) = decoder.decode(&message?)? {
+                        batches.push(&event);
+                        if batches.full() {
+                            batches.send().await?;
+                        }
+                    }
+                }
+                decoder.finish()?;
+            }
         }
-        anyhow::Ok(())
+        batches.send().await
+    });
+    let _stop_reading = AbortOnDrop(read.abort_handle());
+    let read = async move {
+        read.await
+            .map_err(|e| anyhow!("the reader panicked: {e}"))?
     };
     // It owns the parts queue: if it fails, the queue closes and the encoder and reader stop.
     let upload = async move {
         let mut writer = sink.create(&run.object_key, run.format).await?;
-        while let Some(part) = parts_rx.recv().await {
+        loop {
+            // A part is taken from the queue only when it can go out at once.
+            if let Err(e) = writer.ready().await {
+                writer.abort().await;
+                return Err(e);
+            }
+            let Some(part) = parts_rx.recv().await else {
+                break;
+            };
             if part.is_empty() {
                 continue;
             }
@@ -122,4 +158,51 @@ pub fn heartbeat(run: &Run, event_id: uuid::Uuid) -> Event {
         event.action = TEST_ACTION.to_owned();
     }
     event
+}
+
+/// Frames events into batches and queues each batch for the encoder when it is full.
+struct Batcher {
+    framer: Framer,
+    batch: Batch,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    queue: mpsc::Sender<Batch>,
+}
+
+impl Batcher {
+    fn empty(spare: &std::sync::mpsc::Receiver<Vec<u8>>) -> Batch {
+        let mut framed = spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES + (BATCH_BYTES >> 2)));
+        framed.clear();
+        Batch { framed, events: 0 }
+    }
+
+    fn push(&mut self, event: &EventRef<'_>) {
+        self.framer.push(event, &mut self.batch.framed);
+        self.batch.events += 1;
+    }
+
+    fn full(&self) -> bool {
+        self.batch.framed.len() >= BATCH_BYTES
+    }
+
+    async fn send(&mut self) -> anyhow::Result<()> {
+        if self.batch.framed.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Self::empty(&self.spare));
+        self.queue
+            .send(batch)
+            .await
+            .map_err(|_| anyhow!("the encoder stopped"))
+    }
+}
+
+/// Stops the reader if the delivery is dropped half-way (a shutdown, a lost lease).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

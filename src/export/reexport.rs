@@ -7,11 +7,11 @@ use futures::StreamExt;
 use indicatif::ProgressBar;
 use tracing::Instrument;
 
-use super::{Encoded, Exporter, ObjectEncoder};
+use super::{Encoded, Exporter, Framer, ObjectEncoder};
 use crate::domain::reexport_key;
 use crate::settings::Destination;
 use crate::sink::{ObjectWriter, PutOutcome, Sink};
-use crate::store::{Range, Run, RunStatus};
+use crate::store::{CopyDecoder, Range, Run, RunStatus};
 
 #[derive(Debug, Clone)]
 pub struct ReexportReport {
@@ -25,6 +25,10 @@ pub struct ReexportReport {
 /// An object being written, with the encoder that feeds it.
 struct OpenObject {
     key: String,
+    framer: Framer,
+    /// Events framed but not yet handed to the encoder.
+    framed: Vec<u8>,
+    framed_events: u64,
     encoder: ObjectEncoder,
     writer: Box<dyn ObjectWriter>,
     written: u64,
@@ -124,72 +128,111 @@ impl Exporter {
         key: impl Fn(u32) -> String,
         progress: &ProgressBar,
     ) -> anyhow::Result<(Vec<Encoded>, Vec<String>)> {
-        let format = destination.format;
-        let part_size = self.settings.part_size;
         let mut done = (Vec::new(), Vec::new());
-        let mut events = std::pin::pin!(self.store().stream_range(range));
         let mut open: Option<OpenObject> = None;
-        loop {
-            let event = events.next().await.transpose();
-            let event = match event {
-                Ok(event) => event,
-                Err(e) => {
-                    if let Some(object) = open {
-                        object.writer.abort().await;
-                    }
-                    return Err(e);
-                }
+        let written = self
+            .write_objects(
+                destination,
+                sink,
+                range,
+                &key,
+                progress,
+                &mut open,
+                &mut done,
+            )
+            .await;
+        if let Err(error) = written {
+            if let Some(object) = open {
+                object.writer.abort().await;
+            }
+            return Err(error);
+        }
+        // The first object is written even for an empty range, so a re-export always leaves
+        // a trace.
+        if open.is_none() && done.0.is_empty() {
+            open = Some(self.open_object(destination, sink, key(1)).await?);
+        }
+        if let Some(object) = open {
+            close(object, sink, &mut done).await?;
+        }
+        Ok(done)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write_objects(
+        &self,
+        destination: &Destination,
+        sink: &dyn Sink,
+        range: Range<'_>,
+        key: &impl Fn(u32) -> String,
+        progress: &ProgressBar,
+        open: &mut Option<OpenObject>,
+        done: &mut (Vec<Encoded>, Vec<String>),
+    ) -> anyhow::Result<()> {
+        let mut messages = std::pin::pin!(self.store().stream_range(range));
+        let mut decoder = CopyDecoder::default();
+        while let Some(message) = messages.next().await {
+            let message = message?;
+            let Some(event) = decoder.decode(&message)? else {
+                continue;
             };
-            // The first object is written even for an empty range, so a re-export always
-            // leaves a trace.
-            let Some(event) = event else {
-                if open.is_none() && done.0.is_empty() {
-                    open = Some(open_object(sink, key(1), format, part_size).await?);
-                }
-                if let Some(object) = open.take() {
-                    close(object, sink, &mut done).await?;
-                }
-                return Ok(done);
-            };
-            let object = match open.as_mut() {
+            let object = match open {
                 Some(object) => object,
                 None => {
                     let part = done.0.len() as u32 + 1;
-                    open.insert(open_object(sink, key(part), format, part_size).await?)
+                    open.insert(self.open_object(destination, sink, key(part)).await?)
                 }
             };
-            if let Some(part) = object.encoder.push(&event)? {
-                object.written += part.len() as u64;
-                if let Err(e) = object.writer.write(part).await {
-                    if let Some(object) = open.take() {
-                        object.writer.abort().await;
-                    }
-                    return Err(e);
-                }
+            object.framer.push(&event, &mut object.framed);
+            object.framed_events += 1;
+            if object.framed.len() >= FRAMED_BATCH {
+                object.flush().await?;
             }
             progress.inc(1);
             let full = destination
                 .max_object_bytes
                 .is_some_and(|max| object.written >= max);
             if full && let Some(object) = open.take() {
-                close(object, sink, &mut done).await?;
+                close(object, sink, done).await?;
             }
         }
+        decoder.finish()
+    }
+
+    async fn open_object(
+        &self,
+        destination: &Destination,
+        sink: &dyn Sink,
+        key: String,
+    ) -> anyhow::Result<OpenObject> {
+        let format = destination.format;
+        Ok(OpenObject {
+            writer: sink.create(&key, format).await?,
+            encoder: ObjectEncoder::new(format, self.settings.part_size)?,
+            framer: Framer::new(format.encoding),
+            framed: Vec::with_capacity(FRAMED_BATCH + (FRAMED_BATCH >> 2)),
+            framed_events: 0,
+            key,
+            written: 0,
+        })
     }
 }
 
-async fn open_object(
-    sink: &dyn Sink,
-    key: String,
-    format: crate::domain::Format,
-    part_size: usize,
-) -> anyhow::Result<OpenObject> {
-    Ok(OpenObject {
-        writer: sink.create(&key, format).await?,
-        encoder: ObjectEncoder::new(format, part_size)?,
-        key,
-        written: 0,
-    })
+/// Bytes of framed JSON handed to the encoder at a time.
+const FRAMED_BATCH: usize = 256 << 10;
+
+impl OpenObject {
+    /// Hands the framed events to the encoder, and a full part to the writer.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        let part = self.encoder.write(&self.framed, self.framed_events)?;
+        self.framed.clear();
+        self.framed_events = 0;
+        if let Some(part) = part {
+            self.written += part.len() as u64;
+            self.writer.write(part).await?;
+        }
+        Ok(())
+    }
 }
 
 async fn close(
@@ -197,6 +240,11 @@ async fn close(
     sink: &dyn Sink,
     (encoded, locations): &mut (Vec<Encoded>, Vec<String>),
 ) -> anyhow::Result<()> {
+    let mut object = object;
+    if let Err(e) = object.flush().await {
+        object.writer.abort().await;
+        return Err(e);
+    }
     let OpenObject {
         key,
         encoder,

@@ -41,6 +41,12 @@ pub trait Sink: Send + Sync {
 pub trait ObjectWriter: Send {
     async fn write(&mut self, part: Bytes) -> anyhow::Result<()>;
 
+    /// Waits until `write` can take a part without waiting, so a caller holds no part while
+    /// earlier ones are still uploading: one part buffer less per export.
+    async fn ready(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Makes the object visible at its key, unless one is there already.
     async fn finish(self: Box<Self>) -> anyhow::Result<PutOutcome>;
 

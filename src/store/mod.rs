@@ -1,5 +1,6 @@
 //! PostgreSQL: the event store and the coordination engine (leases, run log, watermarks).
 
+mod copy;
 mod embedded;
 mod events;
 mod horizon;
@@ -14,6 +15,7 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
+pub use copy::CopyDecoder;
 pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;
 pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};

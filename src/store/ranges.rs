@@ -2,14 +2,15 @@
 //! and the runs that log them. Only events below the watermark are read, and those never
 //! change, so a re-export can run beside the scheduled exports of the same destination.
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
-use sqlx::Row;
+use futures::Stream;
 use uuid::Uuid;
 
 use super::Store;
+use super::events::tenant_filter;
 use super::runs::{RUN_COLUMNS, run_from_row};
-use crate::domain::{Event, Format};
+use crate::domain::Format;
 use crate::store::Run;
 
 /// What a re-export reads: `[from, to)` of occurred_at, below `watermark`, of one tenant or all.
@@ -37,36 +38,24 @@ impl Store {
         Ok(count)
     }
 
-    /// The range's events in `(occurred_at, txid, id)` order, streamed.
-    pub fn stream_range<'a>(
-        &'a self,
-        range: Range<'a>,
-    ) -> impl Stream<Item = anyhow::Result<Event>> + Send + 'a {
-        let sql = format!(
-            "SELECT event_id, occurred_at, recorded_at, tenant_id, action,
-                    actor::text, target::text, metadata::text
-             FROM audit_events WHERE {RANGE_FILTER}
-             ORDER BY occurred_at, txid, id"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(range.from)
-            .bind(range.to)
-            .bind(range.watermark)
-            .bind(range.tenant_id)
-            .fetch(&self.pool)
-            .map(|row| {
-                let row = row?;
-                Ok(Event {
-                    event_id: row.try_get(0)?,
-                    occurred_at: row.try_get(1)?,
-                    recorded_at: row.try_get(2)?,
-                    tenant_id: row.try_get(3)?,
-                    action: row.try_get(4)?,
-                    actor: row.try_get(5)?,
-                    target: row.try_get(6)?,
-                    metadata: row.try_get(7)?,
-                })
-            })
+    /// The range's events in `(occurred_at, txid, id)` order, streamed as the messages of a
+    /// binary COPY for a [`CopyDecoder`](super::CopyDecoder), as windows are.
+    pub fn stream_range(
+        &self,
+        range: Range<'_>,
+    ) -> impl Stream<Item = anyhow::Result<Bytes>> + Send + 'static {
+        let micros = chrono::SecondsFormat::Micros;
+        self.copy_events(
+            format!(
+                "occurred_at >= '{}'::timestamptz AND occurred_at < '{}'::timestamptz
+                 AND txid < '{}'::xid8 AND {}",
+                range.from.to_rfc3339_opts(micros, true),
+                range.to.to_rfc3339_opts(micros, true),
+                range.watermark,
+                tenant_filter(range.tenant_id)
+            ),
+            "occurred_at, txid, id",
+        )
     }
 
     /// Logs a re-export about to be written; `key` gives its first object's key from the run id.

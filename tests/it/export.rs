@@ -397,3 +397,76 @@ async fn a_sink_that_fails_while_the_window_is_still_streaming_stops_the_whole_p
     let watermark = db.watermark().await;
     assert_eq!(watermark, 0);
 }
+
+#[tokio::test]
+async fn one_small_part_at_a_time_yields_the_same_bytes_as_large_parts_in_parallel() {
+    let db = TestDb::new().await;
+    let bucket = TestBucket::new();
+    // About 15 MB uncompressed: three parts of 5 MiB one at a time, or one of 64 MiB.
+    append(&db, 22_000, Some("acme")).await;
+    append(&db, 300, None).await;
+    let mut objects = Vec::new();
+    for (name, part_mib, in_flight) in [("slow", "5", "1"), ("fast", "64", "4")] {
+        for compression in ["none", "gzip", "zstd"] {
+            let destination = format!("{name}-{compression}");
+            let mut env = bucket.destination_env(&destination.replace('-', "_"), &destination);
+            env.extend([
+                (
+                    "AUDIT_EXPORTER__EXPORTER__PART_SIZE_MIB".into(),
+                    part_mib.into(),
+                ),
+                (
+                    "AUDIT_EXPORTER__EXPORTER__UPLOADS_IN_FLIGHT".into(),
+                    in_flight.into(),
+                ),
+                (
+                    format!(
+                        "AUDIT_EXPORTER__DESTINATIONS__{}__COMPRESSION",
+                        destination.replace('-', "_").to_uppercase()
+                    ),
+                    compression.into(),
+                ),
+            ]);
+            let settings = settings(&db, env);
+            let report = export_now(
+                &exporter(&db, &settings),
+                &settings,
+                &destination.replace('-', "_"),
+            )
+            .await;
+            assert_eq!(report.events, 22_300);
+            let stored = bucket.objects(&format!("{destination}/")).await;
+            objects.push((
+                destination,
+                report.sha256,
+                stored[&report.run.object_key].clone(),
+            ));
+        }
+    }
+    let (slow, fast) = objects.split_at(3);
+    for (slow, fast) in slow.iter().zip(fast) {
+        assert_eq!(
+            slow.1, fast.1,
+            "{} and {}: the same SHA-256",
+            slow.0, fast.0
+        );
+        assert!(
+            slow.2 == fast.2,
+            "{} and {}: the same bytes",
+            slow.0,
+            fast.0
+        );
+    }
+    assert!(
+        objects[0].2.len() > 10 << 20,
+        "the uncompressed object spans parts"
+    );
+    let events = decode(".jsonl", &objects[0].2);
+    assert_eq!(events.len(), 22_300);
+    assert!(
+        String::from_utf8_lossy(&objects[0].2)
+            .lines()
+            .all(|line| !line.contains("\": ") && !line.contains(", \"")),
+        "stored JSON is exported compact"
+    );
+}

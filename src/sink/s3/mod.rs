@@ -2,7 +2,9 @@
 //! in a part, else a multipart upload with a bounded number of parts in flight. Every request
 //! carries a SHA-256 checksum and every write `If-None-Match: *`, so an object is never replaced
 //! and a retry of a delivered run learns so from a 412 without reading anything back: writing
-//! needs `s3:PutObject` alone.
+//! needs `s3:PutObject` alone. The checksum header is signed, so the body is not hashed a
+//! second time for the signature (`UNSIGNED-PAYLOAD`): S3 still refuses a body that does not
+//! match the checksum.
 
 mod credentials;
 mod error;
@@ -168,6 +170,21 @@ struct Multipart {
     done: Vec<CompletedPart>,
 }
 
+impl Multipart {
+    /// Waits until fewer than `limit` parts are in flight.
+    async fn wait_for_slot(&mut self, limit: usize) -> anyhow::Result<()> {
+        while self.in_flight.len() >= limit {
+            let finished = self
+                .in_flight
+                .join_next()
+                .await
+                .context("a part upload is in flight")??;
+            self.done.push(finished?);
+        }
+        Ok(())
+    }
+}
+
 impl S3Writer {
     fn location(&self) -> String {
         self.sink.location(&self.key)
@@ -210,14 +227,7 @@ impl S3Writer {
             .multipart
             .as_mut()
             .context("no multipart upload in progress")?;
-        while multipart.in_flight.len() >= limit {
-            let finished = multipart
-                .in_flight
-                .join_next()
-                .await
-                .context("a part upload is in flight")??;
-            multipart.done.push(finished?);
-        }
+        multipart.wait_for_slot(limit).await?;
         let number = multipart.next_number;
         multipart.next_number += 1;
         let upload_id = multipart.upload_id.clone();
@@ -232,6 +242,8 @@ impl S3Writer {
                 .checksum_algorithm(ChecksumAlgorithm::Sha256)
                 .checksum_sha256(&checksum)
                 .body(ByteStream::from(part))
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(|e| s3_error("UploadPart", &location, &e))?;
@@ -257,6 +269,8 @@ impl S3Writer {
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(sha256_base64(&body))
             .body(ByteStream::from(body))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await;
         match result {
@@ -352,6 +366,13 @@ impl ObjectWriter for S3Writer {
             }
         }
         self.upload_part(part).await
+    }
+
+    async fn ready(&mut self) -> anyhow::Result<()> {
+        match self.multipart.as_mut() {
+            Some(multipart) => multipart.wait_for_slot(self.sink.uploads_in_flight).await,
+            None => Ok(()),
+        }
     }
 
     async fn finish(mut self: Box<Self>) -> anyhow::Result<PutOutcome> {
