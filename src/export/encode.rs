@@ -220,7 +220,7 @@ impl ObjectEncoder {
 #[derive(Debug, Clone, Default)]
 struct PartPool(Arc<Mutex<Vec<Vec<u8>>>>);
 
-/// More than the parts alive at once (README: `uploads_in_flight` + 3).
+/// More than the parts alive at once (README: `uploads_in_flight` + 2).
 const POOLED: usize = 8;
 
 impl PartPool {
