@@ -54,6 +54,9 @@ fn tenant_of<'a>(
     tenant: Option<&'a str>,
 ) -> Result<Option<&'a str>, UsageError> {
     match (destination.tenant_id.as_deref(), tenant) {
+        (_, Some("")) => Err(UsageError(
+            "--tenant: is empty; allowed: a tenant id, or no --tenant for every tenant".into(),
+        )),
         (Some(own), Some(asked)) if own != asked => Err(UsageError(format!(
             "--tenant {asked}: destination {} exports only tenant {own}; allowed: {own} or no --tenant",
             destination.name
@@ -156,6 +159,22 @@ mod tests {
                 .contains("is in the future")
         );
         assert!(parse_time("2026-11-20T00:00:00+01:00").is_ok());
+        let settings = crate::settings::Settings::load_with_env(
+            None,
+            [(
+                "AUDIT_EXPORTER__DESTINATIONS__A__URL".to_owned(),
+                "file:///tmp/a".to_owned(),
+            )],
+        )
+        .unwrap();
+        let all = &settings.destinations[0];
+        assert!(
+            tenant_of(all, Some(""))
+                .unwrap_err()
+                .0
+                .starts_with("--tenant: is empty")
+        );
+        assert_eq!(tenant_of(all, Some("acme")).unwrap(), Some("acme"));
         assert!(
             parse_time("2026-11-20")
                 .unwrap_err()
