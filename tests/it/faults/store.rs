@@ -4,25 +4,9 @@
 
 use std::time::Duration;
 
-use super::{Tally, assert_no_secret, env};
+use super::{Tally, env, export_main};
 use crate::harness::{TestBucket, TestDb};
 use crate::proxy::{Fault, Proxy, RESET, is_put_object};
-
-async fn export(env: &[(String, String)]) -> (Option<i32>, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_audit-exporter"))
-        .args(["export", "--destination", "main"])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_no_secret("export", &text);
-    (output.status.code(), text)
-}
 
 #[tokio::test]
 async fn store_faults_are_retried_or_fail_cleanly() {
@@ -48,7 +32,7 @@ async fn store_faults_are_retried_or_fail_cleanly() {
         tally.written += 10;
         proxy.inject(fault);
         let started = std::time::Instant::now();
-        let (code, text) = export(&env).await;
+        let (code, text) = export_main(&env).await;
         assert_eq!(code, Some(0), "{text}");
         // A stalled request is abandoned after the 2 s attempt timeout, not waited out.
         assert!(started.elapsed() < Duration::from_secs(30), "{text}");
@@ -60,7 +44,7 @@ async fn store_faults_are_retried_or_fail_cleanly() {
     tally.written += 10;
     let watermark = db.watermark_of("main").await;
     proxy.inject(Fault::answer(is_put_object, 5, 503, "SlowDown"));
-    let (code, text) = export(&env).await;
+    let (code, text) = export_main(&env).await;
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("SlowDown"), "{text}");
     let last_error: Option<String> =
@@ -70,7 +54,7 @@ async fn store_faults_are_retried_or_fail_cleanly() {
             .unwrap();
     assert!(last_error.unwrap().contains("SlowDown"));
     assert_eq!(db.watermark_of("main").await, watermark);
-    let (code, text) = export(&env).await;
+    let (code, text) = export_main(&env).await;
     assert_eq!(code, Some(0), "{text}");
 
     let seen = proxy.seen();
