@@ -30,6 +30,9 @@ pub enum Command {
     /// Apply the embedded database migrations (idempotent).
     Migrate,
     /// Run the scheduler: export every destination when it is due, until SIGTERM or Ctrl-C.
+    ///
+    /// The --config file is reloaded when it changes and on SIGHUP; /metrics, /healthz and
+    /// /readyz are served on run.listen.
     Run,
     /// Export now: every destination, or those named. Exit 0 when every export succeeded.
     Export {
