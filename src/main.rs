@@ -72,7 +72,18 @@ async fn dispatch(
             }
         }
         Command::Status { json } => commands::status(&settings, json, &mut out).await?,
-        Command::Append(args) => commands::append(&settings, &args, &mut out).await?,
+        Command::Append(args) => {
+            let args = commands::AppendArgs {
+                action: args.action,
+                actor: args.actor,
+                target: args.target,
+                metadata: args.metadata,
+                tenant: args.tenant,
+                occurred_at: args.occurred_at,
+                count: args.count,
+            };
+            commands::append(&settings, &args, &mut out).await?
+        }
         Command::Config {
             command: ConfigCommand::Check,
         } => commands::config_check(&settings, &mut out)?,

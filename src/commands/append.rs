@@ -5,9 +5,20 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 
 use super::UsageError;
-use crate::cli::AppendArgs;
 use crate::settings::Settings;
 use crate::store::NewEvent;
+
+/// What to append, as the command line gives it: JSON and times still as text.
+#[derive(Debug, Clone)]
+pub struct AppendArgs {
+    pub action: String,
+    pub actor: String,
+    pub target: Option<String>,
+    pub metadata: String,
+    pub tenant: Option<String>,
+    pub occurred_at: Option<String>,
+    pub count: u32,
+}
 
 pub async fn append(
     settings: &Settings,

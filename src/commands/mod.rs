@@ -8,7 +8,7 @@ mod verify;
 
 use std::io::Write;
 
-pub use append::append;
+pub use append::{AppendArgs, append};
 pub use export::{ExportSummary, export};
 pub use reexport::{ReexportSummary, check_range, parse_time, reexport};
 pub use status::status;

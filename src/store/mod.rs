@@ -4,6 +4,7 @@ mod copy;
 mod embedded;
 mod events;
 mod horizon;
+mod leases;
 mod ranges;
 mod runs;
 mod side_runs;
@@ -19,8 +20,9 @@ pub use copy::CopyDecoder;
 pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;
 pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};
+pub use leases::{Claim, DestinationState, Lease};
 pub use ranges::Range;
-pub use runs::{Claim, CommitError, DestinationState, Lease, NewRun, Run, RunKind, RunStatus};
+pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
 
 use crate::settings::DatabaseSettings;
 
