@@ -5,8 +5,10 @@ mod format;
 mod json;
 mod object_key;
 mod schedule;
+mod start;
 
 pub use event::{Event, EventRef, HEARTBEAT_ACTION, TEST_ACTION};
 pub use format::{Compression, Encoding, Format};
 pub use object_key::{KeyLayout, KeyParts, reexport_key, test_key};
 pub use schedule::Schedule;
+pub use start::Start;

@@ -7,15 +7,17 @@
 mod encode;
 mod pipeline;
 mod reexport;
+mod stream;
 mod verify;
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use encode::{Encoded, Framer, ObjectEncoder};
-pub use pipeline::{Delivered, deliver, heartbeat};
+pub use pipeline::{Delivered, Stopped, deliver, heartbeat};
 pub use reexport::ReexportReport;
 pub use verify::TestDelivery;
 
@@ -64,6 +66,8 @@ pub struct Exporter {
     store: Store,
     owner: String,
     settings: ExporterSettings,
+    /// Fired on shutdown: an upload in flight is aborted and its lease released.
+    shutdown: CancellationToken,
 }
 
 impl Exporter {
@@ -73,16 +77,27 @@ impl Exporter {
             store,
             owner,
             settings,
+            shutdown: CancellationToken::new(),
         }
     }
 
-    /// The same exporter (the same lease owner) with new settings, for a reloaded config.
+    /// The same exporter (the same lease owner and shutdown) with new settings, for a
+    /// reloaded config.
     pub fn with_settings(&self, settings: ExporterSettings) -> Self {
         Self {
             store: self.store.clone(),
             owner: self.owner.clone(),
             settings,
+            shutdown: self.shutdown.clone(),
         }
+    }
+
+    /// The same exporter, stopped by `shutdown`: once it fires, an export in flight aborts its
+    /// upload (a multipart upload is aborted, a temporary file removed), keeps its run pending
+    /// and releases the lease, so another process can take the run over at once.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     /// The name this exporter holds leases under.
@@ -118,6 +133,7 @@ impl Exporter {
             .store
             .sync_destination(&destination.name, destination.every_hours, now)
             .await?;
+        let cluster = self.begin_stream(destination).await?;
         let slot = state.schedule.due(now, state.last_slot);
         if when == When::IfDue
             && slot.is_none()
@@ -127,6 +143,13 @@ impl Exporter {
                 next_due: state.schedule.next_due(now),
             });
         }
+        self.store
+            .check_stream(
+                &destination.name,
+                destination.tenant_id.as_deref(),
+                cluster.as_deref(),
+            )
+            .await?;
         let lease = match self
             .store
             .claim(&destination.name, &self.owner, self.settings.lease_secs)
@@ -184,6 +207,7 @@ impl Exporter {
         self.store
             .sync_destination(&destination.name, destination.every_hours, Utc::now())
             .await?;
+        self.begin_stream(destination).await?;
         self.store
             .claim(&destination.name, &self.owner, self.settings.lease_secs)
             .await
@@ -196,14 +220,18 @@ impl Exporter {
         destination: &Destination,
         slot: Option<DateTime<Utc>>,
     ) -> anyhow::Result<(Run, bool)> {
+        let delivery = destination.delivery();
         if let Some(run) = self.store.pending_run(&destination.name).await? {
-            tracing::info!(run_id = %run.id, key = %run.object_key, attempts = run.attempts, "Resuming a pending run.");
-            return Ok((run, true));
+            if self.resumable(lease, &run, &delivery).await? {
+                tracing::info!(run_id = %run.id, key = %run.object_key, attempts = run.attempts, "Resuming a pending run.");
+                return Ok((run, true));
+            }
         }
         let new = NewRun {
             tenant_id: destination.tenant_id.as_deref(),
             format: destination.format,
             slot,
+            delivery: Some(delivery),
         };
         let run = self
             .store
@@ -229,7 +257,13 @@ impl Exporter {
     ) -> anyhow::Result<Delivered> {
         self.store.start_attempt(run.id).await?;
         let renew_every = Duration::from_secs(u64::from(self.settings.lease_secs / 3).max(1));
-        let delivery = deliver(&self.store, sink, run, self.settings.part_size);
+        let delivery = deliver(
+            &self.store,
+            sink,
+            run,
+            self.settings.part_size,
+            &self.shutdown,
+        );
         tokio::pin!(delivery);
         loop {
             tokio::select! {

@@ -39,7 +39,8 @@ impl Exporter {
         tracing::info!(run_id = %run.id, key = %run.object_key, "Writing a test object.");
         let delivered = async {
             sink.check_access().await?;
-            let delivered = deliver(store, sink, &run, self.settings.part_size).await?;
+            let delivered =
+                deliver(store, sink, &run, self.settings.part_size, &self.shutdown).await?;
             if delivered.outcome == PutOutcome::AlreadyExists {
                 anyhow::bail!(
                     "{} already holds an object; nothing was written",

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::raw::{RawDefaults, RawDestination};
 use super::s3::{self, S3Target};
 use super::{SettingsError, in_range};
-use crate::domain::{Compression, Encoding, Format, KeyLayout, Schedule};
+use crate::domain::{Compression, Encoding, Format, KeyLayout, Schedule, Start};
 
 #[derive(Debug, Clone)]
 pub struct Destination {
@@ -18,6 +18,8 @@ pub struct Destination {
     pub key_layout: KeyLayout,
     /// A re-export closes an object and starts the next once it holds this many bytes.
     pub max_object_bytes: Option<u64>,
+    /// Where the stream starts when the destination is first recorded (and on `reset`).
+    pub start: Start,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +198,9 @@ impl Destination {
                 )));
             }
         };
+        let (start_key, start) = pick(&raw.start, &defaults.start, &key("start"), "defaults.start");
+        let start =
+            Start::parse(start).map_err(|msg| SettingsError(format!("{start_key}: {msg}")))?;
         Ok(Self {
             name,
             target,
@@ -207,6 +212,7 @@ impl Destination {
             },
             key_layout,
             max_object_bytes,
+            start,
         })
     }
 

@@ -3,6 +3,7 @@
 //! Layers, later ones winning: the embedded `config/default.toml`, then `--config FILE`, then
 //! environment variables `AUDIT_EXPORTER__SECTION__KEY` (e.g. `AUDIT_EXPORTER__DATABASE__URL`).
 
+mod delivery;
 mod destination;
 mod raw;
 mod redact;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
 
+pub use delivery::delivery_changes;
 pub use destination::{Destination, Target};
 use raw::RawSettings;
 pub use s3::{

@@ -1,6 +1,7 @@
 //! PostgreSQL: the event store and the coordination engine (leases, run log, watermarks).
 
 mod copy;
+mod destinations;
 mod embedded;
 mod events;
 mod horizon;
@@ -17,6 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use copy::CopyDecoder;
+pub use destinations::{KnownDestination, Operator, Reset, StreamError};
 pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;
 pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};

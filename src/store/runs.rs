@@ -21,6 +21,8 @@ pub enum RunStatus {
     Pending,
     Done,
     Failed,
+    /// Never delivered: its delivery changed in the config, or an operator cancelled it.
+    Abandoned,
 }
 
 /// A run as the log holds it. Everything its object's key and bytes derive from is here.
@@ -49,6 +51,9 @@ pub struct Run {
     pub range: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Objects a re-export wrote (more than one when split by max_object_bytes).
     pub object_count: Option<i32>,
+    /// What defined its delivery when planned (see `Destination::delivery`); `None` for runs
+    /// planned before it was recorded.
+    pub delivery: Option<serde_json::Value>,
 }
 
 /// What a new run is planned with; the window and the key come from the database's horizon.
@@ -57,6 +62,8 @@ pub struct NewRun<'a> {
     pub tenant_id: Option<&'a str>,
     pub format: Format,
     pub slot: Option<DateTime<Utc>>,
+    /// What defines its delivery, recorded so a changed config abandons it rather than resume.
+    pub delivery: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +78,7 @@ pub enum CommitError {
 
 pub(super) const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigint, window_hi::text::bigint,
     window_end, slot, tenant_id, object_key, encoding, compression, heartbeat_event_id, attempts, last_error,
-    event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count";
+    event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count, delivery";
 
 impl Store {
     /// The scheduled run of the destination that was planned and not committed, if any.
@@ -130,15 +137,22 @@ impl Store {
         let Some(lo) = watermark else {
             anyhow::bail!(CommitError::LeaseLost(lease.destination.clone()));
         };
-        let hi = horizon.max(lo);
+        if horizon < lo {
+            anyhow::bail!(super::StreamError::HorizonBehind {
+                destination: lease.destination.clone(),
+                horizon,
+                watermark: lo,
+            });
+        }
+        let hi = horizon;
         // Every transaction below `hi` has ended, so the window's rows are fixed: reading them
         // outside this transaction sees the same.
         let has_events = self.window_has_events(lo, hi, new.tenant_id).await?;
         let heartbeat_event_id = (!has_events).then(Uuid::now_v7);
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, slot, tenant_id,
-                                      object_key, encoding, compression, heartbeat_event_id, fencing_token)
-             VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12)
+                                      object_key, encoding, compression, heartbeat_event_id, fencing_token, delivery)
+             VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (object_key) DO NOTHING
              RETURNING {RUN_COLUMNS}"
         );
@@ -159,6 +173,7 @@ impl Store {
                 .bind(new.format.compression.as_str())
                 .bind(heartbeat_event_id)
                 .bind(lease.token)
+                .bind(&new.delivery)
                 .fetch_optional(&mut *tx)
                 .await?;
             if inserted.is_some() {
@@ -257,6 +272,7 @@ pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
         status: match status.as_str() {
             "pending" => RunStatus::Pending,
             "done" => RunStatus::Done,
+            "abandoned" => RunStatus::Abandoned,
             _ => RunStatus::Failed,
         },
         window_lo: row.try_get(4)?,
@@ -285,6 +301,7 @@ pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
             _ => None,
         },
         object_count: row.try_get(22)?,
+        delivery: row.try_get(23)?,
     })
 }
 
@@ -304,6 +321,7 @@ impl RunStatus {
             Self::Pending => "pending",
             Self::Done => "done",
             Self::Failed => "failed",
+            Self::Abandoned => "abandoned",
         }
     }
 }
