@@ -14,15 +14,21 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use tokio_util::sync::CancellationToken;
 
 use crate::export::Exporter;
 use crate::settings::Settings;
 use worker::{Plan, Worker};
 
+/// How long an aborted export may take to remove its upload and release its lease.
+const ABORT_WAIT: Duration = Duration::from_secs(30);
+
 pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Result<()> {
     let database = super::commands::open(&settings).await?;
+    let shutdown = CancellationToken::new();
     let worker = Arc::new(Worker::new(Plan {
-        exporter: Exporter::new(database.store.clone(), settings.exporter.clone()),
+        exporter: Exporter::new(database.store.clone(), settings.exporter.clone())
+            .with_shutdown(shutdown.clone()),
         targets: worker::connect(&settings).await?,
         parallel: crate::commands::parallel_exports(&settings),
     }));
@@ -68,7 +74,7 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
         let worker = worker.clone();
         async move { worker.check().await }
     });
-    shutdown_signal().await;
+    crate::commands::shutdown_signal().await;
     tracing::info!("Stopping: no new exports will start.");
     reloads.abort();
     let mut scheduler = scheduler;
@@ -81,8 +87,18 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
     {
         tracing::warn!(
             grace_secs = grace.as_secs(),
-            "An export was still running; it stays pending and the next exporter resumes it with the same key."
+            "An export was still running after the grace period: aborting its upload and releasing its lease; it stays pending and the next exporter resumes it with the same key."
         );
+        shutdown.cancel();
+        if tokio::time::timeout(ABORT_WAIT, worker.busy.lock())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                wait_secs = ABORT_WAIT.as_secs(),
+                "The export did not stop in time; its lease expires after exporter.lease_secs."
+            );
+        }
     }
     if let Some(http) = http {
         http.abort();
@@ -97,13 +113,4 @@ fn check_job(cron: &str, worker: Arc<Worker>) -> Result<Job, JobSchedulerError> 
         let worker = worker.clone();
         Box::pin(async move { worker.check().await })
     })
-}
-
-async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-    }
 }

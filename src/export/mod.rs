@@ -128,6 +128,9 @@ impl Exporter {
         sink: &dyn Sink,
         when: When,
     ) -> anyhow::Result<Outcome> {
+        if self.shutdown.is_cancelled() {
+            return Err(Stopped.into());
+        }
         let now = Utc::now();
         let state = self
             .store
