@@ -26,7 +26,14 @@ ALTER TABLE export_destinations
     -- pg_control_system().system_identifier of the cluster the watermark's transaction ids
     -- belong to; NULL when it could not be read.
     ADD COLUMN cluster_id        text,
-    ADD COLUMN forgotten_at      timestamptz;
+    ADD COLUMN forgotten_at      timestamptz,
+    -- Set when the stream is re-based after a move to a new cluster: the rows copied from the
+    -- old cluster (ids up to this one) carry the old cluster's transaction ids, which mean
+    -- nothing here; they were delivered there and are never exported again.
+    ADD COLUMN id_floor          bigint;
+
+-- The floor a run was planned with: its window holds only events above it.
+ALTER TABLE export_runs ADD COLUMN id_floor bigint;
 
 -- Destinations recorded before: their stream has started, since ever, and covers the tenant
 -- filter of their latest committed run.

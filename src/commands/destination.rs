@@ -179,6 +179,15 @@ async fn reset(
         reset.old_tenant_id.as_deref().unwrap_or("(every tenant)"),
         tenant.unwrap_or("(every tenant)")
     )?;
+    if reset.cluster_moved {
+        writeln!(
+            out,
+            "{name}: re-based on this database cluster; events up to id {} were copied from the old cluster and are left out",
+            reset
+                .id_floor
+                .map_or("(none)".to_owned(), |f| f.to_string())
+        )?;
+    }
     Ok(())
 }
 

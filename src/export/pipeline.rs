@@ -84,8 +84,12 @@ pub async fn deliver(
         match run.heartbeat_event_id {
             Some(id) => batches.push(&heartbeat(run, id).as_ref()),
             None => {
-                let rows =
-                    store.stream_window(run.window_lo, run.window_hi, run.tenant_id.as_deref());
+                let rows = store.stream_window(
+                    run.window_lo,
+                    run.window_hi,
+                    run.tenant_id.as_deref(),
+                    run.id_floor,
+                );
                 let mut rows = std::pin::pin!(rows);
                 let mut decoder = CopyDecoder::default();
                 while let Some(message) = rows.next().await {

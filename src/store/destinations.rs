@@ -91,6 +91,10 @@ pub struct Reset {
     pub old_watermark: i64,
     pub new_watermark: i64,
     pub old_tenant_id: Option<String>,
+    /// The stream moved to this cluster.
+    pub cluster_moved: bool,
+    /// Events up to this id (copied from the old cluster) are left out of the stream.
+    pub id_floor: Option<i64>,
 }
 
 /// The watermark a `start` gives, as an SQL expression over `$start` (beginning | now | time)
@@ -249,7 +253,7 @@ impl Store {
                 .bind(since)
                 .fetch_optional(&self.pool)
                 .await?
-                .map(|r| anyhow::Ok((run_from_row(&r)?, r.try_get::<String, _>(24)?)))
+                .map(|r| anyhow::Ok((run_from_row(&r)?, r.try_get::<String, _>(25)?)))
                 .transpose()?;
             known.push(KnownDestination {
                 pending: self.pending_run(&name).await?,
@@ -311,24 +315,42 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let (old_watermark, old_tenant_id) = fenced_state(&mut tx, lease).await?;
         let (kind, time) = start_binds(start);
+        // The stream moves to this cluster if its identity differs from the recorded one, or
+        // if its transaction ids are below the watermark.
+        let cluster_moved: bool = sqlx::query_scalar(
+            "SELECT (cluster_id IS NOT NULL AND $2::text IS NOT NULL AND cluster_id <> $2)
+                    OR pg_snapshot_xmin(pg_current_snapshot()) < watermark
+             FROM export_destinations WHERE name = $1",
+        )
+        .bind(&lease.destination)
+        .bind(cluster)
+        .fetch_one(&mut *tx)
+        .await?;
         // Never above this transaction's own id: the event recording the reset belongs to
-        // the new stream.
+        // the new stream. After a move, the rows copied from the old cluster (recorded before
+        // the start) stay out: their transaction ids are the old cluster's.
         let sql = format!(
             "UPDATE export_destinations
              SET watermark = LEAST({}, pg_current_xact_id()), tenant_id = $2, cluster_id = $5,
-                 stream_started = true, stream_since = clock_timestamp(), forgotten_at = NULL
+                 stream_started = true, stream_since = clock_timestamp(), forgotten_at = NULL,
+                 id_floor = CASE WHEN NOT $6 THEN id_floor
+                                 WHEN $3 = 'beginning' THEN NULL
+                                 ELSE (SELECT max(id) FROM audit_events
+                                       WHERE recorded_at < COALESCE($4, clock_timestamp())) END
              WHERE name = $1
-             RETURNING watermark::text::bigint",
+             RETURNING watermark::text::bigint, id_floor",
             start_watermark("$3", "$4")
         );
-        let new_watermark: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(&lease.destination)
-            .bind(tenant)
-            .bind(kind)
-            .bind(time)
-            .bind(cluster)
-            .fetch_one(&mut *tx)
-            .await?;
+        let (new_watermark, id_floor): (i64, Option<i64>) =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(&lease.destination)
+                .bind(tenant)
+                .bind(kind)
+                .bind(time)
+                .bind(cluster)
+                .bind(cluster_moved)
+                .fetch_one(&mut *tx)
+                .await?;
         let metadata = serde_json::json!({
             "destination": lease.destination,
             "start": start.to_string(),
@@ -337,6 +359,8 @@ impl Store {
             "old_tenant_id": old_tenant_id,
             "new_tenant_id": tenant,
             "cluster_id": cluster,
+            "cluster_moved": cluster_moved,
+            "id_floor": id_floor,
         });
         record(
             &mut tx,
@@ -353,6 +377,8 @@ impl Store {
             old_watermark,
             new_watermark,
             old_tenant_id,
+            cluster_moved,
+            id_floor,
         })
     }
 

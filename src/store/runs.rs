@@ -54,6 +54,8 @@ pub struct Run {
     /// What defined its delivery when planned (see `Destination::delivery`); `None` for runs
     /// planned before it was recorded.
     pub delivery: Option<serde_json::Value>,
+    /// Only events above this id are in its window (set after a move to a new cluster).
+    pub id_floor: Option<i64>,
 }
 
 /// What a new run is planned with; the window and the key come from the database's horizon.
@@ -78,7 +80,7 @@ pub enum CommitError {
 
 pub(super) const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigint, window_hi::text::bigint,
     window_end, slot, tenant_id, object_key, encoding, compression, heartbeat_event_id, attempts, last_error,
-    event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count, delivery";
+    event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count, delivery, id_floor";
 
 impl Store {
     /// The scheduled run of the destination that was planned and not committed, if any.
@@ -125,8 +127,8 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let (horizon, window_end): (i64, DateTime<Utc>) = (row.try_get(0)?, row.try_get(1)?);
-        let watermark: Option<i64> = sqlx::query_scalar(
-            "SELECT watermark::text::bigint FROM export_destinations
+        let watermark: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT watermark::text::bigint, id_floor FROM export_destinations
              WHERE name = $1 AND fencing_token = $2 AND lease_owner = $3 FOR UPDATE",
         )
         .bind(&lease.destination)
@@ -134,7 +136,7 @@ impl Store {
         .bind(&lease.owner)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(lo) = watermark else {
+        let Some((lo, id_floor)) = watermark else {
             anyhow::bail!(CommitError::LeaseLost(lease.destination.clone()));
         };
         if horizon < lo {
@@ -147,12 +149,16 @@ impl Store {
         let hi = horizon;
         // Every transaction below `hi` has ended, so the window's rows are fixed: reading them
         // outside this transaction sees the same.
-        let has_events = self.window_has_events(lo, hi, new.tenant_id).await?;
+        let has_events = self
+            .window_has_events(lo, hi, new.tenant_id, id_floor)
+            .await?;
         let heartbeat_event_id = (!has_events).then(Uuid::now_v7);
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, slot, tenant_id,
-                                      object_key, encoding, compression, heartbeat_event_id, fencing_token, delivery)
-             VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                                      object_key, encoding, compression, heartbeat_event_id, fencing_token, delivery,
+                                      id_floor)
+             VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                     $14)
              ON CONFLICT (object_key) DO NOTHING
              RETURNING {RUN_COLUMNS}"
         );
@@ -174,6 +180,7 @@ impl Store {
                 .bind(heartbeat_event_id)
                 .bind(lease.token)
                 .bind(&new.delivery)
+                .bind(id_floor)
                 .fetch_optional(&mut *tx)
                 .await?;
             if inserted.is_some() {
@@ -302,6 +309,7 @@ pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
         },
         object_count: row.try_get(22)?,
         delivery: row.try_get(23)?,
+        id_floor: row.try_get(24)?,
     })
 }
 

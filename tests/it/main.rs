@@ -2,6 +2,7 @@
 
 mod check;
 mod cli;
+mod cluster_move;
 mod delivery;
 mod export;
 mod faults;
