@@ -224,11 +224,11 @@ impl Exporter {
         slot: Option<DateTime<Utc>>,
     ) -> anyhow::Result<(Run, bool)> {
         let delivery = destination.delivery();
-        if let Some(run) = self.store.pending_run(&destination.name).await? {
-            if self.resumable(lease, &run, &delivery).await? {
-                tracing::info!(run_id = %run.id, key = %run.object_key, attempts = run.attempts, "Resuming a pending run.");
-                return Ok((run, true));
-            }
+        if let Some(run) = self.store.pending_run(&destination.name).await?
+            && self.resumable(lease, &run, &delivery).await?
+        {
+            tracing::info!(run_id = %run.id, key = %run.object_key, attempts = run.attempts, "Resuming a pending run.");
+            return Ok((run, true));
         }
         let new = NewRun {
             tenant_id: destination.tenant_id.as_deref(),

@@ -143,7 +143,14 @@ mod tests {
             assert_eq!(changes.len(), 1, "{change:?}: {changes:?}");
             assert!(changes[0].contains(expect), "{change:?}: {changes:?}");
         }
-        let file = destination(&[("URL", "file:///srv/audit")]);
+        let env = [(
+            "AUDIT_EXPORTER__DESTINATIONS__D__URL".to_owned(),
+            "file:///srv/audit".to_owned(),
+        )];
+        let file = Settings::load_with_env(None, env)
+            .unwrap()
+            .destinations
+            .remove(0);
         let changes = delivery_changes(&base, &file.delivery());
         assert!(
             changes[0].contains(r#"{"directory":"/srv/audit"}"#),

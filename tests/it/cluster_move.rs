@@ -19,7 +19,7 @@ const BIN: &str = "/usr/lib/postgresql/15/bin";
 /// `pg_dump` of `from` into `to` with `psql`. Triggers are off while restoring (as in a
 /// logical-replication apply), since the append-only guard refuses rows that carry a txid.
 fn dump_and_restore(from: &str, to: &str) {
-    let dump = Command::new(format!("{BIN}/pg_dump"))
+    let mut dump = Command::new(format!("{BIN}/pg_dump"))
         .args(["--no-owner", "--no-privileges", "-d", from])
         .stdout(Stdio::piped())
         .spawn()
@@ -27,10 +27,11 @@ fn dump_and_restore(from: &str, to: &str) {
     let restore = Command::new(format!("{BIN}/psql"))
         .args(["-q", "-v", "ON_ERROR_STOP=1", "-d", to])
         .env("PGOPTIONS", "-c session_replication_role=replica")
-        .stdin(dump.stdout.unwrap())
+        .stdin(dump.stdout.take().unwrap())
         .stdout(Stdio::null())
         .output()
         .unwrap();
+    assert!(dump.wait().unwrap().success(), "pg_dump failed");
     assert!(restore.status.success(), "{}", stderr(&restore));
 }
 
