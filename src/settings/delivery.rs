@@ -159,6 +159,43 @@ mod tests {
     }
 
     #[test]
+    fn start_is_read_per_destination_or_from_defaults_naming_the_key() {
+        use crate::domain::Start;
+        assert_eq!(destination(&[]).start, Start::Beginning);
+        assert_eq!(destination(&[("START", "now")]).start, Start::Now);
+        let env = |k: &str, v: &str| {
+            vec![
+                (
+                    "AUDIT_EXPORTER__DESTINATIONS__D__URL".to_owned(),
+                    "file:///srv/a".to_owned(),
+                ),
+                (k.to_owned(), v.to_owned()),
+            ]
+        };
+        let error = Settings::load_with_env(None, env("AUDIT_EXPORTER__DEFAULTS__START", "soon"))
+            .unwrap_err();
+        assert!(
+            error
+                .0
+                .starts_with("defaults.start: \"soon\" is not allowed"),
+            "{error}"
+        );
+        let error =
+            Settings::load_with_env(None, env("AUDIT_EXPORTER__DESTINATIONS__D__START", "later"))
+                .unwrap_err();
+        assert!(error.0.starts_with("destinations.d.start:"), "{error}");
+        let time = Settings::load_with_env(
+            None,
+            env("AUDIT_EXPORTER__DEFAULTS__START", "2026-11-20T00:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(
+            time.destinations[0].start.to_string(),
+            "2026-11-20T00:00:00Z"
+        );
+    }
+
+    #[test]
     fn a_run_planned_before_descriptions_existed_is_compared_field_by_field() {
         let base = destination(&[]).delivery();
         assert!(delivery_changes(&base, &base.clone()).is_empty());
