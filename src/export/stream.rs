@@ -24,7 +24,7 @@ impl Exporter {
             )
             .await?;
         if started {
-            tracing::info!(destination = %destination.name, start = %destination.start, "Started the destination's stream.");
+            tracing::debug!(destination = %destination.name, start = %destination.start, "Started the destination's stream.");
         }
         Ok(cluster)
     }

@@ -9,6 +9,7 @@ mod leases;
 mod ranges;
 mod runs;
 mod side_runs;
+mod stream;
 
 use std::time::Duration;
 
@@ -18,13 +19,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use copy::CopyDecoder;
-pub use destinations::{KnownDestination, Operator, Reset, StreamError};
+pub use destinations::{KnownDestination, Operator, Reset};
 pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;
 pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};
 pub use leases::{Claim, DestinationState, Lease};
 pub use ranges::Range;
 pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
+pub use stream::StreamError;
 
 use crate::settings::DatabaseSettings;
 

@@ -8,6 +8,7 @@ mod export;
 mod faults;
 mod harness;
 mod lifecycle;
+mod lifecycle_commands;
 mod moto;
 mod operate;
 mod proxy;
