@@ -51,10 +51,11 @@ pub enum Command {
     /// so it is safe while `run` exports the same destination. Logged as a run of kind
     /// `reexport`. Exit 0 when every re-export succeeded.
     Reexport {
-        /// The start of the range, inclusive: an RFC 3339 time, e.g. 2026-11-20T00:00:00Z.
+        /// The start of the range, inclusive: an RFC 3339 time (2026-11-20T00:00:00Z) or a date
+        /// (2026-11-20, midnight UTC).
         #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_time)]
         from: chrono::DateTime<chrono::Utc>,
-        /// The end of the range, exclusive, not in the future.
+        /// The end of the range, exclusive, not in the future: a time, a date, or `now`.
         #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_time)]
         to: chrono::DateTime<chrono::Utc>,
         /// Re-export only to this destination (repeatable; default: every destination).
