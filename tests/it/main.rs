@@ -6,6 +6,7 @@ mod delivery;
 mod export;
 mod faults;
 mod harness;
+mod messages;
 mod moto;
 mod operate;
 mod proxy;
