@@ -17,6 +17,15 @@ pub use verify::{VerifySummary, verify};
 use crate::settings::{Settings, SettingsError};
 use crate::store::Database;
 
+/// "1 event", "2 events": a count with its noun.
+pub fn counted(n: i64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Bad usage: a command-line value that is not allowed. Exit code 2, like bad configuration.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -24,8 +24,7 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 
 /// [`parse_time`] with `now` given, so it can be tested.
 pub fn parse_time_at(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    const ALLOWED: &str =
-        "allowed: an RFC 3339 time such as 2026-11-20T00:00:00Z, a date such as 2026-11-20 (midnight UTC), or now";
+    const ALLOWED: &str = "allowed: an RFC 3339 time such as 2026-11-20T00:00:00Z, a date such as 2026-11-20 (midnight UTC), or now";
     let text = text.trim();
     if text.eq_ignore_ascii_case("now") {
         return Ok(now);
@@ -211,7 +210,10 @@ mod tests {
         );
         for bad in ["2026-11-31", "yesterday", "2026-11-20 10:00", ""] {
             let error = parse_time_at(bad, now).unwrap_err();
-            assert!(error.contains("a date such as 2026-11-20"), "{bad}: {error}");
+            assert!(
+                error.contains("a date such as 2026-11-20"),
+                "{bad}: {error}"
+            );
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct DatabaseSettings {
     pub url: Option<SecretString>,
     pub embedded_dir: PathBuf,
     pub max_connections: u32,
+    /// How long connecting may take before the server counts as unreachable.
+    pub connect_timeout: std::time::Duration,
     pub migrate_on_start: bool,
 }
 
@@ -157,6 +159,12 @@ impl Settings {
                 2,
                 100,
             )?,
+            connect_timeout: std::time::Duration::from_secs(in_range(
+                "database.connect_timeout_secs",
+                raw.database.connect_timeout_secs,
+                1,
+                300,
+            )?),
             migrate_on_start: raw.database.migrate_on_start,
         };
         let exporter = ExporterSettings {

@@ -12,6 +12,7 @@ mod operate;
 mod proxy;
 mod recovery;
 mod reexport;
+mod roles;
 mod schema;
 mod sts;
 
