@@ -78,7 +78,11 @@ pub enum Command {
         destinations: Vec<String>,
     },
     /// Show per destination its watermark, the events waiting, recent runs, the next due time,
-    /// the lease holder, and what holds the export horizon back.
+    /// the lease holder, and who holds the export horizon back.
+    ///
+    /// Scheduled runs come first, test deliveries and re-exports under their own heading;
+    /// warnings name a tenant_id no event has and destinations that share a location. Reads
+    /// only: never migrates, and says so when the database was never migrated.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -96,6 +100,10 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration and print the effective result, secrets redacted.
+    ///
+    /// Warns about destinations that share a bucket and prefix (or directory) and, when
+    /// database.url is set and answers, about a tenant_id no recorded event has. Never writes to
+    /// the database and never fails because it cannot be reached.
     Check,
 }
 

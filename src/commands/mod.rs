@@ -4,7 +4,9 @@ mod append;
 mod export;
 mod reexport;
 mod status;
+mod status_text;
 mod verify;
+mod warnings;
 
 use std::io::Write;
 
@@ -62,11 +64,43 @@ pub async fn migrate(settings: &Settings, out: &mut dyn Write) -> anyhow::Result
     Ok(())
 }
 
-pub fn config_check(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Validates and prints the effective configuration, with warnings about destinations that
+/// can never deliver as meant. It reads the database only to check tenant filters, only when a
+/// url is set, with a read-only session; an unreachable database never fails the check.
+pub async fn config_check(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
         out,
         "# configuration is valid; effective values, secrets redacted:"
     )?;
+    for warning in warnings::shared_locations(settings) {
+        writeln!(out, "# warning: {warning}")?;
+    }
+    match tenant_warnings(settings).await {
+        Ok(found) => {
+            for warning in found {
+                writeln!(out, "# warning: {warning}")?;
+            }
+        }
+        Err(e) => writeln!(out, "# note: tenant_id values were not checked: {e:#}")?,
+    }
     write!(out, "{}", settings.to_redacted_toml())?;
     Ok(())
+}
+
+async fn tenant_warnings(settings: &Settings) -> anyhow::Result<Vec<warnings::Warning>> {
+    let filtered = settings.destinations.iter().any(|d| d.tenant_id.is_some());
+    if !filtered || settings.database.url.is_none() {
+        return Ok(Vec::new());
+    }
+    let database = Database::connect_read_only(&settings.database).await?;
+    let result = async {
+        let missing = database.store.unapplied_migrations().await?;
+        if missing.len() == crate::store::migration_count() {
+            anyhow::bail!("{}", status::not_migrated(&missing));
+        }
+        warnings::tenants_without_events(&database.store, settings).await
+    }
+    .await;
+    database.close().await;
+    result
 }

@@ -4,6 +4,7 @@
 //! environment variables `AUDIT_EXPORTER__SECTION__KEY` (e.g. `AUDIT_EXPORTER__DATABASE__URL`).
 
 mod destination;
+mod overlap;
 mod raw;
 mod redact;
 mod s3;
@@ -15,6 +16,7 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
 
 pub use destination::{Destination, Target};
+pub use overlap::shared_locations;
 use raw::RawSettings;
 pub use s3::{
     AssumeRole, CannedAcl, CredentialSource, Credentials, ObjectLock, ObjectLockMode,

@@ -29,6 +29,11 @@ use crate::settings::DatabaseSettings;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// How many migrations this version embeds.
+pub fn migration_count() -> usize {
+    MIGRATOR.iter().count()
+}
+
 /// The database the embedded server holds the events in.
 pub const EMBEDDED_DATABASE: &str = "audit";
 

@@ -10,6 +10,7 @@ mod messages;
 mod moto;
 mod operate;
 mod proxy;
+mod readonly;
 mod recovery;
 mod reexport;
 mod roles;
