@@ -35,6 +35,8 @@ pub enum Command {
     /// /readyz are served on run.listen.
     Run,
     /// Export now: every destination, or those named. Exit 0 when every export succeeded.
+    ///
+    /// A failed export prints the S3 or STS error and the hint `verify` gives.
     Export {
         /// Export only this destination (repeatable).
         #[arg(long = "destination", value_name = "NAME")]

@@ -79,6 +79,9 @@ pub async fn export(
                 summary.failed += 1;
                 tracing::error!(destination = %name, error = format!("{error:#}"), "Export failed.");
                 writeln!(out, "{name}: export failed: {error:#}")?;
+                if let Some(hint) = super::hint_for(&error, destination) {
+                    writeln!(out, "{name}: hint: {hint}")?;
+                }
             }
         }
     }

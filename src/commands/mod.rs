@@ -16,7 +16,8 @@ pub use reexport::{ReexportSummary, check_range, parse_time, reexport};
 pub use status::status;
 pub use verify::{VerifySummary, verify};
 
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{Destination, Settings, SettingsError, Target};
+use crate::sink::{RemoteError, hint};
 use crate::store::Database;
 
 /// "1 event", "2 events": a count with its noun.
@@ -103,4 +104,16 @@ async fn tenant_warnings(settings: &Settings) -> anyhow::Result<Vec<warnings::Wa
     .await;
     database.close().await;
     result
+}
+
+/// The hint for the innermost S3 or STS error in the chain: the one that says what went wrong.
+pub(crate) fn hint_for(error: &anyhow::Error, destination: &Destination) -> Option<String> {
+    let Target::S3(target) = &destination.target else {
+        return None;
+    };
+    let remote = error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<RemoteError>())
+        .last()?;
+    hint(remote, target)
 }

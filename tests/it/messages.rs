@@ -89,3 +89,120 @@ async fn an_unreachable_database_is_named_at_once_without_the_password() {
     }
     drop(silent);
 }
+
+fn export_output(env: &[(String, String)], args: &[&str]) -> (Option<i32>, String) {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let output = audit_exporter(args, &env);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn an_s3_or_sts_endpoint_that_is_down_is_one_line_naming_it_and_the_cause() {
+    let db = TestDb::new().await;
+    crate::append(&db, 1, None).await;
+    let closed = |_| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let (s3_down, sts_down) = (closed(1), closed(2));
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let bucket = crate::harness::TestBucket::new();
+    let base = |endpoint: &str| {
+        let mut env = bucket.destination_env("s", "p");
+        env.retain(|(k, _)| !k.ends_with("__ENDPOINT"));
+        env.extend([
+            ("AUDIT_EXPORTER__DATABASE__URL".to_owned(), db.url.clone()),
+            (
+                "AUDIT_EXPORTER__DESTINATIONS__S__ENDPOINT".to_owned(),
+                endpoint.to_owned(),
+            ),
+            (
+                "AUDIT_EXPORTER__EXPORTER__RETRY_MAX_ATTEMPTS".to_owned(),
+                "1".to_owned(),
+            ),
+            (
+                "AUDIT_EXPORTER__EXPORTER__REQUEST_TIMEOUT_SECS".to_owned(),
+                "1".to_owned(),
+            ),
+        ]);
+        env
+    };
+    let mut via_sts = base(&bucket.endpoint);
+    via_sts.extend([
+        (
+            "AUDIT_EXPORTER__DESTINATIONS__S__ROLE_ARN".to_owned(),
+            "arn:aws:iam::123456789012:role/writer".to_owned(),
+        ),
+        (
+            "AUDIT_EXPORTER__DESTINATIONS__S__STS_ENDPOINT".to_owned(),
+            sts_down.clone(),
+        ),
+    ]);
+    let cases = [
+        (
+            base(&s3_down),
+            format!("s: export failed: S3 PutObject on s3://{}/p/", bucket.name),
+            format!(": no answer from {s3_down}: connection refused\n"),
+        ),
+        (
+            base(&silent_url),
+            format!("s: export failed: S3 PutObject on s3://{}/p/", bucket.name),
+            format!(": no answer from {silent_url}: timed out"),
+        ),
+        (
+            via_sts,
+            "s: export failed: STS AssumeRole on arn:aws:iam::123456789012:role/writer".to_owned(),
+            format!(": no answer from {sts_down}: connection refused\n"),
+        ),
+    ];
+    for (env, starts, ends) in cases {
+        let (code, out) = export_output(&env, &["export"]);
+        assert_eq!(code, Some(1), "{out}");
+        let line = out.lines().next().unwrap_or_default();
+        assert!(line.starts_with(&starts), "{out}");
+        assert!(out.contains(&ends), "{out}");
+        assert!(
+            !out.contains("DispatchFailure") && !out.contains(" { "),
+            "a debug dump: {out}"
+        );
+        assert!(out.contains("s: hint: No answer from "), "{out}");
+    }
+    drop(silent);
+}
+
+#[tokio::test]
+async fn export_prints_the_hint_that_verify_gives() {
+    let db = TestDb::new().await;
+    crate::append(&db, 1, None).await;
+    let bucket = crate::harness::TestBucket::new();
+    let mut env = bucket.destination_env("s", "p");
+    env.retain(|(k, _)| !k.ends_with("__SECRET_ACCESS_KEY"));
+    env.extend([
+        ("AUDIT_EXPORTER__DATABASE__URL".to_owned(), db.url.clone()),
+        (
+            "AUDIT_EXPORTER__DESTINATIONS__S__SECRET_ACCESS_KEY".to_owned(),
+            "not-the-secret".to_owned(),
+        ),
+    ]);
+    let (code, verify) = export_output(&env, &["verify"]);
+    assert_eq!(code, Some(1), "{verify}");
+    let (code, export) = export_output(&env, &["export"]);
+    assert_eq!(code, Some(1), "{export}");
+    let hint = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("s: hint: "))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        hint(&export).as_deref(),
+        Some(
+            "s: hint: The secret key does not belong to the access key ID: check secret_access_key."
+        ),
+        "{export}"
+    );
+    assert_eq!(hint(&export), hint(&verify));
+}
