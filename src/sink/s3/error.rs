@@ -114,6 +114,24 @@ impl fmt::Display for RemoteError {
 
 impl std::error::Error for RemoteError {}
 
+/// The SDK's error as one line naming the operation, the object, the code and the request id.
+pub(super) fn s3_error<E>(
+    endpoint: &str,
+    operation: &'static str,
+    location: &str,
+    e: &SdkError<E, Response>,
+) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    anyhow::Error::new(RemoteError::from_sdk(
+        ("S3", endpoint),
+        operation,
+        location,
+        e,
+    ))
+}
+
 /// An error and its sources, outermost first.
 fn chain<'a>(
     e: &'a (dyn std::error::Error + 'static),

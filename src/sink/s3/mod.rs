@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 pub use error::RemoteError;
-use error::is_precondition_failed;
+use error::{is_precondition_failed, s3_error};
 pub use hints::hint;
 use request::WriteOptions;
 
@@ -197,6 +197,17 @@ impl S3Writer {
         self.sink.location(&self.key)
     }
 
+    fn error<E>(
+        &self,
+        operation: &'static str,
+        e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> anyhow::Error
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        s3_error(&self.sink.endpoint, operation, &self.location(), e)
+    }
+
     async fn start_multipart(&self) -> anyhow::Result<Multipart> {
         let request = self
             .sink
@@ -208,14 +219,7 @@ impl S3Writer {
         let created = with_object_headers!(request, self)
             .send()
             .await
-            .map_err(|e| {
-                s3_error(
-                    &self.sink.endpoint,
-                    "CreateMultipartUpload",
-                    &self.location(),
-                    &e,
-                )
-            })?;
+            .map_err(|e| self.error("CreateMultipartUpload", &e))?;
         let upload_id = created
             .upload_id()
             .context("CreateMultipartUpload returned no upload id")?
@@ -291,12 +295,7 @@ impl S3Writer {
         match result {
             Ok(_) => Ok(PutOutcome::Written),
             Err(e) if is_precondition_failed(&e) => Ok(PutOutcome::AlreadyExists),
-            Err(e) => Err(s3_error(
-                &self.sink.endpoint,
-                "PutObject",
-                &self.location(),
-                &e,
-            )),
+            Err(e) => Err(self.error("PutObject", &e)),
         }
     }
 
@@ -331,12 +330,7 @@ impl S3Writer {
                 self.abort_multipart().await;
                 Ok(PutOutcome::AlreadyExists)
             }
-            Err(e) => Err(s3_error(
-                &self.sink.endpoint,
-                "CompleteMultipartUpload",
-                &self.location(),
-                &e,
-            )),
+            Err(e) => Err(self.error("CompleteMultipartUpload", &e)),
         }
     }
 
@@ -424,22 +418,4 @@ impl ObjectWriter for S3Writer {
 
 fn sha256_base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
-}
-
-/// The SDK's error as one line naming the operation, the object, the code and the request id.
-fn s3_error<E>(
-    endpoint: &str,
-    operation: &'static str,
-    location: &str,
-    e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> anyhow::Error
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    anyhow::Error::new(RemoteError::from_sdk(
-        ("S3", endpoint),
-        operation,
-        location,
-        e,
-    ))
 }
