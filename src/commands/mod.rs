@@ -89,9 +89,13 @@ pub async fn config_check(settings: &Settings, out: &mut dyn Write) -> anyhow::R
 }
 
 async fn tenant_warnings(settings: &Settings) -> anyhow::Result<Vec<warnings::Warning>> {
-    let filtered = settings.destinations.iter().any(|d| d.tenant_id.is_some());
-    if !filtered || settings.database.url.is_none() {
+    if settings.destinations.iter().all(|d| d.tenant_id.is_none()) {
         return Ok(Vec::new());
+    }
+    if settings.database.url.is_none() {
+        anyhow::bail!(
+            "no database.url is set (the embedded PostgreSQL is not started for a check)"
+        );
     }
     let database = Database::connect_read_only(&settings.database).await?;
     let result = async {
