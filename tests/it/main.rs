@@ -9,11 +9,14 @@ mod faults;
 mod harness;
 mod lifecycle;
 mod lifecycle_commands;
+mod messages;
 mod moto;
 mod operate;
 mod proxy;
+mod readonly;
 mod recovery;
 mod reexport;
+mod roles;
 mod schema;
 mod sts;
 
