@@ -160,7 +160,7 @@ async fn a_database_moved_to_a_new_cluster_is_refused_until_reset_and_then_loses
     let (code, out) = run(&["export"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("main: exported 1 events"),
+        out.contains("main: exported 1 event,"),
         "only B's new event: {out}"
     );
     let mut exported = Vec::new();

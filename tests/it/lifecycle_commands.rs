@@ -146,7 +146,7 @@ async fn forget_drops_a_removed_destination_and_a_re_added_one_starts_anew() {
     assert!(out.contains("gone: exported a heartbeat"), "{out}");
     append(&db, 1, Some("t2")).await;
     let (_, out, _) = cli(&["export", "--destination", "gone"], &again);
-    assert!(out.contains("gone: exported 1 events"), "{out}");
+    assert!(out.contains("gone: exported 1 event,"), "{out}");
     let forgotten: Option<DateTime<Utc>> =
         sqlx::query_scalar("SELECT forgotten_at FROM export_destinations WHERE name = 'gone'")
             .fetch_one(db.pool())
