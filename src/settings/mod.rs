@@ -79,6 +79,8 @@ pub struct RunSettings {
     pub listen: Option<std::net::SocketAddr>,
     /// `/readyz` fails once a destination has failed for this long without a success.
     pub unready_after_failing: std::time::Duration,
+    /// How often the gauges read from the database (events waiting, due times) are refreshed.
+    pub metrics_refresh: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +234,12 @@ impl Settings {
                 raw.run.unready_after_failing_secs,
                 1,
                 604_800,
+            )?),
+            metrics_refresh: std::time::Duration::from_secs(in_range(
+                "run.metrics_refresh_secs",
+                raw.run.metrics_refresh_secs,
+                1,
+                3600,
             )?),
         };
         let log = LogSettings {

@@ -47,6 +47,7 @@ pub(super) struct RawRun {
     pub reload_check_secs: i64,
     pub listen: String,
     pub unready_after_failing_secs: i64,
+    pub metrics_refresh_secs: i64,
 }
 
 #[derive(Debug, Deserialize)]

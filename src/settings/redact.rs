@@ -79,6 +79,10 @@ pub(super) fn to_toml(settings: &Settings) -> String {
         "unready_after_failing_secs".into(),
         (settings.run.unready_after_failing.as_secs() as i64).into(),
     );
+    run.insert(
+        "metrics_refresh_secs".into(),
+        (settings.run.metrics_refresh.as_secs() as i64).into(),
+    );
     root.insert("run".into(), run.into());
 
     let mut log = Table::new();

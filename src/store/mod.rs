@@ -7,6 +7,7 @@ mod horizon;
 mod leases;
 mod ranges;
 mod runs;
+mod overview;
 mod side_runs;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;
 pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};
 pub use leases::{Claim, DestinationState, Lease};
+pub use overview::Overview;
 pub use ranges::Range;
 pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
 
@@ -45,25 +47,37 @@ pub struct Database {
 impl Database {
     /// Connects to `database.url`, or starts the embedded server when none is set.
     pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        let (url, embedded) = match &settings.url {
-            Some(url) => (url.expose_secret().to_owned(), None),
-            None => {
-                tracing::warn!(
-                    data_dir = %settings.embedded_dir.display(),
-                    "No database.url is set: using an embedded PostgreSQL, meant for trying audit-exporter out."
-                );
-                let dir = settings.embedded_dir.clone();
-                let server =
-                    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, &[]))
-                        .await?
-                        .context("Failed to start the embedded PostgreSQL")?;
-                create_database(&server.url("postgres"), EMBEDDED_DATABASE).await?;
-                (server.url(EMBEDDED_DATABASE), Some(server))
-            }
-        };
+        let (url, embedded) = locate(settings).await?;
         let store = Store::connect(&url, settings.max_connections).await?;
         Ok(Self { store, embedded })
     }
+
+    /// Like [`Database::connect`], but opens no connection yet: the first query does, so a
+    /// service can start while the database is down and wait for it.
+    pub async fn connect_lazy(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let (url, embedded) = locate(settings).await?;
+        let store = Store::connect_lazy(&url, settings.max_connections)?;
+        Ok(Self { store, embedded })
+    }
+}
+
+/// The URL to connect to: `database.url`, or that of the embedded server, started for it.
+async fn locate(settings: &DatabaseSettings) -> anyhow::Result<(String, Option<EmbeddedPostgres>)> {
+    Ok(match &settings.url {
+        Some(url) => (url.expose_secret().to_owned(), None),
+        None => {
+            tracing::warn!(
+                data_dir = %settings.embedded_dir.display(),
+                "No database.url is set: using an embedded PostgreSQL, meant for trying audit-exporter out."
+            );
+            let dir = settings.embedded_dir.clone();
+            let server = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, &[]))
+                .await?
+                .context("Failed to start the embedded PostgreSQL")?;
+            create_database(&server.url("postgres"), EMBEDDED_DATABASE).await?;
+            (server.url(EMBEDDED_DATABASE), Some(server))
+        }
+    })
 }
 
 impl Database {
@@ -72,6 +86,20 @@ impl Database {
         self.store.pool.close().await;
         drop(self.embedded);
     }
+}
+
+fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    Ok(url
+        .parse::<PgConnectOptions>()
+        .context("database.url is not a PostgreSQL URL; allowed: postgres://user[:password]@host[:port]/database")?
+        .application_name("audit-exporter")
+        .log_statements(tracing::log::LevelFilter::Debug))
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
 }
 
 /// Creates `name` on the server at `admin_url` unless it exists.
@@ -99,18 +127,22 @@ pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
 
 impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
-        let options = url
-            .parse::<PgConnectOptions>()
-            .context("database.url is not a PostgreSQL URL; allowed: postgres://user[:password]@host[:port]/database")?
-            .application_name("audit-exporter")
-            .log_statements(tracing::log::LevelFilter::Debug);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+        let pool = pool_options(max_connections)
+            .connect_with(connect_options(url)?)
             .await
             .context("Failed to connect to PostgreSQL")?;
         Ok(Self { pool })
+    }
+
+    /// A store whose pool connects at its first query.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let pool = pool_options(max_connections).connect_lazy_with(connect_options(url)?);
+        Ok(Self { pool })
+    }
+
+    /// The most connections the pool opens (`database.max_connections` at start).
+    pub fn max_connections(&self) -> u32 {
+        self.pool.options().get_max_connections()
     }
 
     pub fn from_pool(pool: PgPool) -> Self {

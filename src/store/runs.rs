@@ -131,9 +131,9 @@ impl Store {
             anyhow::bail!(CommitError::LeaseLost(lease.destination.clone()));
         };
         let hi = horizon.max(lo);
-        // Every transaction below `hi` has ended, so the window's rows are fixed: reading them
-        // outside this transaction sees the same.
-        let has_events = self.window_has_events(lo, hi, new.tenant_id).await?;
+        // On this transaction's connection: a step never holds one connection while it waits
+        // for a second, which a full pool would never give.
+        let has_events = super::events::window_has_events(&mut tx, lo, hi, new.tenant_id).await?;
         let heartbeat_event_id = (!has_events).then(Uuid::now_v7);
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, slot, tenant_id,
