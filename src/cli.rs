@@ -31,8 +31,10 @@ pub enum Command {
     Migrate,
     /// Run the scheduler: export every destination when it is due, until SIGTERM or Ctrl-C.
     ///
-    /// The --config file is reloaded when it changes and on SIGHUP; /metrics, /healthz and
-    /// /readyz are served on run.listen.
+    /// Each destination is exported on its own schedule; one that keeps failing is retried
+    /// after 1, 2, 4 ... minutes, at most an hour. The --config file is reloaded when it
+    /// changes and on SIGHUP; /metrics, /healthz and /readyz are served on run.listen from the
+    /// start, also while it waits for a database that is down.
     Run,
     /// Export now: every destination, or those named. Exit 0 when every export succeeded.
     Export {

@@ -86,7 +86,9 @@ pub fn unready_reasons(
         ));
     }
     if let Some(error) = database_error {
-        return Some(format!("not ready: the database does not answer: {error}\n"));
+        return Some(format!(
+            "not ready: the database does not answer: {error}\n"
+        ));
     }
     if failing.is_empty() {
         return None;

@@ -118,7 +118,7 @@ async fn wait_for_database(store: &Store, settings: &Settings, worker: &Worker) 
     let mut failures = 0;
     loop {
         let ready = async {
-            store.ping().await?;
+            store.try_connect().await?;
             if settings.database.migrate_on_start {
                 store.migrate().await?;
             }

@@ -5,9 +5,9 @@ mod embedded;
 mod events;
 mod horizon;
 mod leases;
+mod overview;
 mod ranges;
 mod runs;
-mod overview;
 mod side_runs;
 
 use std::time::Duration;
@@ -147,6 +147,19 @@ impl Store {
 
     pub fn from_pool(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// Opens one connection of its own, outside the pool, so the error says at once why the
+    /// database cannot be reached (a pool keeps retrying until its acquire timeout).
+    pub async fn try_connect(&self) -> anyhow::Result<()> {
+        let connection = self
+            .pool
+            .connect_options()
+            .connect()
+            .await
+            .context("Failed to connect to PostgreSQL")?;
+        sqlx::Connection::close(connection).await?;
+        Ok(())
     }
 
     /// Whether the database answers.

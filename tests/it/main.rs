@@ -2,6 +2,7 @@
 
 mod check;
 mod cli;
+mod daemon;
 mod delivery;
 mod export;
 mod faults;
