@@ -32,7 +32,8 @@ pub enum Command {
     /// Run the scheduler: export every destination when it is due, until SIGTERM or Ctrl-C.
     ///
     /// Each destination is exported on its own schedule; one that keeps failing is retried
-    /// after 1, 2, 4 ... minutes, at most an hour. The --config file is reloaded when it
+    /// after a growing wait (run.failed_export_backoff_secs, doubling up to
+    /// run.failed_export_backoff_max_secs). The --config file is reloaded when it
     /// changes and on SIGHUP; /metrics, /healthz and /readyz are served on run.listen from the
     /// start, also while it waits for a database that is down.
     Run,

@@ -27,10 +27,11 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
     let database = crate::store::Database::connect_lazy(&settings.database).await?;
     let store = database.store.clone();
     let worker = Arc::new(Worker::new(
-        Plan {
-            exporter: Exporter::new(store.clone(), settings.exporter.clone()),
-            targets: worker::connect(&settings).await?,
-        },
+        Plan::new(
+            Exporter::new(store.clone(), settings.exporter.clone()),
+            &settings,
+        )
+        .await?,
         crate::commands::parallel_exports(&store),
     ));
     let http = match settings.run.listen {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, watch};
@@ -28,6 +28,21 @@ pub struct Target {
 pub struct Plan {
     pub exporter: Exporter,
     pub targets: Vec<Target>,
+    /// The first wait after a failed export, and the longest.
+    pub backoff: (Duration, Duration),
+}
+
+impl Plan {
+    pub async fn new(exporter: Exporter, settings: &Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            exporter,
+            targets: connect(settings).await?,
+            backoff: (
+                settings.run.failed_export_backoff,
+                settings.run.failed_export_backoff_max,
+            ),
+        })
+    }
 }
 
 /// Where a destination stands in this process.
@@ -157,8 +172,8 @@ impl Worker {
             }
             Err(error) => {
                 track.failures += 1;
-                let wait =
-                    backoff::after(track.failures, backoff::EXPORT_FIRST, backoff::EXPORT_MAX);
+                let (first, max) = self.plan().backoff;
+                let wait = backoff::after(track.failures, first, max);
                 let retry_at = now + wait;
                 track.retry_at = Some(retry_at);
                 self.health.failed(name, now);
@@ -213,10 +228,11 @@ impl Worker {
     /// progress finish with the old ones. Every destination may be tried again at once.
     pub async fn apply(&self, settings: &Settings) -> anyhow::Result<()> {
         let old = self.plan();
-        let new = Plan {
-            exporter: old.exporter.with_settings(settings.exporter.clone()),
-            targets: connect(settings).await?,
-        };
+        let new = Plan::new(
+            old.exporter.with_settings(settings.exporter.clone()),
+            settings,
+        )
+        .await?;
         let names = |plan: &Plan| -> BTreeMap<String, Destination> {
             plan.targets
                 .iter()

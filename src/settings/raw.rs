@@ -48,6 +48,8 @@ pub(super) struct RawRun {
     pub listen: String,
     pub unready_after_failing_secs: i64,
     pub metrics_refresh_secs: i64,
+    pub failed_export_backoff_secs: i64,
+    pub failed_export_backoff_max_secs: i64,
 }
 
 #[derive(Debug, Deserialize)]

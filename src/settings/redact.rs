@@ -83,6 +83,14 @@ pub(super) fn to_toml(settings: &Settings) -> String {
         "metrics_refresh_secs".into(),
         (settings.run.metrics_refresh.as_secs() as i64).into(),
     );
+    run.insert(
+        "failed_export_backoff_secs".into(),
+        (settings.run.failed_export_backoff.as_secs() as i64).into(),
+    );
+    run.insert(
+        "failed_export_backoff_max_secs".into(),
+        (settings.run.failed_export_backoff_max.as_secs() as i64).into(),
+    );
     root.insert("run".into(), run.into());
 
     let mut log = Table::new();
