@@ -196,8 +196,18 @@ async fn run_follows_its_config_file_and_reports_on_metrics_and_health() {
         (done_runs(&db, "alpha").await == 1).then_some(())
     })
     .await;
-    let (status, text) = get(port, "/metrics").await;
-    assert_eq!(status, 200);
+    // What waits is read in the background (every second here): wait for the read after the
+    // export.
+    let text = wait_until("nothing waiting, on /metrics", || async {
+        let (status, text) = get(port, "/metrics").await;
+        assert_eq!(status, 200);
+        (metric(
+            &text,
+            r#"audit_exporter_events_waiting{destination="alpha"}"#,
+        ) == Some(0.0))
+        .then_some(text)
+    })
+    .await;
     let series =
         |name: &str, labels: &str| metric(&text, &format!("audit_exporter_{name}{{{labels}}}"));
     assert_eq!(
