@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real PostgreSQL and a real S3-protocol server.
 
+mod alerts;
 mod check;
 mod cli;
 mod daemon;
