@@ -119,7 +119,7 @@ async fn wait_for_database(store: &Store, settings: &Settings, worker: &Worker) 
     let mut failures = 0;
     loop {
         let ready = async {
-            store.try_connect().await?;
+            store.try_connect(settings.database.connect_timeout).await?;
             if settings.database.migrate_on_start {
                 store.migrate().await?;
             }

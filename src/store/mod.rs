@@ -1,5 +1,6 @@
 //! PostgreSQL: the event store and the coordination engine (leases, run log, watermarks).
 
+mod connect_error;
 mod copy;
 mod embedded;
 mod events;
@@ -28,6 +29,13 @@ pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
 
 use crate::settings::DatabaseSettings;
 
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How many migrations this version embeds.
+pub fn migration_count() -> usize {
+    MIGRATOR.iter().count()
+}
+
 /// The database the embedded server holds the events in.
 pub const EMBEDDED_DATABASE: &str = "audit";
 
@@ -47,8 +55,18 @@ pub struct Database {
 impl Database {
     /// Connects to `database.url`, or starts the embedded server when none is set.
     pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Self::connect_as(settings, Access::ReadWrite).await
+    }
+
+    /// Connects with every transaction read-only, for the commands that only look
+    /// (`status`, `config check`): they can never write, whatever they run.
+    pub async fn connect_read_only(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Self::connect_as(settings, Access::ReadOnly).await
+    }
+
+    async fn connect_as(settings: &DatabaseSettings, access: Access) -> anyhow::Result<Self> {
         let (url, embedded) = locate(settings).await?;
-        let store = Store::connect(&url, settings.max_connections).await?;
+        let store = Store::connect_with(&url, &pool_settings(settings, access)).await?;
         Ok(Self { store, embedded })
     }
 
@@ -56,8 +74,16 @@ impl Database {
     /// service can start while the database is down and wait for it.
     pub async fn connect_lazy(settings: &DatabaseSettings) -> anyhow::Result<Self> {
         let (url, embedded) = locate(settings).await?;
-        let store = Store::connect_lazy(&url, settings.max_connections)?;
+        let store = Store::connect_lazy_with(&url, &pool_settings(settings, Access::ReadWrite))?;
         Ok(Self { store, embedded })
+    }
+}
+
+fn pool_settings(settings: &DatabaseSettings, access: Access) -> PoolSettings {
+    PoolSettings {
+        max_connections: settings.max_connections,
+        connect_timeout: settings.connect_timeout,
+        access,
     }
 }
 
@@ -80,6 +106,22 @@ async fn locate(settings: &DatabaseSettings) -> anyhow::Result<(String, Option<E
     })
 }
 
+/// Whether a pool's sessions may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// How a pool is opened.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long the first connection may take before the server counts as unreachable.
+    pub connect_timeout: Duration,
+    pub access: Access,
+}
+
 impl Database {
     /// Closes the pool, then stops the embedded server if there is one.
     pub async fn close(self) {
@@ -88,12 +130,16 @@ impl Database {
     }
 }
 
-fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
-    Ok(url
+fn connect_options(url: &str, access: Access) -> anyhow::Result<PgConnectOptions> {
+    let options = url
         .parse::<PgConnectOptions>()
         .context("database.url is not a PostgreSQL URL; allowed: postgres://user[:password]@host[:port]/database")?
         .application_name("audit-exporter")
-        .log_statements(tracing::log::LevelFilter::Debug))
+        .log_statements(tracing::log::LevelFilter::Debug);
+    Ok(match access {
+        Access::ReadOnly => options.options([("default_transaction_read_only", "on")]),
+        Access::ReadWrite => options,
+    })
 }
 
 fn pool_options(max_connections: u32) -> PgPoolOptions {
@@ -127,16 +173,39 @@ pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
 
 impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
-        let pool = pool_options(max_connections)
-            .connect_with(connect_options(url)?)
+        let pool = PoolSettings {
+            max_connections,
+            connect_timeout: Duration::from_secs(30),
+            access: Access::ReadWrite,
+        };
+        Self::connect_with(url, &pool).await
+    }
+
+    /// Opens a pool once a first connection has answered within the connect timeout; an error
+    /// names the server and the cause, never the password.
+    pub async fn connect_with(url: &str, settings: &PoolSettings) -> anyhow::Result<Self> {
+        let options = connect_options(url, settings.access)?;
+        connect_error::probe(&options, settings.connect_timeout).await?;
+        let pool = pool_options(settings.max_connections)
+            .connect_with(options.clone())
             .await
-            .context("Failed to connect to PostgreSQL")?;
+            .map_err(|e| connect_error::describe(&options, &e, settings.connect_timeout))?;
         Ok(Self { pool })
     }
 
     /// A store whose pool connects at its first query.
     pub fn connect_lazy(url: &str, max_connections: u32) -> anyhow::Result<Self> {
-        let pool = pool_options(max_connections).connect_lazy_with(connect_options(url)?);
+        let pool = PoolSettings {
+            max_connections,
+            connect_timeout: Duration::from_secs(30),
+            access: Access::ReadWrite,
+        };
+        Self::connect_lazy_with(url, &pool)
+    }
+
+    pub fn connect_lazy_with(url: &str, settings: &PoolSettings) -> anyhow::Result<Self> {
+        let options = connect_options(url, settings.access)?;
+        let pool = pool_options(settings.max_connections).connect_lazy_with(options);
         Ok(Self { pool })
     }
 
@@ -145,21 +214,14 @@ impl Store {
         self.pool.options().get_max_connections()
     }
 
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
     /// Opens one connection of its own, outside the pool, so the error says at once why the
     /// database cannot be reached (a pool keeps retrying until its acquire timeout).
-    pub async fn try_connect(&self) -> anyhow::Result<()> {
-        let connection = self
-            .pool
-            .connect_options()
-            .connect()
-            .await
-            .context("Failed to connect to PostgreSQL")?;
-        sqlx::Connection::close(connection).await?;
-        Ok(())
+    pub async fn try_connect(&self, timeout: Duration) -> anyhow::Result<()> {
+        connect_error::probe(&self.pool.connect_options(), timeout).await
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
     }
 
     /// Whether the database answers.
@@ -174,10 +236,37 @@ impl Store {
 
     /// Applies the embedded migrations; idempotent, and safe from several processes at once.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("./migrations")
-            .run(&self.pool)
-            .await
-            .context("Failed to apply the migrations")?;
+        if let Err(e) = MIGRATOR.run(&self.pool).await {
+            if let Some(denied) = connect_error::permission_denied(&e) {
+                let user: String = sqlx::query_scalar("SELECT current_user::text")
+                    .fetch_one(&self.pool)
+                    .await
+                    .unwrap_or_else(|_| "this role".into());
+                return Err(connect_error::migration_denied(&user, &denied));
+            }
+            return Err(anyhow::Error::new(e).context("Failed to apply the migrations"));
+        }
         Ok(())
+    }
+
+    /// The embedded migrations this database has not applied (all of them when it was never
+    /// migrated), as "VERSION DESCRIPTION"; reads only.
+    pub async fn unapplied_migrations(&self) -> anyhow::Result<Vec<String>> {
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        let applied: Vec<i64> = if migrated {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| format!("{} {}", m.version, m.description))
+            .collect())
     }
 }

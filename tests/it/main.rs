@@ -8,11 +8,14 @@ mod delivery;
 mod export;
 mod faults;
 mod harness;
+mod messages;
 mod moto;
 mod operate;
 mod proxy;
+mod readonly;
 mod recovery;
 mod reexport;
+mod roles;
 mod schema;
 mod sts;
 
