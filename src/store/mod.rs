@@ -23,6 +23,7 @@ pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};
 pub use leases::{Claim, DestinationState, Lease};
 pub use ranges::Range;
 pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
+pub use side_runs::part_key;
 
 use crate::settings::DatabaseSettings;
 
