@@ -8,9 +8,11 @@ mod faults;
 mod harness;
 mod moto;
 mod operate;
+mod output;
 mod proxy;
 mod recovery;
 mod reexport;
+mod schedule;
 mod schema;
 mod sts;
 
