@@ -379,7 +379,7 @@ mod tests {
         let mut exports = Vec::new();
         let mut now = at(6, 11, 0);
         while now < at(12, 0, 0) {
-            let every = if now.minute() % 2 == 0 { 1 } else { 2 };
+            let every = if now.minute().is_multiple_of(2) { 1 } else { 2 };
             if !schedule.is_set_as(every, None) {
                 schedule = schedule.changed(now, served, every, None);
             }

@@ -44,6 +44,7 @@ impl Store {
     /// database's clock. A new destination, or a changed `every_hours` or `schedule_at`, is
     /// anchored anew after the database's `now`; a due time the old schedule had not served
     /// stays due (so two configs that disagree never postpone an export).
+    #[tracing::instrument(skip_all, fields(destination = name), err)]
     pub async fn sync_destination(
         &self,
         name: &str,

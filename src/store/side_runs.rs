@@ -112,6 +112,7 @@ impl Store {
     /// Marks failed the destination's side runs whose process stopped renewing them (a crash),
     /// each with what it had written, and returns them. A run from before renewals existed
     /// counts as interrupted an hour after it started.
+    #[tracing::instrument(skip_all, fields(destination = destination), err)]
     pub async fn fail_interrupted_side_runs(&self, destination: &str) -> anyhow::Result<Vec<Run>> {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
