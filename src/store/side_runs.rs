@@ -114,12 +114,23 @@ impl Store {
     /// counts as interrupted an hour after it started.
     #[tracing::instrument(skip_all, fields(destination = destination), err)]
     pub async fn fail_interrupted_side_runs(&self, destination: &str) -> anyhow::Result<Vec<Run>> {
+        const INTERRUPTED: &str = "destination = $1 AND kind <> 'scheduled' AND status = 'pending'
+            AND COALESCE(alive_until, started_at + interval '1 hour', '-infinity') < clock_timestamp()";
+        // A plain read first: most of the time there is none, and it takes no lock that could
+        // wait on another process's.
+        let any: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 FROM export_runs WHERE {INTERRUPTED})"
+        )))
+        .bind(destination)
+        .fetch_one(&self.pool)
+        .await?;
+        if !any {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "SELECT {RUN_COLUMNS}, COALESCE(alive_until, started_at + interval '1 hour') FROM export_runs
-             WHERE destination = $1 AND kind <> 'scheduled' AND status = 'pending'
-               AND COALESCE(alive_until, started_at + interval '1 hour', '-infinity') < clock_timestamp()
-             FOR UPDATE SKIP LOCKED"
+             WHERE {INTERRUPTED} FOR UPDATE SKIP LOCKED"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(destination)
