@@ -4,6 +4,7 @@
 //! environment variables `AUDIT_EXPORTER__SECTION__KEY` (e.g. `AUDIT_EXPORTER__DATABASE__URL`).
 
 mod destination;
+mod overlap;
 mod raw;
 mod redact;
 mod s3;
@@ -15,6 +16,7 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
 
 pub use destination::{Destination, Target};
+pub use overlap::shared_locations;
 use raw::RawSettings;
 pub use s3::{
     AssumeRole, CannedAcl, CredentialSource, Credentials, ObjectLock, ObjectLockMode,
@@ -47,6 +49,8 @@ pub struct DatabaseSettings {
     pub url: Option<SecretString>,
     pub embedded_dir: PathBuf,
     pub max_connections: u32,
+    /// How long connecting may take before the server counts as unreachable.
+    pub connect_timeout: std::time::Duration,
     pub migrate_on_start: bool,
 }
 
@@ -157,6 +161,12 @@ impl Settings {
                 2,
                 100,
             )?,
+            connect_timeout: std::time::Duration::from_secs(in_range(
+                "database.connect_timeout_secs",
+                raw.database.connect_timeout_secs,
+                1,
+                300,
+            )?),
             migrate_on_start: raw.database.migrate_on_start,
         };
         let exporter = ExporterSettings {

@@ -24,6 +24,7 @@ pub(super) struct RawDatabase {
     pub url: Option<SecretString>,
     pub embedded_dir: String,
     pub max_connections: i64,
+    pub connect_timeout_secs: i64,
     pub migrate_on_start: bool,
 }
 
