@@ -64,6 +64,7 @@ pub(super) struct RawLog {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDefaults {
     pub every_hours: i64,
+    pub schedule_at: Option<String>,
     pub encoding: String,
     pub compression: String,
     pub key_layout: String,
@@ -77,6 +78,7 @@ pub(super) struct RawDestination {
     pub url: Option<String>,
     pub tenant_id: Option<String>,
     pub every_hours: Option<i64>,
+    pub schedule_at: Option<String>,
     pub encoding: Option<String>,
     pub compression: Option<String>,
     pub key_layout: Option<String>,

@@ -135,6 +135,9 @@ pub(super) fn to_toml(settings: &Settings) -> String {
             table.insert("tenant_id".into(), tenant.clone().into());
         }
         table.insert("every_hours".into(), i64::from(dest.every_hours).into());
+        if let Some(at) = dest.schedule_at {
+            table.insert("schedule_at".into(), at.to_string().into());
+        }
         table.insert("encoding".into(), dest.format.encoding.as_str().into());
         table.insert(
             "compression".into(),

@@ -26,6 +26,7 @@ pub use leases::{Claim, DestinationState, Lease};
 pub use overview::Overview;
 pub use ranges::Range;
 pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
+pub use side_runs::part_key;
 
 use crate::settings::DatabaseSettings;
 

@@ -11,11 +11,13 @@ mod harness;
 mod messages;
 mod moto;
 mod operate;
+mod output;
 mod proxy;
 mod readonly;
 mod recovery;
 mod reexport;
 mod roles;
+mod schedule;
 mod schema;
 mod sts;
 
