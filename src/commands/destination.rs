@@ -4,8 +4,6 @@
 
 use std::io::Write;
 
-use chrono::Utc;
-
 use super::UsageError;
 use crate::domain::Start;
 use crate::export::Exporter;
@@ -155,7 +153,7 @@ async fn reset(
 ) -> anyhow::Result<()> {
     let name = &destination.name;
     store
-        .sync_destination(name, destination.every_hours, Utc::now())
+        .sync_destination(name, destination.every_hours, destination.schedule_at)
         .await?;
     let lease = lease(store, settings, name, "reset").await?;
     if let Some(run) = store.pending_run(name).await? {

@@ -9,6 +9,6 @@ mod start;
 
 pub use event::{Event, EventRef, HEARTBEAT_ACTION, TEST_ACTION};
 pub use format::{Compression, Encoding, Format};
-pub use object_key::{KeyLayout, KeyParts, reexport_key, test_key};
-pub use schedule::Schedule;
+pub use object_key::{KeyLayout, KeyParts, SideFolder, side_key};
+pub use schedule::{Schedule, TimeOfDay};
 pub use start::Start;

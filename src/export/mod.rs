@@ -7,6 +7,7 @@
 mod encode;
 mod pipeline;
 mod reexport;
+mod side;
 mod stream;
 mod verify;
 
@@ -131,12 +132,17 @@ impl Exporter {
         if self.shutdown.is_cancelled() {
             return Err(Stopped.into());
         }
-        let now = Utc::now();
         let state = self
             .store
-            .sync_destination(&destination.name, destination.every_hours, now)
+            .sync_destination(
+                &destination.name,
+                destination.every_hours,
+                destination.schedule_at,
+            )
             .await?;
         let cluster = self.begin_stream(destination).await?;
+        // The database's clock, as the lease's: replicas with drifting clocks agree on slots.
+        let now = state.read_at;
         let slot = state.schedule.due(now, state.last_slot);
         if when == When::IfDue
             && slot.is_none()
@@ -153,6 +159,7 @@ impl Exporter {
                 cluster.as_deref(),
             )
             .await?;
+        self.settle_interrupted(&destination.name, sink).await?;
         let lease = match self
             .store
             .claim(&destination.name, &self.owner, self.settings.lease_secs)
@@ -208,7 +215,11 @@ impl Exporter {
     /// Step 1: the lease, unless a live holder has it (the destination is recorded first).
     pub async fn claim(&self, destination: &Destination) -> anyhow::Result<Claim> {
         self.store
-            .sync_destination(&destination.name, destination.every_hours, Utc::now())
+            .sync_destination(
+                &destination.name,
+                destination.every_hours,
+                destination.schedule_at,
+            )
             .await?;
         self.begin_stream(destination).await?;
         self.store

@@ -48,6 +48,9 @@ pub(super) struct RawRun {
     pub reload_check_secs: i64,
     pub listen: String,
     pub unready_after_failing_secs: i64,
+    pub metrics_refresh_secs: i64,
+    pub failed_export_backoff_secs: i64,
+    pub failed_export_backoff_max_secs: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +64,7 @@ pub(super) struct RawLog {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDefaults {
     pub every_hours: i64,
+    pub schedule_at: Option<String>,
     pub encoding: String,
     pub compression: String,
     pub key_layout: String,
@@ -75,6 +79,7 @@ pub(super) struct RawDestination {
     pub url: Option<String>,
     pub tenant_id: Option<String>,
     pub every_hours: Option<i64>,
+    pub schedule_at: Option<String>,
     pub encoding: Option<String>,
     pub compression: Option<String>,
     pub key_layout: Option<String>,

@@ -65,7 +65,12 @@ impl Store {
                 .bind(since)
                 .fetch_optional(&self.pool)
                 .await?
-                .map(|r| anyhow::Ok((run_from_row(&r)?, r.try_get::<String, _>(25)?)))
+                .map(|r| {
+                    anyhow::Ok((
+                        run_from_row(&r)?,
+                        r.try_get::<String, _>(super::runs::RUN_COLUMN_COUNT)?,
+                    ))
+                })
                 .transpose()?;
             known.push(KnownDestination {
                 pending: self.pending_run(&name).await?,

@@ -42,30 +42,6 @@ impl Store {
         Ok(id)
     }
 
-    /// Whether the window `[lo, hi)` holds an event (of `tenant`, when given; above
-    /// `id_floor`, when given).
-    pub async fn window_has_events(
-        &self,
-        lo: i64,
-        hi: i64,
-        tenant: Option<&str>,
-        id_floor: Option<i64>,
-    ) -> anyhow::Result<bool> {
-        let found = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM audit_events
-                            WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8
-                              AND ($3::text IS NULL OR tenant_id = $3)
-                              AND ($4::bigint IS NULL OR id > $4))",
-        )
-        .bind(lo)
-        .bind(hi)
-        .bind(tenant)
-        .bind(id_floor)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(found)
-    }
-
     /// The events of `[lo, hi)` in `(txid, id)` order, streamed as the messages of a binary
     /// COPY, one row each, for a [`CopyDecoder`](super::CopyDecoder): typed columns are
     /// PostgreSQL's cheapest output, and memory stays flat however large the window. Every
@@ -139,6 +115,30 @@ impl Store {
         .await?;
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
+}
+
+/// Whether the window `[lo, hi)` holds an event (of `tenant`, when given), asked on the
+/// connection given, so a step that holds a transaction never waits for a second connection.
+pub(super) async fn window_has_events(
+    conn: &mut sqlx::PgConnection,
+    lo: i64,
+    hi: i64,
+    tenant: Option<&str>,
+    id_floor: Option<i64>,
+) -> anyhow::Result<bool> {
+    let found = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM audit_events
+                        WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8
+                          AND ($3::text IS NULL OR tenant_id = $3)
+                          AND ($4::bigint IS NULL OR id > $4))",
+    )
+    .bind(lo)
+    .bind(hi)
+    .bind(tenant)
+    .bind(id_floor)
+    .fetch_one(conn)
+    .await?;
+    Ok(found)
 }
 
 /// The tenant condition of a COPY statement: the tenant goes in as hex, so no value can change

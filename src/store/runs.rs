@@ -51,6 +51,9 @@ pub struct Run {
     pub range: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Objects a re-export wrote (more than one when split by max_object_bytes).
     pub object_count: Option<i32>,
+    /// A scheduled run's window in time: from the end of the destination's previous scheduled
+    /// window (`None` for the first) to `window_end`.
+    pub window_start: Option<DateTime<Utc>>,
     /// What defined its delivery when planned (see `Destination::delivery`); `None` for runs
     /// planned before it was recorded.
     pub delivery: Option<serde_json::Value>,
@@ -80,7 +83,10 @@ pub enum CommitError {
 
 pub(super) const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigint, window_hi::text::bigint,
     window_end, slot, tenant_id, object_key, encoding, compression, heartbeat_event_id, attempts, last_error,
-    event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count, delivery, id_floor";
+    event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count, window_start,
+    delivery, id_floor";
+/// How many columns `RUN_COLUMNS` names: a query's own columns come after them.
+pub(super) const RUN_COLUMN_COUNT: usize = 26;
 
 impl Store {
     /// The scheduled run of the destination that was planned and not committed, if any.
@@ -155,18 +161,19 @@ impl Store {
             });
         }
         let hi = horizon;
-        // Every transaction below `hi` has ended, so the window's rows are fixed: reading them
-        // outside this transaction sees the same.
-        let has_events = self
-            .window_has_events(lo, hi, new.tenant_id, id_floor)
-            .await?;
+        // On this transaction's connection: a step never holds one connection while it waits
+        // for a second, which a full pool would never give.
+        let has_events =
+            super::events::window_has_events(&mut tx, lo, hi, new.tenant_id, id_floor).await?;
         let heartbeat_event_id = (!has_events).then(Uuid::now_v7);
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, slot, tenant_id,
-                                      object_key, encoding, compression, heartbeat_event_id, fencing_token, delivery,
-                                      id_floor)
-             VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                     $14)
+                                      object_key, encoding, compression, heartbeat_event_id, fencing_token,
+                                      window_start, delivery, id_floor)
+             VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12,
+                     (SELECT max(window_end) FROM export_runs
+                      WHERE destination = $2 AND kind = 'scheduled' AND status = 'done'),
+                     $13, $14)
              ON CONFLICT (object_key) DO NOTHING
              RETURNING {RUN_COLUMNS}"
         );
@@ -316,8 +323,9 @@ pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
             _ => None,
         },
         object_count: row.try_get(22)?,
-        delivery: row.try_get(23)?,
-        id_floor: row.try_get(24)?,
+        window_start: row.try_get(23)?,
+        delivery: row.try_get(24)?,
+        id_floor: row.try_get(25)?,
     })
 }
 
