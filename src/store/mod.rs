@@ -1,6 +1,7 @@
 //! PostgreSQL: the event store and the coordination engine (leases, run log, watermarks).
 
 mod copy;
+mod copy_out;
 mod embedded;
 mod events;
 mod horizon;
@@ -17,6 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use copy::CopyDecoder;
+pub use copy_out::CopyOut;
 pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;
 pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};
@@ -25,6 +27,13 @@ pub use ranges::Range;
 pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
 
 use crate::settings::DatabaseSettings;
+
+/// How long a session of the exporter may sit idle inside a transaction before PostgreSQL ends
+/// it: a second line of defence against a transaction left open by a connection whose answers
+/// were not read, which would hold row locks and the horizon of the whole server. No step of an
+/// export waits this long inside a transaction (the longest, planning, waits at most the pool's
+/// 30 s acquire timeout for a second connection).
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
 
 /// The database the embedded server holds the events in.
 pub const EMBEDDED_DATABASE: &str = "audit";
@@ -103,6 +112,10 @@ impl Store {
             .parse::<PgConnectOptions>()
             .context("database.url is not a PostgreSQL URL; allowed: postgres://user[:password]@host[:port]/database")?
             .application_name("audit-exporter")
+            .options([(
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT,
+            )])
             .log_statements(tracing::log::LevelFilter::Debug);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)

@@ -2,6 +2,7 @@
 
 mod check;
 mod cli;
+mod connections;
 mod delivery;
 mod export;
 mod faults;
