@@ -121,7 +121,7 @@ impl Destination {
             }
         };
 
-        let every_hours = raw.every_hours.unwrap_or(defaults.every_hours);
+        let every_hours = raw.every_hours.as_ref().unwrap_or(&defaults.every_hours);
         let every_hours_key = if raw.every_hours.is_some() {
             key("every_hours")
         } else {
@@ -180,13 +180,19 @@ impl Destination {
             }
             other => other,
         };
-        let (max_key, max_bytes) = match raw.max_object_bytes {
+        let (max_key, max_bytes) = match &raw.max_object_bytes {
             Some(bytes) => (key("max_object_bytes"), bytes),
             None => (
                 "defaults.max_object_bytes".into(),
-                defaults.max_object_bytes,
+                &defaults.max_object_bytes,
             ),
         };
+        let max_bytes = max_bytes
+            .whole(
+                &max_key,
+                &format!("0 (no limit) or {MIN_OBJECT_BYTES}..={MAX_OBJECT_BYTES}"),
+            )
+            .map_err(SettingsError)?;
         let max_object_bytes = match max_bytes {
             0 => None,
             bytes if (MIN_OBJECT_BYTES..=MAX_OBJECT_BYTES).contains(&bytes) => Some(bytes as u64),

@@ -24,6 +24,11 @@ fn bad_input_exits_2_naming_the_input_and_prints_no_secret() {
         "range.toml",
         "[destinations.m]\nurl = \"s3://bucket-a/p\"\nevery_hours = 0\n",
     );
+    let fraction = file(
+        "fraction.toml",
+        "[destinations.m]\nurl = \"s3://bucket-a/p\"\nevery_hours = 0.5\n",
+    );
+    let boolean = file("boolean.toml", "[defaults]\nevery_hours = true\n");
     let bad_toml = file("syntax.toml", "[destinations.m\nurl = 1\n");
     let unknown = file(
         "unknown.toml",
@@ -52,6 +57,8 @@ fn bad_input_exits_2_naming_the_input_and_prints_no_secret() {
     let cases: Vec<Case> = vec![
         // Configs.
         (vec!["--config", &bad_range, "config", "check"], vec![], "destinations.m.every_hours: 0 is out of range; allowed: 1..=24"),
+        (vec!["--config", &fraction, "config", "check"], vec![], "destinations.m.every_hours: 0.5 is not a whole number; allowed: 1..=24"),
+        (vec!["--config", &boolean, "config", "check"], vec![], "defaults.every_hours: true is not a whole number; allowed: 1..=24"),
         (vec!["--config", &bad_toml, "config", "check"], vec![], "TOML parse error at line 1"),
         (vec!["--config", &unknown, "config", "check"], vec![], "unknown field `frequency`"),
         (vec!["--config", "/nonexistent.toml", "config", "check"], vec![], "--config /nonexistent.toml: no such file"),
@@ -71,7 +78,10 @@ fn bad_input_exits_2_naming_the_input_and_prints_no_secret() {
         (check.to_vec(), vec![("AUDIT_EXPORTER__DESTINATIONS__M__URL", "ftp://host/x")], "destinations.m.url: scheme \"ftp\" is not supported"),
         (check.to_vec(), vec![("AUDIT_EXPORTER__LOG__FORMAT", "xml")], "log.format: \"xml\" is not allowed; allowed: text | json"),
         // Environment values of the wrong type or shape.
-        (check.to_vec(), vec![("AUDIT_EXPORTER__EXPORTER__LEASE_SECS", "abc")], "expected an integer for key `exporter.lease_secs`"),
+        (check.to_vec(), vec![("AUDIT_EXPORTER__EXPORTER__LEASE_SECS", "abc")], "exporter.lease_secs: \"abc\" is not a whole number; allowed: 5..=86400"),
+        (check.to_vec(), vec![("AUDIT_EXPORTER__DEFAULTS__EVERY_HOURS", "1e3")], "defaults.every_hours: \"1e3\" is not a whole number; allowed: 1..=24"),
+        (check.to_vec(), vec![("AUDIT_EXPORTER__DEFAULTS__EVERY_HOURS", "+5")], "defaults.every_hours: \"+5\" is not a whole number; allowed: 1..=24"),
+        (check.to_vec(), vec![("AUDIT_EXPORTER__EXPORTER__LEASE_SECS", "60.0")], "exporter.lease_secs: \"60.0\" is not a whole number; allowed: 5..=86400"),
         (check.to_vec(), vec![("AUDIT_EXPORTER__DESTINATIONS__M__FORCE_PATH_STYLE", "maybe")], "expected a boolean for key `destinations.m.force_path_style`"),
         (check.to_vec(), vec![("AUDIT_EXPORTER__DATABASE__URL", "mysql://app:pw@db/audit")], "database.url: scheme \"mysql\" is not supported"),
         (check.to_vec(), vec![("AUDIT_EXPORTER_CONFIG", "/nonexistent.toml")], "--config /nonexistent.toml: no such file"),
