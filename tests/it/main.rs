@@ -7,6 +7,7 @@ mod delivery;
 mod export;
 mod faults;
 mod harness;
+mod keys;
 mod moto;
 mod operate;
 mod proxy;
