@@ -287,7 +287,7 @@ fn parse_s3(
 /// (`audit%20logs` is `audit logs`), without leading or trailing slash. Read from the text
 /// rather than the parsed URL, which would silently resolve `..` segments.
 fn s3_prefix(url: &str) -> Result<String, String> {
-    let after_scheme = url.trim().splitn(2, "://").nth(1).unwrap_or_default();
+    let after_scheme = url.trim().split_once("://").map_or("", |(_, rest)| rest);
     let path = after_scheme
         .find('/')
         .map_or("", |slash| &after_scheme[slash..]);
