@@ -36,7 +36,7 @@ async fn an_s3_prefix_is_written_decoded() {
     // The encoded form means the same prefix.
     let mut env = bucket.destination_env("other", "x");
     env[0].1 = format!("s3://{}/audit%20logs/donn%C3%A9es", bucket.name);
-    let other = settings(&db, env);
+    let other = crate::harness::settings(&db, env);
     assert_eq!(other.destinations[0].prefix(), "audit logs/données");
 }
 
