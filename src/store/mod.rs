@@ -106,8 +106,58 @@ pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The connection parameters sqlx reads from a URL. sqlx logs any other with its value (which
+/// may be a secret, e.g. `sslpassword`): those are dropped here and named without their value.
+const SQLX_PARAMETERS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// The URL without the parameters sqlx does not read, and their names.
+fn known_parameters_only(url: &str) -> (String, Vec<String>) {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return (url.to_owned(), Vec::new());
+    };
+    let (known, unknown): (Vec<_>, Vec<_>) = parsed
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .partition(|(k, _)| SQLX_PARAMETERS.contains(&k.as_str()) || k.starts_with("options["));
+    if unknown.is_empty() {
+        return (url.to_owned(), Vec::new());
+    }
+    if known.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(known);
+    }
+    (parsed.into(), unknown.into_iter().map(|(k, _)| k).collect())
+}
+
 impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let (url, ignored) = known_parameters_only(url);
+        if !ignored.is_empty() {
+            tracing::warn!(
+                parameters = %ignored.join(", "),
+                "database.url: connection parameters that audit-exporter does not support are ignored."
+            );
+        }
         let options = url
             .parse::<PgConnectOptions>()
             .context("database.url is not a PostgreSQL URL; allowed: postgres://user[:password]@host[:port]/database")?
@@ -147,5 +197,23 @@ impl Store {
             .await
             .context("Failed to apply the migrations")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::known_parameters_only;
+
+    #[test]
+    fn parameters_sqlx_does_not_read_are_dropped_by_name() {
+        let (url, ignored) = known_parameters_only(
+            "postgres://u:pw@h/db?sslmode=require&sslpassword=secret&options[x]=1",
+        );
+        assert_eq!(url, "postgres://u:pw@h/db?sslmode=require&options%5Bx%5D=1");
+        assert_eq!(ignored, ["sslpassword"]);
+        let (url, ignored) = known_parameters_only("postgres://u@h/db?sslpassword=secret");
+        assert_eq!((url.as_str(), ignored.len()), ("postgres://u@h/db", 1));
+        let plain = "postgres://u@h/db?sslmode=disable";
+        assert_eq!(known_parameters_only(plain), (plain.to_owned(), vec![]));
     }
 }

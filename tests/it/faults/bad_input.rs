@@ -2,7 +2,7 @@
 //! with exit 2 and a message naming the input, with every secret of the configuration in play
 //! and none of them printed. (Malformed rows are refused by the schema: see `crate::schema`.)
 
-use super::{DB_PASSWORD, SESSION_TOKEN, assert_no_secret};
+use super::{DB_PASSWORD, SESSION_TOKEN, SSL_PASSWORD, assert_no_secret};
 use crate::cli::{audit_exporter, stderr};
 use crate::harness::S3_SECRET_KEY;
 
@@ -34,7 +34,8 @@ fn bad_input_exits_2_naming_the_input_and_prints_no_secret() {
         "unknown.toml",
         "[destinations.m]\nurl = \"s3://bucket-a/p\"\nfrequency = 3\n",
     );
-    let db_url = format!("postgres://app:{DB_PASSWORD}@127.0.0.1:1/audit");
+    let db_url =
+        format!("postgres://app:{DB_PASSWORD}@127.0.0.1:1/audit?sslpassword={SSL_PASSWORD}");
     let secrets: [(&str, &str); 5] = [
         ("AUDIT_EXPORTER__DATABASE__URL", &db_url),
         ("AUDIT_EXPORTER__DESTINATIONS__M__URL", "s3://bucket-a/p"),
