@@ -10,6 +10,34 @@ pub const HEARTBEAT_ACTION: &str = "system.export.heartbeat";
 /// The action of the event a test delivery (`verify`) carries.
 pub const TEST_ACTION: &str = "system.export.test";
 
+/// A timestamp as the database holds it: microseconds from 2000-01-01 (PostgreSQL's epoch; its
+/// range passes both i64 microseconds from 1970 and chrono's), or one of PostgreSQL's infinities. Every value has a JSON form (README, "Rows that cannot be written as
+/// promised"), so no row can stop an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timestamp {
+    Micros(i64),
+    Infinity,
+    MinusInfinity,
+}
+
+impl Timestamp {
+    /// Microseconds from the Unix epoch to PostgreSQL's.
+    pub const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+    /// Microseconds of 0001-01-01 and of 10000-01-01 from 2000-01-01: RFC 3339's years.
+    const RFC3339_RANGE: std::ops::Range<i64> = -63_082_281_600_000_000..252_455_616_000_000_000;
+
+    /// Whether it is written as RFC 3339 promises, with a four-digit year (0001 to 9999).
+    pub fn is_rfc3339(self) -> bool {
+        matches!(self, Self::Micros(m) if Self::RFC3339_RANGE.contains(&m))
+    }
+}
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(at: DateTime<Utc>) -> Self {
+        Self::Micros(at.timestamp_micros() - Self::POSTGRES_EPOCH_MICROS)
+    }
+}
+
 /// One audit event as it is exported. The JSON columns hold JSON text (as PostgreSQL renders
 /// it, say), written compact on export without being parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +86,8 @@ impl Event {
     pub fn as_ref(&self) -> EventRef<'_> {
         EventRef {
             event_id: self.event_id,
-            occurred_at: self.occurred_at,
-            recorded_at: self.recorded_at,
+            occurred_at: self.occurred_at.into(),
+            recorded_at: self.recorded_at.into(),
             tenant_id: self.tenant_id.as_deref(),
             action: &self.action,
             actor: &self.actor,
@@ -79,8 +107,8 @@ impl Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventRef<'a> {
     pub event_id: Uuid,
-    pub occurred_at: DateTime<Utc>,
-    pub recorded_at: DateTime<Utc>,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
     pub tenant_id: Option<&'a str>,
     pub action: &'a str,
     /// JSON text, in any spacing: it is written compact.

@@ -88,6 +88,7 @@ pub async fn deliver(
                     }
                 }
                 decoder.finish()?;
+                decoder.log_irregular();
             }
         }
         batches.send().await

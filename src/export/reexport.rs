@@ -197,7 +197,9 @@ impl Exporter {
                 close(object, sink, done).await?;
             }
         }
-        decoder.finish()
+        decoder.finish()?;
+        decoder.log_irregular();
+        Ok(())
     }
 
     async fn open_object(

@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-pub use copy::CopyDecoder;
+pub use copy::{CopyDecoder, Irregular};
 pub use copy_out::CopyOut;
 pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;

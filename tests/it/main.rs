@@ -9,6 +9,7 @@ mod faults;
 mod harness;
 mod keys;
 mod moto;
+mod odd_rows;
 mod operate;
 mod proxy;
 mod recovery;
