@@ -6,6 +6,7 @@
 mod bad_input;
 mod crashes;
 mod database;
+mod sink;
 mod store;
 mod writers;
 
