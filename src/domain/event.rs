@@ -1,5 +1,7 @@
 //! The shape of an exported event, the heartbeat included, and its JSON form.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -88,11 +90,11 @@ impl Event {
             event_id: self.event_id,
             occurred_at: self.occurred_at.into(),
             recorded_at: self.recorded_at.into(),
-            tenant_id: self.tenant_id.as_deref(),
-            action: &self.action,
-            actor: &self.actor,
-            target: self.target.as_deref(),
-            metadata: &self.metadata,
+            tenant_id: self.tenant_id.as_deref().map(Cow::Borrowed),
+            action: Cow::Borrowed(&self.action),
+            actor: Cow::Borrowed(&self.actor),
+            target: self.target.as_deref().map(Cow::Borrowed),
+            metadata: Cow::Borrowed(&self.metadata),
         }
     }
 
@@ -103,18 +105,19 @@ impl Event {
 }
 
 /// An event whose text borrows from where it was read (a database row, most often), so a
-/// window is exported without an allocation per event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// window is exported without an allocation per event. Text is owned only when it had to be
+/// mended (bytes that are not UTF-8, replaced by U+FFFD).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRef<'a> {
     pub event_id: Uuid,
     pub occurred_at: Timestamp,
     pub recorded_at: Timestamp,
-    pub tenant_id: Option<&'a str>,
-    pub action: &'a str,
+    pub tenant_id: Option<Cow<'a, str>>,
+    pub action: Cow<'a, str>,
     /// JSON text, in any spacing: it is written compact.
-    pub actor: &'a str,
-    pub target: Option<&'a str>,
-    pub metadata: &'a str,
+    pub actor: Cow<'a, str>,
+    pub target: Option<Cow<'a, str>>,
+    pub metadata: Cow<'a, str>,
 }
 
 impl EventRef<'_> {
@@ -133,21 +136,21 @@ impl EventRef<'_> {
         out.extend_from_slice(br#"","recorded_at":""#);
         json::write_timestamp(self.recorded_at, out);
         out.extend_from_slice(br#"","tenant_id":"#);
-        match self.tenant_id {
+        match &self.tenant_id {
             Some(tenant) => json::write_string(tenant, out),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(br#","action":"#);
-        json::write_string(self.action, out);
+        json::write_string(&self.action, out);
         out.extend_from_slice(br#","actor":"#);
-        json::write_compact(self.actor, out);
+        json::write_compact(&self.actor, out);
         out.extend_from_slice(br#","target":"#);
-        match self.target {
+        match &self.target {
             Some(target) => json::write_compact(target, out),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(br#","metadata":"#);
-        json::write_compact(self.metadata, out);
+        json::write_compact(&self.metadata, out);
         out.push(b'}');
     }
 }

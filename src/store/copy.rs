@@ -5,6 +5,8 @@
 //! tenant_id text, action text, actor jsonb, target jsonb, metadata jsonb`.
 
 use anyhow::{Context, bail, ensure};
+use std::borrow::Cow;
+
 use uuid::Uuid;
 
 use crate::domain::{EventRef, Timestamp};
@@ -60,6 +62,12 @@ impl CopyDecoder {
             FIELDS => {}
             n => bail!("expected {FIELDS} columns in a COPY row, got {n}"),
         }
+        let mut mended = false;
+        let mut text = |bytes: &'a [u8]| -> Cow<'a, str> {
+            let text = String::from_utf8_lossy(bytes);
+            mended |= matches!(text, Cow::Owned(_));
+            text
+        };
         let event = EventRef {
             event_id: Uuid::from_bytes(
                 input
@@ -70,14 +78,14 @@ impl CopyDecoder {
             ),
             occurred_at: timestamp(input.field()?.context("occurred_at is null")?)?,
             recorded_at: timestamp(input.field()?.context("recorded_at is null")?)?,
-            tenant_id: input.field()?.map(text).transpose()?,
-            action: text(input.field()?.context("action is null")?)?,
-            actor: jsonb(input.field()?.context("actor is null")?)?,
-            target: input.field()?.map(jsonb).transpose()?,
-            metadata: jsonb(input.field()?.context("metadata is null")?)?,
+            tenant_id: input.field()?.map(&mut text),
+            action: text(input.field()?.context("action is null")?),
+            actor: text(jsonb(input.field()?.context("actor is null")?)?),
+            target: input.field()?.map(jsonb).transpose()?.map(&mut text),
+            metadata: text(jsonb(input.field()?.context("metadata is null")?)?),
         };
         ensure!(input.0.is_empty(), "trailing bytes in a COPY row");
-        if !(event.occurred_at.is_rfc3339() && event.recorded_at.is_rfc3339()) {
+        if mended || !(event.occurred_at.is_rfc3339() && event.recorded_at.is_rfc3339()) {
             self.irregular.count += 1;
             if self.irregular.event_ids.len() < 10 {
                 self.irregular.event_ids.push(event.event_id);
@@ -100,7 +108,7 @@ impl CopyDecoder {
             tracing::warn!(
                 events = count,
                 event_ids = %ids.join(","),
-                "Events with a time outside RFC 3339's years (0001 to 9999, or infinity) were delivered in their fallback form."
+                "Events with a time outside RFC 3339's years (0001 to 9999, or infinity) or text that is not UTF-8 were delivered in their fallback form."
             );
         }
     }
@@ -152,13 +160,10 @@ fn timestamp(bytes: &[u8]) -> anyhow::Result<Timestamp> {
     })
 }
 
-fn text(bytes: &[u8]) -> anyhow::Result<&str> {
-    std::str::from_utf8(bytes).context("text is not UTF-8")
-}
-
-fn jsonb(bytes: &[u8]) -> anyhow::Result<&str> {
+/// The JSON text of a binary `jsonb`, as bytes: the decoder mends what is not UTF-8.
+fn jsonb(bytes: &[u8]) -> anyhow::Result<&[u8]> {
     match bytes.split_first() {
-        Some((&JSONB_VERSION, json)) => text(json),
+        Some((&JSONB_VERSION, json)) => Ok(json),
         _ => bail!("unknown jsonb binary format"),
     }
 }
@@ -215,7 +220,7 @@ mod tests {
         assert_eq!(event.target, None);
         assert_eq!(event.metadata, "{}");
         let event = decoder.decode(&second).unwrap().unwrap();
-        assert_eq!(event.target, Some(r#"{"id": "p1"}"#));
+        assert_eq!(event.target.as_deref(), Some(r#"{"id": "p1"}"#));
         assert!(decoder.finish().is_err(), "no trailer yet");
         assert_eq!(decoder.irregular().count, 0);
         assert!(decoder.decode(&trailer).unwrap().is_none());
@@ -275,13 +280,24 @@ mod tests {
         row(&mut cut, None);
         cut.truncate(cut.len() - 3);
         assert!(CopyDecoder::default().decode(&cut).is_err());
+    }
 
+    #[test]
+    fn text_that_is_not_utf8_is_mended_and_counted() {
         let mut not_utf8 = header();
         not_utf8.extend_from_slice(&FIELDS.to_be_bytes());
         field(&mut not_utf8, Some(&[7; 16]));
         field(&mut not_utf8, Some(&0i64.to_be_bytes()));
         field(&mut not_utf8, Some(&0i64.to_be_bytes()));
-        field(&mut not_utf8, Some(b"\xff"));
-        assert!(CopyDecoder::default().decode(&not_utf8).is_err());
+        field(&mut not_utf8, Some(b"t\xff"));
+        field(&mut not_utf8, Some(b"a"));
+        field(&mut not_utf8, Some(b"\x01{\"n\": \"\xfe\"}"));
+        field(&mut not_utf8, None);
+        field(&mut not_utf8, Some(b"\x01{}"));
+        let mut decoder = CopyDecoder::default();
+        let event = decoder.decode(&not_utf8).unwrap().unwrap();
+        assert_eq!(event.tenant_id.as_deref(), Some("t\u{fffd}"));
+        assert_eq!(event.actor, "{\"n\": \"\u{fffd}\"}");
+        assert_eq!(decoder.irregular().count, 1);
     }
 }
