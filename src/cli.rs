@@ -52,6 +52,8 @@ pub enum Command {
     /// /readyz are served on run.listen.
     Run,
     /// Export now: every destination, or those named. Exit 0 when every export succeeded.
+    ///
+    /// A failed export prints the S3 or STS error and the hint `verify` gives.
     Export {
         /// Export only this destination (repeatable).
         #[arg(long = "destination", value_name = "NAME")]
@@ -68,10 +70,11 @@ pub enum Command {
     /// so it is safe while `run` exports the same destination. Logged as a run of kind
     /// `reexport`. Exit 0 when every re-export succeeded.
     Reexport {
-        /// The start of the range, inclusive: an RFC 3339 time, e.g. 2026-11-20T00:00:00Z.
+        /// The start of the range, inclusive: an RFC 3339 time (2026-11-20T00:00:00Z) or a date
+        /// (2026-11-20, midnight UTC).
         #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_time)]
         from: chrono::DateTime<chrono::Utc>,
-        /// The end of the range, exclusive, not in the future.
+        /// The end of the range, exclusive, not in the future: a time, a date, or `now`.
         #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_time)]
         to: chrono::DateTime<chrono::Utc>,
         /// Re-export only to this destination (repeatable; default: every destination).
@@ -94,7 +97,11 @@ pub enum Command {
         destinations: Vec<String>,
     },
     /// Show per destination its watermark, the events waiting, recent runs, the next due time,
-    /// the lease holder, and what holds the export horizon back.
+    /// the lease holder, and who holds the export horizon back.
+    ///
+    /// Scheduled runs come first, test deliveries and re-exports under their own heading;
+    /// warnings name a tenant_id no event has and destinations that share a location. Reads
+    /// only: never migrates, and says so when the database was never migrated.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -112,6 +119,10 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration and print the effective result, secrets redacted.
+    ///
+    /// Warns about destinations that share a bucket and prefix (or directory) and, when
+    /// database.url is set and answers, about a tenant_id no recorded event has. Never writes to
+    /// the database and never fails because it cannot be reached.
     Check,
 }
 

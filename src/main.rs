@@ -92,7 +92,7 @@ async fn dispatch(
         }
         Command::Config {
             command: ConfigCommand::Check,
-        } => commands::config_check(&settings, &mut out)?,
+        } => commands::config_check(&settings, &mut out).await?,
     }
     out.flush()?;
     Ok(0)

@@ -44,7 +44,7 @@ pub async fn export(
                 let what = if report.run.heartbeat_event_id.is_some() {
                     "a heartbeat (empty window)".to_owned()
                 } else {
-                    format!("{} events", report.events)
+                    super::counted(report.events as i64, "event")
                 };
                 let note = match (report.resumed, report.put) {
                     (true, PutOutcome::AlreadyExists) => {
@@ -79,6 +79,9 @@ pub async fn export(
                 summary.failed += 1;
                 tracing::error!(destination = %name, error = format!("{error:#}"), "Export failed.");
                 writeln!(out, "{name}: export failed: {error:#}")?;
+                if let Some(hint) = super::hint_for(&error, destination) {
+                    writeln!(out, "{name}: hint: {hint}")?;
+                }
             }
         }
     }

@@ -4,7 +4,9 @@ mod append;
 mod export;
 mod reexport;
 mod status;
+mod status_text;
 mod verify;
+mod warnings;
 
 use std::io::Write;
 
@@ -14,8 +16,18 @@ pub use reexport::{ReexportSummary, check_range, parse_time, reexport};
 pub use status::status;
 pub use verify::{VerifySummary, verify};
 
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{Destination, Settings, SettingsError, Target};
+use crate::sink::{RemoteError, hint};
 use crate::store::Database;
+
+/// "1 event", "2 events": a count with its noun.
+pub fn counted(n: i64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
 
 /// Bad usage: a command-line value that is not allowed. Exit code 2, like bad configuration.
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +65,59 @@ pub async fn migrate(settings: &Settings, out: &mut dyn Write) -> anyhow::Result
     Ok(())
 }
 
-pub fn config_check(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Validates and prints the effective configuration, with warnings about destinations that
+/// can never deliver as meant. It reads the database only to check tenant filters, only when a
+/// url is set, with a read-only session; an unreachable database never fails the check.
+pub async fn config_check(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
         out,
         "# configuration is valid; effective values, secrets redacted:"
     )?;
+    for warning in warnings::shared_locations(settings) {
+        writeln!(out, "# warning: {warning}")?;
+    }
+    match tenant_warnings(settings).await {
+        Ok(found) => {
+            for warning in found {
+                writeln!(out, "# warning: {warning}")?;
+            }
+        }
+        Err(e) => writeln!(out, "# note: tenant_id values were not checked: {e:#}")?,
+    }
     write!(out, "{}", settings.to_redacted_toml())?;
     Ok(())
+}
+
+async fn tenant_warnings(settings: &Settings) -> anyhow::Result<Vec<warnings::Warning>> {
+    if settings.destinations.iter().all(|d| d.tenant_id.is_none()) {
+        return Ok(Vec::new());
+    }
+    if settings.database.url.is_none() {
+        anyhow::bail!(
+            "no database.url is set (the embedded PostgreSQL is not started for a check)"
+        );
+    }
+    let database = Database::connect_read_only(&settings.database).await?;
+    let result = async {
+        let missing = database.store.unapplied_migrations().await?;
+        if missing.len() == crate::store::migration_count() {
+            anyhow::bail!("{}", status::not_migrated(&missing));
+        }
+        warnings::tenants_without_events(&database.store, settings).await
+    }
+    .await;
+    database.close().await;
+    result
+}
+
+/// The hint for the innermost S3 or STS error in the chain: the one that says what went wrong.
+pub(crate) fn hint_for(error: &anyhow::Error, destination: &Destination) -> Option<String> {
+    let Target::S3(target) = &destination.target else {
+        return None;
+    };
+    let remote = error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<RemoteError>())
+        .last()?;
+    hint(remote, target)
 }

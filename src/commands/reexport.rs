@@ -17,11 +17,24 @@ pub struct ReexportSummary {
     pub failed: usize,
 }
 
-/// Parses an RFC 3339 time for `--from` and `--to`.
+/// Parses `--from` and `--to`: an RFC 3339 time, a date (midnight UTC), or `now`.
 pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    parse_time_at(text, Utc::now())
+}
+
+/// [`parse_time`] with `now` given, so it can be tested.
+pub fn parse_time_at(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    const ALLOWED: &str = "allowed: an RFC 3339 time such as 2026-11-20T00:00:00Z, a date such as 2026-11-20 (midnight UTC), or now";
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("now") {
+        return Ok(now);
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{e}; allowed: an RFC 3339 time such as 2026-11-20T00:00:00Z"))
+        .map_err(|e| format!("{text:?}: {e}; {ALLOWED}"))
 }
 
 /// Checks a range: `from` before `to`, and `to` not in the future.
@@ -176,9 +189,31 @@ mod tests {
         );
         assert_eq!(tenant_of(all, Some("acme")).unwrap(), Some("acme"));
         assert!(
-            parse_time("2026-11-20")
+            parse_time("2026-11-20T10")
                 .unwrap_err()
                 .contains("allowed: an RFC 3339 time")
         );
+    }
+
+    #[test]
+    fn from_and_to_take_a_date_or_now() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 29, 13, 14, 15).unwrap();
+        assert_eq!(
+            parse_time_at("2026-11-20", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap()
+        );
+        assert_eq!(parse_time_at("now", now).unwrap(), now);
+        assert_eq!(parse_time_at("NOW", now).unwrap(), now);
+        assert_eq!(
+            parse_time_at("2026-11-20T01:00:00+01:00", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap()
+        );
+        for bad in ["2026-11-31", "yesterday", "2026-11-20 10:00", ""] {
+            let error = parse_time_at(bad, now).unwrap_err();
+            assert!(
+                error.contains("a date such as 2026-11-20"),
+                "{bad}: {error}"
+            );
+        }
     }
 }

@@ -5,8 +5,9 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::settings::{Settings, Target};
-use crate::store::{Horizon, Run, RunKind, Store};
+use super::warnings;
+use crate::settings::Settings;
+use crate::store::{Database, Horizon, Run, RunKind, Store};
 
 #[derive(Debug, Serialize)]
 pub struct DestinationStatus {
@@ -24,7 +25,12 @@ pub struct DestinationStatus {
     pub waiting_events: i64,
     pub oldest_waiting_recorded_at: Option<DateTime<Utc>>,
     pub oldest_waiting_age_secs: Option<i64>,
+    /// The latest scheduled runs, newest first.
     pub recent_runs: Vec<RunStatusView>,
+    /// The latest test deliveries (`verify`) and re-exports, newest first.
+    pub recent_test_and_reexport_runs: Vec<RunStatusView>,
+    /// What makes the destination suspicious: a tenant with no event ever, a shared location.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,21 +57,49 @@ pub struct Status {
 
 const RECENT_RUNS: i64 = 5;
 
+/// Reads only: its sessions are read-only and it never migrates. A database that lacks this
+/// version's migrations is reported, with how to apply them.
 pub async fn status(settings: &Settings, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let database = super::open(settings).await?;
-    let status = collect(&database.store, settings).await?;
+    let database = Database::connect_read_only(&settings.database).await?;
+    let result = collect_migrated(&database.store, settings).await;
     database.close().await;
+    let status = result?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &status)?;
         writeln!(out)?;
     } else {
-        write_text(&status, out)?;
+        super::status_text::write_text(&status, out)?;
     }
     Ok(())
 }
 
+async fn collect_migrated(store: &Store, settings: &Settings) -> anyhow::Result<Status> {
+    let missing = store.unapplied_migrations().await?;
+    if !missing.is_empty() {
+        anyhow::bail!("{}", not_migrated(&missing));
+    }
+    collect(store, settings).await
+}
+
+/// Says that (and how far) the database is behind this version's schema, and how to migrate.
+pub fn not_migrated(missing: &[String]) -> String {
+    let how = "run `audit-exporter migrate`, or any of run, export, reexport, verify or append \
+               with database.migrate_on_start = true";
+    if missing.len() == crate::store::migration_count() {
+        format!("the database has never been migrated: {how}")
+    } else {
+        format!(
+            "the database lacks {} of this version's migrations ({}): {how}",
+            missing.len(),
+            missing.join(", ")
+        )
+    }
+}
+
 pub async fn collect(store: &Store, settings: &Settings) -> anyhow::Result<Status> {
     let now = Utc::now();
+    let mut warnings = warnings::shared_locations(settings);
+    warnings.extend(warnings::tenants_without_events(store, settings).await?);
     let mut destinations = Vec::new();
     for destination in &settings.destinations {
         let state = store.destination_state(&destination.name).await?;
@@ -73,15 +107,16 @@ pub async fn collect(store: &Store, settings: &Settings) -> anyhow::Result<Statu
         let (waiting, oldest) = store
             .waiting_events(watermark, destination.tenant_id.as_deref())
             .await?;
-        let runs = store.recent_runs(&destination.name, RECENT_RUNS).await?;
+        let name = &destination.name;
+        let scheduled = store
+            .recent_runs(name, &[RunKind::Scheduled], RECENT_RUNS)
+            .await?;
+        let others = store
+            .recent_runs(name, &[RunKind::Test, RunKind::Reexport], RECENT_RUNS)
+            .await?;
         destinations.push(DestinationStatus {
             name: destination.name.clone(),
-            url: match &destination.target {
-                Target::S3(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix)
-                    .trim_end_matches('/')
-                    .to_owned(),
-                Target::File(path) => format!("file://{}", path.display()),
-            },
+            url: destination.target.location(),
             tenant_id: destination.tenant_id.clone(),
             every_hours: destination.every_hours,
             registered: state.is_some(),
@@ -96,7 +131,9 @@ pub async fn collect(store: &Store, settings: &Settings) -> anyhow::Result<Statu
             waiting_events: waiting,
             oldest_waiting_recorded_at: oldest,
             oldest_waiting_age_secs: oldest.map(|at| (now - at).num_seconds()),
-            recent_runs: runs.iter().map(view).collect(),
+            recent_runs: scheduled.iter().map(view).collect(),
+            recent_test_and_reexport_runs: others.iter().map(view).collect(),
+            warnings: warnings::of(&warnings, name),
         });
     }
     Ok(Status {
@@ -123,86 +160,4 @@ fn view(run: &Run) -> RunStatusView {
             .map(|(s, f)| (f - s).num_milliseconds()),
         last_error: run.last_error.clone(),
     }
-}
-
-fn write_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
-    for d in &status.destinations {
-        writeln!(
-            out,
-            "{} -> {}{}",
-            d.name,
-            d.url,
-            d.tenant_id
-                .as_ref()
-                .map(|t| format!(" (tenant {t})"))
-                .unwrap_or_default()
-        )?;
-        if !d.registered {
-            writeln!(out, "  not exported yet; every {} h", d.every_hours)?;
-        }
-        if let Some(watermark) = d.watermark {
-            writeln!(
-                out,
-                "  watermark: txid {watermark}; every {} h",
-                d.every_hours
-            )?;
-        }
-        if let Some(next) = d.next_due {
-            writeln!(out, "  next due: {}", next.to_rfc3339())?;
-        }
-        let age = d
-            .oldest_waiting_age_secs
-            .map(|s| format!(", oldest recorded {s} s ago"))
-            .unwrap_or_default();
-        writeln!(out, "  waiting: {} events{age}", d.waiting_events)?;
-        if let (Some(owner), Some(until)) = (&d.lease_owner, d.lease_expires_at) {
-            writeln!(out, "  lease: {owner} until {}", until.to_rfc3339())?;
-        }
-        for run in &d.recent_runs {
-            let what = if run.kind == "test" {
-                "test object".to_owned()
-            } else if run.heartbeat {
-                "heartbeat".to_owned()
-            } else {
-                format!("{} events", run.events.unwrap_or(0))
-            };
-            let error = run
-                .last_error
-                .as_ref()
-                .map(|e| format!(" — last error: {e}"))
-                .unwrap_or_default();
-            writeln!(
-                out,
-                "  {} {} {} {what}, {} bytes, {}{error}",
-                run.window_end.format("%Y-%m-%d %H:%M:%S"),
-                run.kind,
-                run.status,
-                run.bytes.unwrap_or(0),
-                run.object_key
-            )?;
-        }
-    }
-    match &status.horizon.oldest_transaction {
-        Some(t) => writeln!(
-            out,
-            "horizon held by: pid {} in {} since {} ({} s, {})",
-            t.pid,
-            t.database.as_deref().unwrap_or("?"),
-            t.started_at.map(|s| s.to_rfc3339()).unwrap_or_default(),
-            t.age_secs.unwrap_or_default(),
-            t.state.as_deref().unwrap_or("?")
-        )?,
-        None => writeln!(out, "horizon: no open transaction holds it back")?,
-    }
-    if let Some(p) = &status.horizon.oldest_prepared {
-        writeln!(
-            out,
-            "prepared transaction {:?} in {} since {} ({} s) holds the horizon back",
-            p.gid,
-            p.database,
-            p.prepared_at.to_rfc3339(),
-            p.age_secs
-        )?;
-    }
-    Ok(())
 }

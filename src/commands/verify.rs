@@ -5,8 +5,8 @@ use std::io::Write;
 
 use super::UsageError;
 use crate::export::Exporter;
-use crate::settings::{Destination, Settings, Target};
-use crate::sink::{self, RemoteError, hint};
+use crate::settings::{Destination, Settings};
+use crate::sink;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct VerifySummary {
@@ -36,7 +36,7 @@ pub async fn verify(
                 summary.failed += 1;
                 tracing::error!(destination = %name, error = format!("{error:#}"), "Test delivery failed.");
                 writeln!(out, "{name}: FAILED: {error:#}")?;
-                if let Some(hint) = hint_for(&error, destination) {
+                if let Some(hint) = super::hint_for(&error, destination) {
                     writeln!(out, "{name}: hint: {hint}")?;
                 }
             }
@@ -54,16 +54,4 @@ async fn verify_one(
     let sink = sink::connect(destination, &settings.exporter).await?;
     let delivery = exporter.test_delivery(destination, sink.as_ref()).await?;
     Ok(delivery.location)
-}
-
-/// The hint for the innermost S3 or STS error in the chain: the one that says what went wrong.
-fn hint_for(error: &anyhow::Error, destination: &Destination) -> Option<String> {
-    let Target::S3(target) = &destination.target else {
-        return None;
-    };
-    let remote = error
-        .chain()
-        .filter_map(|e| e.downcast_ref::<RemoteError>())
-        .last()?;
-    hint(remote, target)
 }

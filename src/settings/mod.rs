@@ -5,6 +5,7 @@
 
 mod destination;
 mod number;
+mod overlap;
 mod raw;
 mod redact;
 mod s3;
@@ -17,6 +18,7 @@ use secrecy::SecretString;
 
 pub use destination::{Destination, Target};
 use number::Int;
+pub use overlap::shared_locations;
 use raw::RawSettings;
 pub use s3::{
     AssumeRole, CannedAcl, CredentialSource, Credentials, ObjectLock, ObjectLockMode,
@@ -49,6 +51,8 @@ pub struct DatabaseSettings {
     pub url: Option<SecretString>,
     pub embedded_dir: PathBuf,
     pub max_connections: u32,
+    /// How long connecting may take before the server counts as unreachable.
+    pub connect_timeout: std::time::Duration,
     pub migrate_on_start: bool,
 }
 
@@ -161,6 +165,12 @@ impl Settings {
                 2,
                 100,
             )?,
+            connect_timeout: std::time::Duration::from_secs(in_range(
+                "database.connect_timeout_secs",
+                &raw.database.connect_timeout_secs,
+                1,
+                300,
+            )?),
             migrate_on_start: raw.database.migrate_on_start,
         };
         let exporter = ExporterSettings {

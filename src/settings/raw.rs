@@ -26,6 +26,7 @@ pub(super) struct RawDatabase {
     pub url: Option<SecretString>,
     pub embedded_dir: String,
     pub max_connections: Int,
+    pub connect_timeout_secs: Int,
     pub migrate_on_start: bool,
 }
 

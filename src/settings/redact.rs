@@ -23,6 +23,10 @@ pub(super) fn to_toml(settings: &Settings) -> String {
         i64::from(settings.database.max_connections).into(),
     );
     database.insert(
+        "connect_timeout_secs".into(),
+        (settings.database.connect_timeout.as_secs() as i64).into(),
+    );
+    database.insert(
         "migrate_on_start".into(),
         settings.database.migrate_on_start.into(),
     );

@@ -79,6 +79,16 @@ impl Store {
         .await
     }
 
+    /// Whether any event of `tenant` was ever recorded (by the `(tenant_id, occurred_at)` index).
+    pub async fn tenant_has_events(&self, tenant: &str) -> anyhow::Result<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_events WHERE tenant_id = $1)")
+                .bind(tenant)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// Events committed at or above `watermark` (of `tenant`, when given), and when the oldest
     /// of them was recorded: what the next export will carry.
     pub async fn waiting_events(

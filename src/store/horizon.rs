@@ -7,13 +7,16 @@ use sqlx::Row;
 
 use super::Store;
 
+/// Who holds the horizon back, never what it runs: another session's SQL text may hold secrets
+/// (`ALTER ROLE … PASSWORD '…'`), so it is not read at all.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct OpenTransaction {
     pub pid: i32,
+    pub user: Option<String>,
+    pub application: Option<String>,
     pub database: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub state: Option<String>,
-    pub query: Option<String>,
     /// How long the transaction has been open.
     pub age_secs: Option<i64>,
 }
@@ -35,7 +38,7 @@ pub struct Horizon {
 impl Store {
     pub async fn horizon(&self) -> anyhow::Result<Horizon> {
         let open = sqlx::query(
-            "SELECT pid, datname::text, xact_start, state, left(query, 200),
+            "SELECT pid, usename::text, application_name, datname::text, xact_start, state,
                     extract(epoch FROM clock_timestamp() - xact_start)::bigint
              FROM pg_stat_activity
              WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
@@ -54,11 +57,12 @@ impl Store {
                 .map(|r| -> anyhow::Result<_> {
                     Ok(OpenTransaction {
                         pid: r.try_get(0)?,
-                        database: r.try_get(1)?,
-                        started_at: r.try_get(2)?,
-                        state: r.try_get(3)?,
-                        query: r.try_get(4)?,
-                        age_secs: r.try_get(5)?,
+                        user: r.try_get(1)?,
+                        application: r.try_get::<Option<String>, _>(2)?.filter(|a| !a.is_empty()),
+                        database: r.try_get(3)?,
+                        started_at: r.try_get(4)?,
+                        state: r.try_get(5)?,
+                        age_secs: r.try_get(6)?,
                     })
                 })
                 .transpose()?,

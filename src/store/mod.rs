@@ -1,5 +1,6 @@
 //! PostgreSQL: the event store and the coordination engine (leases, run log, watermarks).
 
+mod connect_error;
 mod copy;
 mod copy_out;
 mod embedded;
@@ -35,6 +36,13 @@ use crate::settings::DatabaseSettings;
 /// 30 s acquire timeout for a second connection).
 pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
 
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How many migrations this version embeds.
+pub fn migration_count() -> usize {
+    MIGRATOR.iter().count()
+}
+
 /// The database the embedded server holds the events in.
 pub const EMBEDDED_DATABASE: &str = "audit";
 
@@ -54,6 +62,16 @@ pub struct Database {
 impl Database {
     /// Connects to `database.url`, or starts the embedded server when none is set.
     pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Self::connect_as(settings, Access::ReadWrite).await
+    }
+
+    /// Connects with every transaction read-only, for the commands that only look
+    /// (`status`, `config check`): they can never write, whatever they run.
+    pub async fn connect_read_only(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Self::connect_as(settings, Access::ReadOnly).await
+    }
+
+    async fn connect_as(settings: &DatabaseSettings, access: Access) -> anyhow::Result<Self> {
         let (url, embedded) = match &settings.url {
             Some(url) => (url.expose_secret().to_owned(), None),
             None => {
@@ -70,9 +88,30 @@ impl Database {
                 (server.url(EMBEDDED_DATABASE), Some(server))
             }
         };
-        let store = Store::connect(&url, settings.max_connections).await?;
+        let pool = PoolSettings {
+            max_connections: settings.max_connections,
+            connect_timeout: settings.connect_timeout,
+            access,
+        };
+        let store = Store::connect_with(&url, &pool).await?;
         Ok(Self { store, embedded })
     }
+}
+
+/// Whether a pool's sessions may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// How a pool is opened.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long the first connection may take before the server counts as unreachable.
+    pub connect_timeout: Duration,
+    pub access: Access,
 }
 
 impl Database {
@@ -151,6 +190,17 @@ fn known_parameters_only(url: &str) -> (String, Vec<String>) {
 
 impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let pool = PoolSettings {
+            max_connections,
+            connect_timeout: Duration::from_secs(30),
+            access: Access::ReadWrite,
+        };
+        Self::connect_with(url, &pool).await
+    }
+
+    /// Opens a pool once a first connection has answered within the connect timeout; an error
+    /// names the server and the cause, never the password.
+    pub async fn connect_with(url: &str, settings: &PoolSettings) -> anyhow::Result<Self> {
         let (url, ignored) = known_parameters_only(url);
         if !ignored.is_empty() {
             tracing::warn!(
@@ -158,7 +208,7 @@ impl Store {
                 "database.url: connection parameters that audit-exporter does not support are ignored."
             );
         }
-        let options = url
+        let mut options = url
             .parse::<PgConnectOptions>()
             .context("database.url is not a PostgreSQL URL; allowed: postgres://user[:password]@host[:port]/database")?
             .application_name("audit-exporter")
@@ -167,12 +217,16 @@ impl Store {
                 IDLE_IN_TRANSACTION_TIMEOUT,
             )])
             .log_statements(tracing::log::LevelFilter::Debug);
+        if settings.access == Access::ReadOnly {
+            options = options.options([("default_transaction_read_only", "on")]);
+        }
+        connect_error::probe(&options, settings.connect_timeout).await?;
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
-            .context("Failed to connect to PostgreSQL")?;
+            .map_err(|e| connect_error::describe(&options, &e, settings.connect_timeout))?;
         Ok(Self { pool })
     }
 
@@ -192,11 +246,38 @@ impl Store {
 
     /// Applies the embedded migrations; idempotent, and safe from several processes at once.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("./migrations")
-            .run(&self.pool)
-            .await
-            .context("Failed to apply the migrations")?;
+        if let Err(e) = MIGRATOR.run(&self.pool).await {
+            if let Some(denied) = connect_error::permission_denied(&e) {
+                let user: String = sqlx::query_scalar("SELECT current_user::text")
+                    .fetch_one(&self.pool)
+                    .await
+                    .unwrap_or_else(|_| "this role".into());
+                return Err(connect_error::migration_denied(&user, &denied));
+            }
+            return Err(anyhow::Error::new(e).context("Failed to apply the migrations"));
+        }
         Ok(())
+    }
+
+    /// The embedded migrations this database has not applied (all of them when it was never
+    /// migrated), as "VERSION DESCRIPTION"; reads only.
+    pub async fn unapplied_migrations(&self) -> anyhow::Result<Vec<String>> {
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        let applied: Vec<i64> = if migrated {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| format!("{} {}", m.version, m.description))
+            .collect())
     }
 }
 

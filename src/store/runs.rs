@@ -86,13 +86,21 @@ impl Store {
         row.map(|r| run_from_row(&r)).transpose()
     }
 
-    /// The destination's latest runs, newest first.
-    pub async fn recent_runs(&self, destination: &str, limit: i64) -> anyhow::Result<Vec<Run>> {
+    /// The destination's latest runs of the given kinds, newest first.
+    pub async fn recent_runs(
+        &self,
+        destination: &str,
+        kinds: &[RunKind],
+        limit: i64,
+    ) -> anyhow::Result<Vec<Run>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM export_runs WHERE destination = $1 ORDER BY window_end DESC, id DESC LIMIT $2"
+            "SELECT {RUN_COLUMNS} FROM export_runs WHERE destination = $1 AND kind = ANY($2)
+             ORDER BY window_end DESC, id DESC LIMIT $3"
         );
+        let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(destination)
+            .bind(kinds)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;

@@ -116,8 +116,30 @@ impl TestDb {
         Self::on_server(&cluster().admin_url).await
     }
 
+    /// A fresh database that was never migrated.
+    pub async fn unmigrated() -> Self {
+        Self::create(&cluster().admin_url, false).await
+    }
+
+    /// The cluster's superuser URL, for creating roles.
+    pub fn admin_url() -> &'static str {
+        &cluster().admin_url
+    }
+
+    /// This database's URL as another role.
+    pub fn url_as(&self, user: &str) -> String {
+        let mut url = url::Url::parse(&self.url).unwrap();
+        url.set_username(user).unwrap();
+        url.set_password(None).unwrap();
+        url.to_string()
+    }
+
     /// A fresh database on another server (`admin_url`), e.g. one the test restarts.
     pub async fn on_server(admin: &str) -> Self {
+        Self::create(admin, true).await
+    }
+
+    async fn create(admin: &str, migrate: bool) -> Self {
         let turn = CLUSTER_TURN
             .acquire()
             .await
@@ -133,7 +155,9 @@ impl TestDb {
         let store = Store::connect(&url, 10)
             .await
             .expect("connect to the test database");
-        store.migrate().await.expect("migrate");
+        if migrate {
+            store.migrate().await.expect("migrate");
+        }
         Self {
             url,
             store,

@@ -8,12 +8,15 @@ mod export;
 mod faults;
 mod harness;
 mod keys;
+mod messages;
 mod moto;
 mod odd_rows;
 mod operate;
 mod proxy;
+mod readonly;
 mod recovery;
 mod reexport;
+mod roles;
 mod schema;
 mod sts;
 

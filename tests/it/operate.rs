@@ -456,9 +456,14 @@ async fn status_json_reports_what_the_database_holds() {
     );
     crate::append(&db, 7, None).await;
     // What holds the horizon: a transaction with an id, and a prepared one.
+    // Its last statement holds a secret, which status must never show.
     let mut open = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SET application_name = 'billing-app'")
+        .execute(&mut open)
+        .await
+        .unwrap();
     sqlx::query("BEGIN").execute(&mut open).await.unwrap();
-    sqlx::query("SELECT pg_current_xact_id()")
+    sqlx::query("SELECT pg_current_xact_id(), 'PASSWORD hunter2-secret'")
         .execute(&mut open)
         .await
         .unwrap();
@@ -479,6 +484,7 @@ async fn status_json_reports_what_the_database_holds() {
         .unwrap();
 
     let output = crate::cli::audit_exporter(&["status", "--json"], &env);
+    let text = crate::cli::audit_exporter(&["status"], &env);
     sqlx::query(sqlx::AssertSqlSafe(format!("ROLLBACK PREPARED '{gid}'")))
         .execute(db.pool())
         .await
@@ -539,6 +545,22 @@ async fn status_json_reports_what_the_database_holds() {
 
     let horizon = &status["horizon"];
     assert_eq!(horizon["oldest_transaction"]["pid"], pid, "{horizon}");
+    let holder = &horizon["oldest_transaction"];
+    assert_eq!(holder["application"], "billing-app", "{holder}");
+    assert_eq!(holder["state"], "idle in transaction", "{holder}");
+    assert!(holder["user"].is_string() && holder["database"].is_string());
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains(&format!("horizon held by: pid {pid}, user "))
+            && text.contains("billing-app"),
+        "{text}"
+    );
+    for shown in [String::from_utf8_lossy(&output.stdout).into_owned(), text] {
+        assert!(
+            !shown.contains("hunter2"),
+            "another session's SQL shown: {shown}"
+        );
+    }
     assert!(horizon["oldest_transaction"]["age_secs"].as_i64().unwrap() >= 0);
     assert_eq!(horizon["oldest_prepared"]["gid"], gid.as_str());
     assert!(horizon["oldest_prepared"]["age_secs"].as_i64().unwrap() >= 0);

@@ -239,8 +239,8 @@ async fn invalid_ranges_exit_2_naming_what_is_wrong() {
             "--from 2026-11-20T00:00:00+00:00 is not before --to 2026-11-20T00:00:00+00:00",
         ),
         (
-            &["--from", "2026-11-20", "--to", "2026-11-21T00:00:00Z"],
-            "invalid value '2026-11-20' for '--from <TIME>'",
+            &["--from", "2026-11-20T10", "--to", "2026-11-21T00:00:00Z"],
+            "invalid value '2026-11-20T10' for '--from <TIME>'",
         ),
         (
             &[

@@ -91,3 +91,19 @@ async fn writers_get_a_uuidv7_event_id_and_their_own_txid() {
     assert_eq!(rows[0].1, rows[1].1, "one transaction, one txid");
     assert!(rows[0].1 < rows[0].2);
 }
+
+#[tokio::test]
+async fn occurred_at_defaults_to_the_time_of_the_insert() {
+    let db = TestDb::new().await;
+    let mut tx = db.pool().begin().await.unwrap();
+    let (occurred_at, now): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(
+            "INSERT INTO audit_events (action, actor) VALUES ('user.login', '{\"type\":\"user\",\"id\":\"u1\"}')
+             RETURNING occurred_at, now()",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(occurred_at, now, "the inserting transaction's time");
+}

@@ -26,6 +26,10 @@ pub async fn provider(
     let sts = |signer: Option<SharedCredentialsProvider>| {
         sts_client(region, credentials.sts_endpoint.as_deref(), signer, retry)
     };
+    let endpoint = credentials
+        .sts_endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"));
     let source = match &credentials.source {
         CredentialSource::DefaultChain => SharedCredentialsProvider::new(
             DefaultCredentialsChain::builder()
@@ -44,6 +48,7 @@ pub async fn provider(
         )),
         CredentialSource::WebIdentity(web) => SharedCredentialsProvider::new(WebIdentityProvider {
             client: sts(None),
+            endpoint: endpoint.clone(),
             web: web.clone(),
         }),
     };
@@ -51,6 +56,7 @@ pub async fn provider(
         None => source,
         Some(role) => SharedCredentialsProvider::new(AssumeRoleProvider {
             client: sts(Some(source)),
+            endpoint,
             role: role.clone(),
         }),
     }
@@ -78,6 +84,8 @@ fn sts_client(
 #[derive(Debug)]
 struct AssumeRoleProvider {
     client: aws_sdk_sts::Client,
+    /// The STS endpoint, named when it gives no answer.
+    endpoint: String,
     role: AssumeRole,
 }
 
@@ -95,7 +103,7 @@ impl AssumeRoleProvider {
             .await
             .map_err(|e| {
                 CredentialsError::provider_error(RemoteError::from_sdk(
-                    "STS",
+                    ("STS", &self.endpoint),
                     "AssumeRole",
                     &role.role_arn,
                     &e,
@@ -122,6 +130,8 @@ impl ProvideCredentials for AssumeRoleProvider {
 #[derive(Debug)]
 struct WebIdentityProvider {
     client: aws_sdk_sts::Client,
+    /// The STS endpoint, named when it gives no answer.
+    endpoint: String,
     web: WebIdentity,
 }
 
@@ -147,7 +157,7 @@ impl WebIdentityProvider {
             .await
             .map_err(|e| {
                 CredentialsError::provider_error(RemoteError::from_sdk(
-                    "STS",
+                    ("STS", &self.endpoint),
                     "AssumeRoleWithWebIdentity",
                     &web.role_arn,
                     &e,

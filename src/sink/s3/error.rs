@@ -25,8 +25,10 @@ pub struct RemoteError {
 }
 
 impl RemoteError {
+    /// The error of one request to `service` at `endpoint`. A request that failed because its
+    /// credentials could not be had (an STS error) is that STS error.
     pub fn from_sdk<E>(
-        service: &'static str,
+        (service, endpoint): (&'static str, &str),
         operation: &'static str,
         subject: &str,
         e: &SdkError<E, Response>,
@@ -34,6 +36,9 @@ impl RemoteError {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
+        if let Some(inner) = chain(e).find_map(|c| c.downcast_ref::<RemoteError>()) {
+            return inner.clone();
+        }
         let body = e
             .raw_response()
             .and_then(|r| r.body().bytes())
@@ -57,8 +62,15 @@ impl RemoteError {
                         .map(str::to_owned)
                 })
         });
-        let detail =
-            (code.is_none() && message.is_none()).then(|| DisplayErrorContext(e).to_string());
+        let detail = (code.is_none() && message.is_none()).then(|| {
+            let cause = match e {
+                SdkError::TimeoutError(_) => "timed out (exporter.request_timeout_secs)".to_owned(),
+                SdkError::DispatchFailure(d) if d.is_timeout() => "timed out".to_owned(),
+                SdkError::DispatchFailure(_) => network_cause(e),
+                other => DisplayErrorContext(other).to_string(),
+            };
+            format!("no answer from {endpoint}: {cause}")
+        });
         Self {
             service,
             operation,
@@ -102,6 +114,55 @@ impl fmt::Display for RemoteError {
 
 impl std::error::Error for RemoteError {}
 
+/// The SDK's error as one line naming the operation, the object, the code and the request id.
+pub(super) fn s3_error<E>(
+    endpoint: &str,
+    operation: &'static str,
+    location: &str,
+    e: &SdkError<E, Response>,
+) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    anyhow::Error::new(RemoteError::from_sdk(
+        ("S3", endpoint),
+        operation,
+        location,
+        e,
+    ))
+}
+
+/// An error and its sources, outermost first.
+fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+/// Why a request got no answer, in a few words: connection refused, timed out, a host name that
+/// does not resolve, or the innermost cause's own message; never a debug dump.
+fn network_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    use std::io::ErrorKind;
+    for cause in chain(e) {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return "connection refused".into(),
+                ErrorKind::TimedOut => return "timed out".into(),
+                ErrorKind::ConnectionReset => return "connection reset".into(),
+                _ => {}
+            }
+        }
+    }
+    let innermost = chain(e).last().map(|c| c.to_string()).unwrap_or_default();
+    if chain(e).any(|c| {
+        let text = c.to_string();
+        text.contains("dns error") || text.contains("failed to lookup address")
+    }) {
+        return format!("the host name does not resolve (DNS: {innermost})");
+    }
+    innermost
+}
+
 /// Whether a write was refused because the object exists (`If-None-Match: *`).
 pub fn is_precondition_failed<E: ProvideErrorMetadata>(e: &SdkError<E, Response>) -> bool {
     e.raw_response().is_some_and(|r| r.status().as_u16() == 412)
@@ -144,6 +205,40 @@ mod tests {
             error(None, None, Some("connection refused")).to_string(),
             "S3 PutObject on s3://bucket/key: connection refused (HTTP 403) (request id REQ1)"
         );
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(&'static str, Box<dyn std::error::Error + 'static>);
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(self.1.as_ref())
+        }
+    }
+
+    #[test]
+    fn a_network_cause_in_a_few_words() {
+        let refused = Wrapped(
+            "dispatch failure",
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        );
+        assert_eq!(network_cause(&refused), "connection refused");
+        let dns = Wrapped(
+            "dns error",
+            Box::new(std::io::Error::other(
+                "failed to lookup address information",
+            )),
+        );
+        assert_eq!(
+            network_cause(&dns),
+            "the host name does not resolve (DNS: failed to lookup address information)"
+        );
+        let other = Wrapped("io error", Box::new(std::io::Error::other("broken pipe")));
+        assert_eq!(network_cause(&other), "broken pipe");
     }
 
     #[test]

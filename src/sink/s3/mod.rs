@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 pub use error::RemoteError;
-use error::is_precondition_failed;
+use error::{is_precondition_failed, s3_error};
 pub use hints::hint;
 use request::WriteOptions;
 
@@ -51,6 +51,8 @@ pub struct S3Sink {
     client: Client,
     credentials: SharedCredentialsProvider,
     bucket: String,
+    /// The store's endpoint, named when it gives no answer.
+    endpoint: String,
     options: ObjectOptions,
     uploads_in_flight: usize,
 }
@@ -70,6 +72,10 @@ impl S3Sink {
                 .unwrap_or_else(|| Region::new("us-east-1")),
         };
         let credentials = credentials::provider(&target.credentials, &region, retry).await;
+        let endpoint = target
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
         let mut config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(region)
@@ -90,6 +96,7 @@ impl S3Sink {
             client: Client::from_conf(config.build()),
             credentials,
             bucket: target.bucket.clone(),
+            endpoint,
             options: target.object.clone(),
             uploads_in_flight,
         }
@@ -190,6 +197,17 @@ impl S3Writer {
         self.sink.location(&self.key)
     }
 
+    fn error<E>(
+        &self,
+        operation: &'static str,
+        e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> anyhow::Error
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        s3_error(&self.sink.endpoint, operation, &self.location(), e)
+    }
+
     async fn start_multipart(&self) -> anyhow::Result<Multipart> {
         let request = self
             .sink
@@ -201,7 +219,7 @@ impl S3Writer {
         let created = with_object_headers!(request, self)
             .send()
             .await
-            .map_err(|e| s3_error("CreateMultipartUpload", &self.location(), &e))?;
+            .map_err(|e| self.error("CreateMultipartUpload", &e))?;
         let upload_id = created
             .upload_id()
             .context("CreateMultipartUpload returned no upload id")?
@@ -218,10 +236,11 @@ impl S3Writer {
     async fn upload_part(&mut self, part: Bytes) -> anyhow::Result<()> {
         let limit = self.sink.uploads_in_flight;
         let location = self.location();
-        let (client, bucket, key) = (
+        let (client, bucket, key, endpoint) = (
             self.sink.client.clone(),
             self.sink.bucket.clone(),
             self.key.clone(),
+            self.sink.endpoint.clone(),
         );
         let multipart = self
             .multipart
@@ -246,7 +265,7 @@ impl S3Writer {
                 .disable_payload_signing()
                 .send()
                 .await
-                .map_err(|e| s3_error("UploadPart", &location, &e))?;
+                .map_err(|e| s3_error(&endpoint, "UploadPart", &location, &e))?;
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(uploaded.e_tag().map(str::to_owned))
@@ -276,7 +295,7 @@ impl S3Writer {
         match result {
             Ok(_) => Ok(PutOutcome::Written),
             Err(e) if is_precondition_failed(&e) => Ok(PutOutcome::AlreadyExists),
-            Err(e) => Err(s3_error("PutObject", &self.location(), &e)),
+            Err(e) => Err(self.error("PutObject", &e)),
         }
     }
 
@@ -311,7 +330,7 @@ impl S3Writer {
                 self.abort_multipart().await;
                 Ok(PutOutcome::AlreadyExists)
             }
-            Err(e) => Err(s3_error("CompleteMultipartUpload", &self.location(), &e)),
+            Err(e) => Err(self.error("CompleteMultipartUpload", &e)),
         }
     }
 
@@ -332,7 +351,12 @@ impl S3Writer {
             .send()
             .await;
         if let Err(e) = aborted {
-            let error = RemoteError::from_sdk("S3", "AbortMultipartUpload", &self.location(), &e);
+            let error = RemoteError::from_sdk(
+                ("S3", &self.sink.endpoint),
+                "AbortMultipartUpload",
+                &self.location(),
+                &e,
+            );
             if error.code_is("AccessDenied") {
                 tracing::warn!(
                     key = %self.location(),
@@ -394,16 +418,4 @@ impl ObjectWriter for S3Writer {
 
 fn sha256_base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
-}
-
-/// The SDK's error as one line naming the operation, the object, the code and the request id.
-fn s3_error<E>(
-    operation: &'static str,
-    location: &str,
-    e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> anyhow::Error
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    anyhow::Error::new(RemoteError::from_sdk("S3", operation, location, e))
 }

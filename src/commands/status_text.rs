@@ -1,0 +1,169 @@
+//! `status` as text: per destination its state, its scheduled runs, then its test deliveries
+//! and re-exports under their own heading; then what holds the horizon back.
+
+use std::io::Write;
+
+use super::counted;
+use super::status::{DestinationStatus, RunStatusView, Status};
+
+pub fn write_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
+    for d in &status.destinations {
+        write_destination(d, out)?;
+    }
+    match &status.horizon.oldest_transaction {
+        Some(t) => writeln!(
+            out,
+            "horizon held by: pid {}, user {}, application {}, database {}, open {} s (since {}), {}",
+            t.pid,
+            t.user.as_deref().unwrap_or("?"),
+            t.application.as_deref().unwrap_or("?"),
+            t.database.as_deref().unwrap_or("?"),
+            t.age_secs.unwrap_or_default(),
+            t.started_at.map(|s| s.to_rfc3339()).unwrap_or_default(),
+            t.state.as_deref().unwrap_or("?")
+        )?,
+        None => writeln!(out, "horizon: no open transaction holds it back")?,
+    }
+    if let Some(p) = &status.horizon.oldest_prepared {
+        writeln!(
+            out,
+            "prepared transaction {:?} in {} since {} ({} s) holds the horizon back",
+            p.gid,
+            p.database,
+            p.prepared_at.to_rfc3339(),
+            p.age_secs
+        )?;
+    }
+    Ok(())
+}
+
+fn write_destination(d: &DestinationStatus, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} -> {}{}",
+        d.name,
+        d.url,
+        d.tenant_id
+            .as_ref()
+            .map(|t| format!(" (tenant {t})"))
+            .unwrap_or_default()
+    )?;
+    for warning in &d.warnings {
+        writeln!(out, "  warning: {warning}")?;
+    }
+    if !d.registered {
+        writeln!(out, "  not exported yet; every {} h", d.every_hours)?;
+    }
+    if let Some(watermark) = d.watermark {
+        writeln!(
+            out,
+            "  watermark: txid {watermark}; every {} h",
+            d.every_hours
+        )?;
+    }
+    if let Some(next) = d.next_due {
+        writeln!(out, "  next due: {}", next.to_rfc3339())?;
+    }
+    let age = d
+        .oldest_waiting_age_secs
+        .map(|s| format!(", oldest recorded {s} s ago"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "  waiting: {}{age}",
+        counted(d.waiting_events, "event")
+    )?;
+    if let (Some(owner), Some(until)) = (&d.lease_owner, d.lease_expires_at) {
+        writeln!(out, "  lease: {owner} until {}", until.to_rfc3339())?;
+    }
+    write_runs("scheduled runs", &d.recent_runs, out)?;
+    write_runs(
+        "test deliveries and re-exports",
+        &d.recent_test_and_reexport_runs,
+        out,
+    )
+}
+
+fn write_runs(heading: &str, runs: &[RunStatusView], out: &mut dyn Write) -> std::io::Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "  {heading}:")?;
+    for run in runs {
+        writeln!(out, "    {}", run_line(run))?;
+    }
+    Ok(())
+}
+
+/// One run: when, what kind (for other than scheduled), status, what it carried, where.
+pub fn run_line(run: &RunStatusView) -> String {
+    let what = if run.kind == "test" {
+        "test object".to_owned()
+    } else if run.heartbeat {
+        "heartbeat".to_owned()
+    } else {
+        counted(run.events.unwrap_or(0), "event")
+    };
+    let error = run
+        .last_error
+        .as_ref()
+        .map(|e| format!(" — last error: {e}"))
+        .unwrap_or_default();
+    let kind = if run.kind == "scheduled" {
+        String::new()
+    } else {
+        format!("{} ", run.kind)
+    };
+    format!(
+        "{} {kind}{} {what}, {}, {}{error}",
+        run.window_end.format("%Y-%m-%d %H:%M:%S"),
+        run.status,
+        counted(run.bytes.unwrap_or(0), "byte"),
+        run.object_key
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn run(kind: &'static str, events: i64, heartbeat: bool) -> RunStatusView {
+        RunStatusView {
+            id: uuid::Uuid::nil(),
+            kind,
+            status: "done",
+            object_key: "k.jsonl".into(),
+            window_end: chrono::Utc
+                .with_ymd_and_hms(2026, 11, 29, 10, 0, 0)
+                .unwrap(),
+            heartbeat,
+            events: Some(events),
+            bytes: Some(1),
+            sha256: None,
+            attempts: 1,
+            duration_ms: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_run_says_one_event_and_its_kind_unless_scheduled() {
+        assert_eq!(
+            run_line(&run("scheduled", 1, false)),
+            "2026-11-29 10:00:00 done 1 event, 1 byte, k.jsonl"
+        );
+        assert_eq!(
+            run_line(&run("reexport", 2, false)),
+            "2026-11-29 10:00:00 reexport done 2 events, 1 byte, k.jsonl"
+        );
+        assert_eq!(
+            run_line(&run("scheduled", 0, true)),
+            "2026-11-29 10:00:00 done heartbeat, 1 byte, k.jsonl"
+        );
+        assert_eq!(
+            run_line(&run("test", 0, false)),
+            "2026-11-29 10:00:00 test done test object, 1 byte, k.jsonl"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! Destinations that can never deliver what their owner expects: a tenant filter that matches
+//! no event ever recorded (a typo, another casing), or two destinations writing to one place.
+//! Warnings only: they never fail a command.
+
+use crate::settings::{self, Settings};
+use crate::store::Store;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub destination: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "destination {}: {}", self.destination, self.message)
+    }
+}
+
+/// One warning for each destination that shares its bucket and prefix (or directory).
+pub fn shared_locations(settings: &Settings) -> Vec<Warning> {
+    settings::shared_locations(&settings.destinations)
+        .into_iter()
+        .flat_map(|(location, names)| {
+            names.clone().into_iter().map(move |name| {
+                let others: Vec<&str> = names
+                    .iter()
+                    .filter(|n| **n != name)
+                    .map(String::as_str)
+                    .collect();
+                Warning {
+                    message: format!(
+                        "writes to {location}, as {} does: their objects mix there; give each \
+                         its own prefix or directory",
+                        others.join(", ")
+                    ),
+                    destination: name,
+                }
+            })
+        })
+        .collect()
+}
+
+/// A warning for each destination whose `tenant_id` no recorded event has; reads only.
+pub async fn tenants_without_events(
+    store: &Store,
+    settings: &Settings,
+) -> anyhow::Result<Vec<Warning>> {
+    let mut warnings = Vec::new();
+    for destination in &settings.destinations {
+        let Some(tenant) = &destination.tenant_id else {
+            continue;
+        };
+        if !store.tenant_has_events(tenant).await? {
+            warnings.push(Warning {
+                destination: destination.name.clone(),
+                message: format!(
+                    "no event of tenant_id {tenant:?} has ever been recorded; tenant ids match \
+                     exactly, case included: check the value"
+                ),
+            });
+        }
+    }
+    Ok(warnings)
+}
+
+/// The messages of the warnings about `destination`.
+pub fn of(warnings: &[Warning], destination: &str) -> Vec<String> {
+    warnings
+        .iter()
+        .filter(|w| w.destination == destination)
+        .map(|w| w.message.clone())
+        .collect()
+}
