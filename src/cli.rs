@@ -48,8 +48,11 @@ pub enum Command {
     Migrate,
     /// Run the scheduler: export every destination when it is due, until SIGTERM or Ctrl-C.
     ///
-    /// The --config file is reloaded when it changes and on SIGHUP; /metrics, /healthz and
-    /// /readyz are served on run.listen.
+    /// Each destination is exported on its own schedule; one that keeps failing is retried
+    /// after a growing wait (run.failed_export_backoff_secs, doubling up to
+    /// run.failed_export_backoff_max_secs). The --config file is reloaded when it
+    /// changes and on SIGHUP; /metrics, /healthz and /readyz are served on run.listen from the
+    /// start, also while it waits for a database that is down.
     Run,
     /// Export now: every destination, or those named. Exit 0 when every export succeeded.
     ///
@@ -64,11 +67,12 @@ pub enum Command {
     },
     /// Export again the events that occurred in [--from, --to) and were already exported.
     ///
-    /// They go under `{prefix}/reexport/` in (occurred_at, txid, id) order, with the
-    /// destination's format and object options, split into several objects when
-    /// max_object_bytes is set. The watermark never moves and no scheduled object is touched,
-    /// so it is safe while `run` exports the same destination. Logged as a run of kind
-    /// `reexport`. Exit 0 when every re-export succeeded.
+    /// They go under `{prefix}/reexport/` in the destination's key layout, in (occurred_at,
+    /// txid, id) order, with its format and object options, split into several objects when
+    /// max_object_bytes is set (each passes it by at most one event). The watermark never
+    /// moves and no scheduled object is touched, so it is safe while `run` exports the same
+    /// destination. Logged as a run of kind `reexport`; one that a crash interrupted is marked
+    /// failed by the next export, re-export or verify. Exit 0 when every re-export succeeded.
     Reexport {
         /// The start of the range, inclusive: an RFC 3339 time (2026-11-20T00:00:00Z) or a date
         /// (2026-11-20, midnight UTC).
@@ -86,9 +90,9 @@ pub enum Command {
     },
     /// Write a test object to each destination through the same write path as an export.
     ///
-    /// The object goes under `{prefix}/test/`, with the destination's credentials (STS
-    /// included), object options, checksum and conditional write, and is logged as a run of
-    /// kind `test`; the watermark is not touched. On failure, print the S3 or STS error with
+    /// The object goes under `{prefix}/test/` in the destination's key layout, with its
+    /// credentials (STS included), object options, checksum and conditional write, and is
+    /// logged as a run of kind `test`; the watermark is not touched. On failure, print the S3 or STS error with
     /// its request id and a hint naming the likely missing permission or trust-policy
     /// condition. Exit 0 only when every test object was written.
     Verify {

@@ -31,7 +31,7 @@ pub async fn export(
         .iter()
         .map(|d| export_one(&exporter, settings, d, when));
     let results: Vec<_> = futures::stream::iter(exports)
-        .buffered(super::parallel_exports(settings))
+        .buffered(super::parallel_exports(&database.store))
         .collect()
         .await;
 

@@ -18,7 +18,7 @@ pub use verify::{VerifySummary, verify};
 
 use crate::settings::{Destination, Settings, SettingsError, Target};
 use crate::sink::{RemoteError, hint};
-use crate::store::Database;
+use crate::store::{Database, Store};
 
 /// "1 event", "2 events": a count with its noun.
 pub fn counted(n: i64, noun: &str) -> String {
@@ -51,10 +51,12 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Database> {
     Ok(database)
 }
 
-/// Destinations exported at once: each export holds one connection for its window's stream and
-/// briefly a second for the lease, so the pool bounds it.
-pub fn parallel_exports(settings: &Settings) -> usize {
-    (settings.database.max_connections as usize / 2).max(1)
+/// Destinations exported at once, from the pool that exists (not a reloaded setting): each
+/// export holds one connection while it streams its window and needs at most one more at a
+/// time (its lease's renewal, a step of the run log), so half the pool lets every export have
+/// both and a renewal is never starved by the streams.
+pub fn parallel_exports(store: &Store) -> usize {
+    (store.max_connections() as usize / 2).max(1)
 }
 
 pub async fn migrate(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {

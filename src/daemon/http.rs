@@ -1,5 +1,5 @@
-//! `/metrics` (Prometheus), `/healthz` (the process answers) and `/readyz` (the database is
-//! reachable and no destination has been failing for too long).
+//! `/metrics` (Prometheus, never waiting on the database), `/healthz` (the process answers)
+//! and `/readyz` (this process can do its work now: see `health`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,6 +16,9 @@ use hyper_util::rt::TokioIo;
 
 use super::worker::Worker;
 use crate::store::Store;
+
+/// How long `/readyz` waits for the database's answer: less than a probe's usual timeout.
+const PING_TIMEOUT: Duration = Duration::from_millis(900);
 
 pub struct Server {
     pub worker: Arc<Worker>,
@@ -58,7 +61,7 @@ impl Server {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
         }
         match request.uri().path() {
-            "/metrics" => self.metrics().await,
+            "/metrics" => self.metrics(),
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" => self.readiness().await,
             _ => text(
@@ -68,35 +71,8 @@ impl Server {
         }
     }
 
-    async fn metrics(&self) -> Response<Full<Bytes>> {
-        let now = Utc::now();
-        for target in &self.worker.plan().targets {
-            let destination = &target.destination;
-            let waiting = async {
-                let watermark = self
-                    .store
-                    .destination_state(&destination.name)
-                    .await?
-                    .map_or(0, |s| s.watermark);
-                self.store
-                    .waiting_events(watermark, destination.tenant_id.as_deref())
-                    .await
-            };
-            match waiting.await {
-                Ok((events, oldest)) => {
-                    let lag = oldest
-                        .and_then(|at| (now - at).to_std().ok())
-                        .unwrap_or_default();
-                    self.worker
-                        .metrics
-                        .set_waiting(&destination.name, events, lag);
-                }
-                Err(error) => {
-                    tracing::warn!(destination = %destination.name, error = format!("{error:#}"), "Could not read what waits for /metrics.");
-                }
-            }
-        }
-        let mut response = text(StatusCode::OK, self.worker.metrics.encode());
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let mut response = text(StatusCode::OK, self.worker.metrics.encode(Utc::now()));
         response.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static(
@@ -107,27 +83,25 @@ impl Server {
     }
 
     async fn readiness(&self) -> Response<Full<Bytes>> {
-        let reachable = tokio::time::timeout(Duration::from_secs(2), self.store.ping()).await;
-        if !matches!(reachable, Ok(Ok(()))) {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: the database is unreachable\n".into(),
-            );
+        let health = &self.worker.health;
+        let waiting = health.waiting_for_database();
+        let database_error = match waiting {
+            Some(_) => None,
+            None => match tokio::time::timeout(PING_TIMEOUT, self.store.ping()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(format!("{error:#}")),
+                Err(_) => Some(format!("no answer within {} ms", PING_TIMEOUT.as_millis())),
+            },
+        };
+        let failing = health.failing_longer_than(self.unready_after_failing, Utc::now());
+        match super::health::unready_reasons(
+            waiting.as_deref(),
+            database_error.as_deref(),
+            &failing,
+        ) {
+            None => text(StatusCode::OK, "ready\n".into()),
+            Some(reasons) => text(StatusCode::SERVICE_UNAVAILABLE, reasons),
         }
-        let failing = self
-            .worker
-            .metrics
-            .failing_longer_than(self.unready_after_failing, Utc::now());
-        if failing.is_empty() {
-            return text(StatusCode::OK, "ready\n".into());
-        }
-        let lines: String = failing
-            .iter()
-            .map(|(name, since)| {
-                format!("not ready: {name} failing since {}\n", since.to_rfc3339())
-            })
-            .collect();
-        text(StatusCode::SERVICE_UNAVAILABLE, lines)
     }
 }
 

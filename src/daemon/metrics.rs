@@ -1,5 +1,8 @@
-//! What `run` counts for `/metrics`, and what `/readyz` judges: per destination, the events,
-//! bytes and runs exported, when it last succeeded and since when it has been failing.
+//! What `run` serves on `/metrics`. Counters exist at zero for every configured destination
+//! from the start. Gauges read from the database are refreshed in the background
+//! (`run.metrics_refresh_secs`) and served with their age, so a scrape never waits on the
+//! database; due times and how long a destination is overdue are computed at the scrape from
+//! the schedule last read.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::domain::Schedule;
 use crate::export::{Outcome, Report};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,79 +31,167 @@ struct RunLabel {
     outcome: &'static str,
 }
 
+/// The outcomes `audit_exporter_runs_total` counts.
+const OUTCOMES: [&str; 4] = ["exported", "heartbeat", "failed", "busy"];
+
 type FloatGauge = Gauge<f64, AtomicU64>;
+type PerDestination<M> = Family<DestinationLabel, M>;
 
 fn duration_histogram() -> Histogram {
     // 0.1 s to about 27 minutes.
     Histogram::new(exponential_buckets(0.1, 2.0, 15))
 }
 
+/// A destination's schedule as last read from the database, and the due time last served.
+#[derive(Debug, Clone, Copy)]
+struct Served {
+    schedule: Schedule,
+    last_slot: Option<DateTime<Utc>>,
+}
+
+#[derive(Default)]
+struct Families {
+    events: PerDestination<Counter>,
+    bytes: PerDestination<Counter>,
+    runs: Family<RunLabel, Counter>,
+    last_success: PerDestination<FloatGauge>,
+    lag: PerDestination<FloatGauge>,
+    waiting: PerDestination<Gauge>,
+    every_hours: PerDestination<Gauge>,
+    next_due: PerDestination<FloatGauge>,
+    overdue: PerDestination<FloatGauge>,
+    failures_in_a_row: PerDestination<Gauge>,
+    retry_at: PerDestination<FloatGauge>,
+    database_up: Gauge,
+    read_age: FloatGauge,
+}
+
 pub struct Metrics {
     registry: Registry,
-    events: Family<DestinationLabel, Counter>,
-    bytes: Family<DestinationLabel, Counter>,
-    runs: Family<RunLabel, Counter>,
-    last_success: Family<DestinationLabel, FloatGauge>,
-    lag: Family<DestinationLabel, FloatGauge>,
-    waiting: Family<DestinationLabel, Gauge>,
+    f: Families,
     duration: Family<DestinationLabel, Histogram, fn() -> Histogram>,
-    failing_since: Mutex<HashMap<String, DateTime<Utc>>>,
+    served: Mutex<HashMap<String, Served>>,
+    /// When the database was last read successfully.
+    read_at: Mutex<Option<DateTime<Utc>>>,
+    started_at: DateTime<Utc>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut metrics = Self {
-            registry: Registry::with_prefix("audit_exporter"),
-            events: Family::default(),
-            bytes: Family::default(),
-            runs: Family::default(),
-            last_success: Family::default(),
-            lag: Family::default(),
-            waiting: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram),
-            failing_since: Mutex::default(),
-        };
-        let registry = &mut metrics.registry;
-        registry.register(
+        let f = Families::default();
+        let duration: Family<DestinationLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        let mut registry = Registry::with_prefix("audit_exporter");
+        let r = &mut registry;
+        r.register(
             "events_exported",
             "Audit events delivered by committed scheduled runs",
-            metrics.events.clone(),
+            f.events.clone(),
         );
-        registry.register(
+        r.register(
             "bytes_exported",
             "Bytes of objects delivered by committed scheduled runs",
-            metrics.bytes.clone(),
+            f.bytes.clone(),
         );
-        registry.register(
+        r.register(
             "runs",
             "Scheduled exports by outcome: exported, heartbeat, failed, busy (another exporter held the lease)",
-            metrics.runs.clone(),
+            f.runs.clone(),
         );
-        registry.register(
+        r.register(
             "last_success_timestamp_seconds",
-            "When the destination's last export was committed, in Unix seconds",
-            metrics.last_success.clone(),
+            "When this process last committed an export of the destination, in Unix seconds",
+            f.last_success.clone(),
         );
-        registry.register(
-            "lag_seconds",
-            "Age of the oldest event the destination has not received yet (0 when none waits)",
-            metrics.lag.clone(),
-        );
-        registry.register(
-            "events_waiting",
-            "Events the destination's next export will carry",
-            metrics.waiting.clone(),
-        );
-        registry.register(
+        r.register(
             "export_duration_seconds",
             "Wall time of committed scheduled exports",
-            metrics.duration.clone(),
+            duration.clone(),
         );
-        metrics
+        r.register(
+            "every_hours",
+            "The destination's configured hours between exports",
+            f.every_hours.clone(),
+        );
+        r.register(
+            "next_due_timestamp_seconds",
+            "The destination's next due time, in Unix seconds (from the schedule last read)",
+            f.next_due.clone(),
+        );
+        r.register(
+            "overdue_seconds",
+            "How long ago the destination's latest due time passed without a committed export (0 when it is served)",
+            f.overdue.clone(),
+        );
+        r.register("lag_seconds", "Age of the oldest event the destination has not received yet (0 when none waits), as last read", f.lag.clone());
+        r.register(
+            "events_waiting",
+            "Events the destination's next export will carry, as last read",
+            f.waiting.clone(),
+        );
+        r.register(
+            "failures_in_a_row",
+            "The destination's failed exports since its last success",
+            f.failures_in_a_row.clone(),
+        );
+        r.register(
+            "retry_at_timestamp_seconds",
+            "When this process tries a failing destination again after backing off, in Unix seconds (0 when not backing off)",
+            f.retry_at.clone(),
+        );
+        r.register(
+            "database_up",
+            "1 when the last background read of the database succeeded, else 0",
+            f.database_up.clone(),
+        );
+        r.register(
+            "database_read_age_seconds",
+            "Age of the values read from the database (lag, waiting events, due times)",
+            f.read_age.clone(),
+        );
+        Self {
+            registry,
+            f,
+            duration,
+            served: Mutex::default(),
+            read_at: Mutex::default(),
+            started_at: Utc::now(),
+        }
+    }
+}
+
+fn label(destination: &str) -> DestinationLabel {
+    DestinationLabel {
+        destination: destination.to_owned(),
     }
 }
 
 impl Metrics {
+    /// Makes every series of a configured destination exist, counters at zero.
+    pub fn declare(&self, destination: &str, every_hours: u8) {
+        let l = label(destination);
+        let _ = self.f.events.get_or_create(&l);
+        let _ = self.f.bytes.get_or_create(&l);
+        for outcome in OUTCOMES {
+            let _ = self.f.runs.get_or_create(&RunLabel {
+                destination: destination.to_owned(),
+                outcome,
+            });
+        }
+        let _ = self.duration.get_or_create(&l);
+        let _ = self.f.last_success.get_or_create(&l);
+        let _ = self.f.lag.get_or_create(&l);
+        let _ = self.f.waiting.get_or_create(&l);
+        let _ = self.f.next_due.get_or_create(&l);
+        let _ = self.f.overdue.get_or_create(&l);
+        let _ = self.f.failures_in_a_row.get_or_create(&l);
+        let _ = self.f.retry_at.get_or_create(&l);
+        self.f
+            .every_hours
+            .get_or_create(&l)
+            .set(i64::from(every_hours));
+    }
+
     /// Counts one scheduled export's outcome.
     pub fn record(
         &self,
@@ -108,12 +200,9 @@ impl Metrics {
         took: Duration,
         now: DateTime<Utc>,
     ) {
-        let label = DestinationLabel {
-            destination: destination.to_owned(),
-        };
-        let outcome_label = match outcome {
+        let outcome = match outcome {
             Ok(Outcome::Exported(report)) => {
-                self.exported(&label, report, took, now);
+                self.exported(destination, report, took, now);
                 if report.run.heartbeat_event_id.is_some() {
                     "heartbeat"
                 } else {
@@ -122,118 +211,192 @@ impl Metrics {
             }
             Ok(Outcome::Busy { .. }) => "busy",
             Ok(Outcome::NotDue { .. }) => return,
-            Err(_) => {
-                self.failing_since
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(destination.to_owned())
-                    .or_insert(now);
-                "failed"
-            }
+            Err(_) => "failed",
         };
-        self.runs
+        self.f
+            .runs
             .get_or_create(&RunLabel {
                 destination: destination.to_owned(),
-                outcome: outcome_label,
+                outcome,
             })
             .inc();
     }
 
-    fn exported(
+    fn exported(&self, destination: &str, report: &Report, took: Duration, now: DateTime<Utc>) {
+        let l = label(destination);
+        self.f.events.get_or_create(&l).inc_by(report.events);
+        self.f.bytes.get_or_create(&l).inc_by(report.bytes);
+        self.f.last_success.get_or_create(&l).set(seconds(now));
+        self.duration.get_or_create(&l).observe(took.as_secs_f64());
+        // The due time it served counts at once, not only at the next read.
+        if let Some(served) = self.served().get_mut(destination) {
+            served.last_slot = served.last_slot.max(report.run.slot);
+        }
+    }
+
+    /// Failures in a row and when the next attempt may start.
+    pub fn set_backoff(&self, destination: &str, failures: u32, retry_at: Option<DateTime<Utc>>) {
+        let l = label(destination);
+        self.f
+            .failures_in_a_row
+            .get_or_create(&l)
+            .set(i64::from(failures));
+        self.f
+            .retry_at
+            .get_or_create(&l)
+            .set(retry_at.map_or(0.0, seconds));
+    }
+
+    /// What a background read of the database says about a destination.
+    pub fn set_read(
         &self,
-        label: &DestinationLabel,
-        report: &Report,
-        took: Duration,
-        now: DateTime<Utc>,
+        destination: &str,
+        waiting: i64,
+        lag: Duration,
+        schedule: Schedule,
+        last_slot: Option<DateTime<Utc>>,
     ) {
-        self.events.get_or_create(label).inc_by(report.events);
-        self.bytes.get_or_create(label).inc_by(report.bytes);
-        self.last_success
-            .get_or_create(label)
-            .set(now.timestamp_millis() as f64 / 1000.0);
-        self.duration
-            .get_or_create(label)
-            .observe(took.as_secs_f64());
-        self.failing_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&label.destination);
+        let l = label(destination);
+        self.f.waiting.get_or_create(&l).set(waiting);
+        self.f.lag.get_or_create(&l).set(lag.as_secs_f64());
+        self.served().insert(
+            destination.to_owned(),
+            Served {
+                schedule,
+                last_slot,
+            },
+        );
     }
 
-    /// Sets what the database says a destination is waiting for.
-    pub fn set_waiting(&self, destination: &str, events: i64, lag: Duration) {
-        let label = DestinationLabel {
-            destination: destination.to_owned(),
-        };
-        self.waiting.get_or_create(&label).set(events);
-        self.lag.get_or_create(&label).set(lag.as_secs_f64());
+    /// The outcome of a background read of the database.
+    pub fn set_database_read(&self, ok: bool, now: DateTime<Utc>) {
+        self.f.database_up.set(i64::from(ok));
+        if ok {
+            *self.read_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        }
     }
 
-    /// The destinations failing for at least `limit`, with since when.
-    pub fn failing_longer_than(
-        &self,
-        limit: Duration,
-        now: DateTime<Utc>,
-    ) -> Vec<(String, DateTime<Utc>)> {
-        let failing = self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
-        let mut long: Vec<_> = failing
-            .iter()
-            .filter(|(_, since)| (now - **since).to_std().is_ok_and(|d| d >= limit))
-            .map(|(name, since)| (name.clone(), *since))
-            .collect();
-        long.sort();
-        long
-    }
-
-    /// Forgets a destination that is no longer configured.
+    /// Forgets the gauges of a destination that is no longer configured; its counters stay.
     pub fn forget(&self, destination: &str) {
-        let label = DestinationLabel {
-            destination: destination.to_owned(),
-        };
-        self.lag.remove(&label);
-        self.waiting.remove(&label);
-        self.failing_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(destination);
+        let l = label(destination);
+        for family in [
+            &self.f.lag,
+            &self.f.next_due,
+            &self.f.overdue,
+            &self.f.retry_at,
+        ] {
+            family.remove(&l);
+        }
+        for family in [
+            &self.f.waiting,
+            &self.f.every_hours,
+            &self.f.failures_in_a_row,
+        ] {
+            family.remove(&l);
+        }
+        self.served().remove(destination);
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    /// The Prometheus text exposition at `now`.
+    pub fn encode(&self, now: DateTime<Utc>) -> String {
+        for (name, served) in self.served().iter() {
+            let (next_due, overdue) = due_gauges(served.schedule, served.last_slot, now);
+            let l = label(name);
+            self.f.next_due.get_or_create(&l).set(seconds(next_due));
+            self.f.overdue.get_or_create(&l).set(overdue.as_secs_f64());
+        }
+        // Never read yet: the values are as old as the process.
+        let read_at = self
+            .read_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(self.started_at);
+        let age = (now - read_at).to_std().unwrap_or_default().as_secs_f64();
+        self.f.read_age.set(age);
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+
+    fn served(&self) -> std::sync::MutexGuard<'_, HashMap<String, Served>> {
+        self.served.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The next due time, and how long the latest due time has gone unserved at `now`.
+fn due_gauges(
+    schedule: Schedule,
+    last_slot: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (DateTime<Utc>, Duration) {
+    let overdue = schedule
+        .due(now, last_slot)
+        .and_then(|slot| (now - slot).to_std().ok())
+        .unwrap_or_default();
+    (schedule.next_due(now), overdue)
+}
+
+fn seconds(at: DateTime<Utc>) -> f64 {
+    at.timestamp_millis() as f64 / 1000.0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
     #[test]
-    fn failures_make_a_destination_unready_until_it_succeeds() {
-        let metrics = Metrics::default();
-        let start = Utc::now();
-        metrics.record("acme", &Err(anyhow::anyhow!("down")), Duration::ZERO, start);
-        let later = start + chrono::Duration::seconds(30);
-        metrics.record("acme", &Err(anyhow::anyhow!("down")), Duration::ZERO, later);
-        let limit = Duration::from_secs(20);
+    fn overdue_counts_from_the_unserved_due_time_for_any_frequency() {
+        let schedule = Schedule::new(at("2026-11-29T00:00:00Z"), 6);
+        let now = at("2026-11-29T13:30:00Z");
+        // 12:00 served: nothing overdue, next at 18:00.
         assert_eq!(
-            metrics.failing_longer_than(limit, later),
-            [("acme".to_owned(), start)]
+            due_gauges(schedule, Some(at("2026-11-29T12:00:00Z")), now),
+            (at("2026-11-29T18:00:00Z"), Duration::ZERO)
         );
-        assert!(
-            metrics
-                .failing_longer_than(Duration::from_secs(60), later)
-                .is_empty()
+        // Only 06:00 served: 12:00 has been due for 90 minutes.
+        assert_eq!(
+            due_gauges(schedule, Some(at("2026-11-29T06:00:00Z")), now),
+            (at("2026-11-29T18:00:00Z"), Duration::from_secs(5400))
         );
-        let text = metrics.encode();
+        // Before the anchor nothing is due.
+        let later = Schedule::new(at("2026-11-30T00:00:00Z"), 24);
+        assert_eq!(
+            due_gauges(later, None, now),
+            (at("2026-11-30T00:00:00Z"), Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn every_series_of_a_destination_exists_from_the_start() {
+        let metrics = Metrics::default();
+        metrics.declare("acme", 6);
+        let text = metrics.encode(Utc::now());
+        for series in [
+            r#"audit_exporter_events_exported_total{destination="acme"} 0"#,
+            r#"audit_exporter_bytes_exported_total{destination="acme"} 0"#,
+            r#"audit_exporter_runs_total{destination="acme",outcome="failed"} 0"#,
+            r#"audit_exporter_runs_total{destination="acme",outcome="exported"} 0"#,
+            r#"audit_exporter_every_hours{destination="acme"} 6"#,
+            r#"audit_exporter_failures_in_a_row{destination="acme"} 0"#,
+            "audit_exporter_database_up 0",
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+        metrics.record(
+            "acme",
+            &Err(anyhow::anyhow!("down")),
+            Duration::ZERO,
+            Utc::now(),
+        );
+        let text = metrics.encode(Utc::now());
         assert!(
-            text.contains(r#"audit_exporter_runs_total{destination="acme",outcome="failed"} 2"#),
+            text.contains(r#"audit_exporter_runs_total{destination="acme",outcome="failed"} 1"#),
             "{text}"
         );
-        metrics.forget("acme");
-        assert!(metrics.failing_longer_than(limit, later).is_empty());
     }
 }

@@ -1,10 +1,13 @@
-//! `run`: a cron job checks which destinations are due and exports them, until SIGTERM or
-//! Ctrl-C. Due times come from the database, so restarts and replicas agree on them. The
-//! configuration file is reloaded when it changes and on SIGHUP; `/metrics`, `/healthz` and
-//! `/readyz` are served on `run.listen`.
+//! `run`: a cron job checks which destinations are due and starts their exports, until
+//! SIGTERM or Ctrl-C. Due times come from the database, so restarts and replicas agree on them.
+//! The configuration file is reloaded when it changes and on SIGHUP; `/metrics`, `/healthz`
+//! and `/readyz` are served on `run.listen` from the start, also while the database is down.
 
+mod backoff;
+mod health;
 mod http;
 mod metrics;
+mod refresh;
 mod reload;
 mod worker;
 
@@ -17,22 +20,27 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::export::Exporter;
 use crate::settings::Settings;
+use crate::store::Store;
 use worker::{Plan, Worker};
 
 pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Result<()> {
-    let database = super::commands::open(&settings).await?;
-    let worker = Arc::new(Worker::new(Plan {
-        exporter: Exporter::new(database.store.clone(), settings.exporter.clone()),
-        targets: worker::connect(&settings).await?,
-        parallel: crate::commands::parallel_exports(&settings),
-    }));
+    let database = crate::store::Database::connect_lazy(&settings.database).await?;
+    let store = database.store.clone();
+    let worker = Arc::new(Worker::new(
+        Plan::new(
+            Exporter::new(store.clone(), settings.exporter.clone()),
+            &settings,
+        )
+        .await?,
+        crate::commands::parallel_exports(&store),
+    ));
     let http = match settings.run.listen {
         Some(address) => Some(
             http::serve(
                 address,
                 http::Server {
                     worker: worker.clone(),
-                    store: database.store.clone(),
+                    store: store.clone(),
                     unready_after_failing: settings.run.unready_after_failing,
                 },
             )
@@ -40,6 +48,24 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
         ),
         None => None,
     };
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    tokio::select! {
+        () = wait_for_database(&store, &settings, &worker) => {}
+        () = &mut stop => {
+            tracing::info!("Stopping before the database answered.");
+            if let Some(http) = http {
+                http.abort();
+            }
+            database.close().await;
+            return Ok(());
+        }
+    }
+    let refresher = tokio::spawn(refresh::watch(
+        worker.clone(),
+        store.clone(),
+        settings.run.metrics_refresh,
+    ));
     tracing::info!(
         owner = worker.plan().exporter.owner(),
         destinations = worker.plan().targets.len(),
@@ -64,26 +90,22 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
     let reloads = tokio::spawn(reloader.watch(settings.run.reload_check));
 
     // Catch up at once on anything that fell due while no exporter ran.
-    tokio::spawn({
-        let worker = worker.clone();
-        async move { worker.check().await }
-    });
-    shutdown_signal().await;
+    worker.check();
+    stop.await;
     tracing::info!("Stopping: no new exports will start.");
+    worker.stop();
     reloads.abort();
     let mut scheduler = scheduler;
     scheduler.shutdown().await?;
 
     let grace = Duration::from_secs(settings.run.shutdown_grace_secs.into());
-    if tokio::time::timeout(grace, worker.busy.lock())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, worker.idle()).await.is_err() {
         tracing::warn!(
             grace_secs = grace.as_secs(),
             "An export was still running; it stays pending and the next exporter resumes it with the same key."
         );
     }
+    refresher.abort();
     if let Some(http) = http {
         http.abort();
     }
@@ -91,11 +113,46 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
     Ok(())
 }
 
-/// The job that checks every destination on the cron schedule.
+/// Waits until the database answers (and is migrated, when `migrate_on_start`), retrying with
+/// a growing wait; `/readyz` says why meanwhile.
+async fn wait_for_database(store: &Store, settings: &Settings, worker: &Worker) {
+    let mut failures = 0;
+    loop {
+        let ready = async {
+            store.try_connect(settings.database.connect_timeout).await?;
+            if settings.database.migrate_on_start {
+                store.migrate().await?;
+            }
+            anyhow::Ok(())
+        };
+        let outcome = match tokio::time::timeout(Duration::from_secs(10), ready).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(anyhow::anyhow!("no answer within 10 s")),
+        };
+        let error = match outcome {
+            Ok(()) => {
+                worker.health.waiting(None);
+                return;
+            }
+            Err(error) => format!("{error:#}"),
+        };
+        failures += 1;
+        let wait = backoff::after(failures, backoff::DATABASE_FIRST, backoff::DATABASE_MAX);
+        tracing::warn!(
+            error,
+            retry_in_secs = wait.as_secs(),
+            "The database cannot be used yet; serving /healthz and waiting for it."
+        );
+        worker.health.waiting(Some(error));
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The job that starts the checks on the cron schedule.
 fn check_job(cron: &str, worker: Arc<Worker>) -> Result<Job, JobSchedulerError> {
     Job::new_async(cron, move |_, _| {
-        let worker = worker.clone();
-        Box::pin(async move { worker.check().await })
+        worker.check();
+        Box::pin(async {})
     })
 }
 

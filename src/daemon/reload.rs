@@ -115,7 +115,7 @@ impl Reloader {
         if restart_only(&settings) != self.restart_only {
             tracing::warn!(
                 %config,
-                "[database], [log], run.listen, run.shutdown_grace_secs, run.unready_after_failing_secs and exporter.instance_id changed; they take effect at the next start."
+                "[database], [log], run.listen, run.shutdown_grace_secs, run.unready_after_failing_secs, run.metrics_refresh_secs and exporter.instance_id changed; they take effect at the next start."
             );
         }
         tracing::info!(%config, reason, "Reloaded the configuration.");
@@ -135,7 +135,7 @@ impl Reloader {
 fn restart_only(settings: &Settings) -> String {
     let database = &settings.database;
     format!(
-        "{:?} {:?} {} {} {:?} {:?} {} {:?} {:?}",
+        "{:?} {:?} {} {} {:?} {:?} {} {:?} {:?} {:?}",
         database.url.as_ref().map(|u| u.expose_secret().to_owned()),
         database.embedded_dir,
         database.max_connections,
@@ -144,6 +144,7 @@ fn restart_only(settings: &Settings) -> String {
         settings.run.listen,
         settings.run.shutdown_grace_secs,
         settings.run.unready_after_failing,
+        settings.run.metrics_refresh,
         settings.exporter.instance_id,
     )
 }

@@ -1,13 +1,19 @@
-//! The destinations `run` exports and their sinks, checked together; a new configuration
-//! replaces them between checks.
+//! The destinations `run` exports, each on its own schedule: a check starts the export of
+//! every destination that is not already exporting and not backing off, and does not wait for
+//! them. Exports run at once up to the pool's share (see `commands::parallel_exports`). A
+//! destination whose exports keep failing waits longer before each new attempt (see
+//! `backoff`); a success, a reload, or the database coming back resets the wait.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use tokio::sync::Mutex;
+use chrono::{DateTime, Utc};
+use tokio::sync::{Semaphore, watch};
 
+use super::backoff;
+use super::health::Health;
 use super::metrics::Metrics;
 use crate::export::{Exporter, Outcome, When};
 use crate::settings::{Destination, Settings};
@@ -18,114 +24,263 @@ pub struct Target {
     pub sink: Box<dyn Sink>,
 }
 
-/// What a check works with; swapped whole when the configuration changes.
+/// What exports start with; swapped whole when the configuration changes.
 pub struct Plan {
     pub exporter: Exporter,
     pub targets: Vec<Target>,
-    /// Destinations exported at once.
-    pub parallel: usize,
+    /// The first wait after a failed export, and the longest.
+    pub backoff: (Duration, Duration),
+}
+
+impl Plan {
+    pub async fn new(exporter: Exporter, settings: &Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            exporter,
+            targets: connect(settings).await?,
+            backoff: (
+                settings.run.failed_export_backoff,
+                settings.run.failed_export_backoff_max,
+            ),
+        })
+    }
+}
+
+/// Where a destination stands in this process.
+#[derive(Debug, Default, Clone, Copy)]
+struct Track {
+    exporting: bool,
+    failures: u32,
+    retry_at: Option<DateTime<Utc>>,
 }
 
 pub struct Worker {
     plan: RwLock<Arc<Plan>>,
-    /// Held while a check runs: a check never overlaps the previous one.
-    pub busy: Mutex<()>,
+    /// Exports at once, sized once from the pool.
+    slots: Semaphore,
+    tracks: Mutex<HashMap<String, Track>>,
+    stopping: AtomicBool,
+    in_flight: watch::Sender<usize>,
     pub metrics: Metrics,
+    pub health: Health,
 }
 
 impl Worker {
-    pub fn new(plan: Plan) -> Self {
-        Self {
+    pub fn new(plan: Plan, parallel: usize) -> Self {
+        let worker = Self {
             plan: RwLock::new(Arc::new(plan)),
-            busy: Mutex::new(()),
+            slots: Semaphore::new(parallel),
+            tracks: Mutex::default(),
+            stopping: AtomicBool::new(false),
+            in_flight: watch::Sender::new(0),
             metrics: Metrics::default(),
+            health: Health::starting(),
+        };
+        for target in &worker.plan().targets {
+            worker.declare(&target.destination);
         }
+        worker
     }
 
     pub fn plan(&self) -> Arc<Plan> {
         self.plan.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Exports every due destination once. Failures are logged and retried at the next check.
-    pub async fn check(&self) {
-        let Ok(_guard) = self.busy.try_lock() else {
-            tracing::debug!("The previous check is still running; skipping this one.");
+    /// Starts the export of every destination that is neither exporting nor backing off; each
+    /// one decides from the database whether it is due. Returns without waiting for them.
+    pub fn check(self: &Arc<Self>) {
+        if self.stopping.load(Ordering::SeqCst) {
             return;
-        };
+        }
         let plan = self.plan();
-        let slots = tokio::sync::Semaphore::new(plan.parallel);
-        let (slots, plan) = (&slots, &plan);
-        let exports = plan.targets.iter().map(|target| async move {
-            let Ok(_slot) = slots.acquire().await else { return };
+        let now = Utc::now();
+        for (index, target) in plan.targets.iter().enumerate() {
             let name = &target.destination.name;
-            let started = Instant::now();
-            let outcome = plan
-                .exporter
-                .export(&target.destination, target.sink.as_ref(), When::IfDue)
-                .await;
-            self.metrics
-                .record(name, &outcome, started.elapsed(), Utc::now());
-            match outcome {
-                Ok(Outcome::Exported(_)) => {}
-                Ok(Outcome::NotDue { next_due }) => {
-                    tracing::debug!(destination = %name, %next_due, "Not due.");
+            {
+                let mut tracks = self.tracks();
+                let track = tracks.entry(name.clone()).or_default();
+                if track.exporting {
+                    tracing::debug!(destination = %name, "Still exporting; not started again.");
+                    continue;
                 }
-                Ok(Outcome::Busy { owner, .. }) => {
-                    tracing::info!(destination = %name, %owner, "Another exporter holds the lease.");
+                if let Some(retry_at) = track.retry_at.filter(|at| *at > now) {
+                    tracing::debug!(destination = %name, %retry_at, "Backing off after failures.");
+                    continue;
                 }
-                Err(error) => {
-                    tracing::error!(destination = %name, error = format!("{error:#}"), "Export failed; it will be retried.");
-                }
+                track.exporting = true;
             }
-        });
-        futures::future::join_all(exports).await;
+            self.in_flight.send_modify(|n| *n += 1);
+            let (worker, plan) = (self.clone(), plan.clone());
+            tokio::spawn(async move {
+                let target = &plan.targets[index];
+                let started = Instant::now();
+                let outcome = worker.export(&plan.exporter, target).await;
+                worker.finish(&target.destination.name, outcome, started);
+                worker.in_flight.send_modify(|n| *n -= 1);
+            });
+        }
     }
 
-    /// Switches to a new configuration's destinations and exporter settings; a check in
-    /// progress finishes with the old ones.
+    /// One export of one destination, when a slot is free: the one place an export starts.
+    /// `None` when `run` began stopping while it waited for the slot.
+    async fn export(
+        &self,
+        exporter: &Exporter,
+        target: &Target,
+    ) -> Option<anyhow::Result<Outcome>> {
+        let _slot = self.slots.acquire().await.ok()?;
+        if self.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(
+            exporter
+                .export(&target.destination, target.sink.as_ref(), When::IfDue)
+                .await,
+        )
+    }
+
+    fn finish(&self, name: &str, outcome: Option<anyhow::Result<Outcome>>, started: Instant) {
+        let now = Utc::now();
+        let mut tracks = self.tracks();
+        let Some(outcome) = outcome else {
+            if let Some(track) = tracks.get_mut(name) {
+                track.exporting = false;
+            }
+            return;
+        };
+        let configured = self
+            .plan()
+            .targets
+            .iter()
+            .any(|t| t.destination.name == name);
+        let Some(track) = tracks.get_mut(name).filter(|_| configured) else {
+            // Removed from the configuration while it exported: nothing to judge any more.
+            tracks.remove(name);
+            return;
+        };
+        track.exporting = false;
+        self.metrics.record(name, &outcome, started.elapsed(), now);
+        match outcome {
+            Ok(Outcome::Exported(_)) | Ok(Outcome::NotDue { .. }) => {
+                if let Ok(Outcome::NotDue { next_due }) = outcome {
+                    tracing::debug!(destination = %name, %next_due, "Not due.");
+                }
+                *track = Track::default();
+                self.health.cleared(name);
+            }
+            Ok(Outcome::Busy { owner, .. }) => {
+                tracing::info!(destination = %name, %owner, "Another exporter holds the lease.");
+            }
+            Err(error) => {
+                track.failures += 1;
+                let (first, max) = self.plan().backoff;
+                let wait = backoff::after(track.failures, first, max);
+                let retry_at = now + wait;
+                track.retry_at = Some(retry_at);
+                self.health.failed(name, now);
+                tracing::error!(
+                    destination = %name,
+                    error = format!("{error:#}"),
+                    failures_in_a_row = track.failures,
+                    %retry_at,
+                    "Export failed; it will be retried after backing off."
+                );
+            }
+        }
+        self.metrics
+            .set_backoff(name, track.failures, track.retry_at);
+    }
+
+    /// The database shows the destination has nothing left to do (no pending run, its latest
+    /// due time served): whatever failed is gone, so it is not failing and need not wait.
+    pub fn nothing_to_do(&self, name: &str) {
+        let mut tracks = self.tracks();
+        let Some(track) = tracks.get_mut(name).filter(|t| !t.exporting) else {
+            return;
+        };
+        if track.failures > 0 {
+            *track = Track::default();
+            self.metrics.set_backoff(name, 0, None);
+        }
+        self.health.cleared(name);
+    }
+
+    /// Every destination may be tried again at once (a reload, the database back).
+    pub fn reset_backoff(&self) {
+        for (name, track) in self.tracks().iter_mut() {
+            track.failures = 0;
+            track.retry_at = None;
+            self.metrics.set_backoff(name, 0, None);
+        }
+    }
+
+    /// Starts no new export from now on.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until no export is in flight.
+    pub async fn idle(&self) {
+        let mut in_flight = self.in_flight.subscribe();
+        let _ = in_flight.wait_for(|n| *n == 0).await;
+    }
+
+    /// Switches to a new configuration's destinations and exporter settings; exports in
+    /// progress finish with the old ones. Every destination may be tried again at once.
     pub async fn apply(&self, settings: &Settings) -> anyhow::Result<()> {
         let old = self.plan();
-        let new = Plan {
-            exporter: old.exporter.with_settings(settings.exporter.clone()),
-            targets: connect(settings).await?,
-            parallel: crate::commands::parallel_exports(settings),
+        let new = Plan::new(
+            old.exporter.with_settings(settings.exporter.clone()),
+            settings,
+        )
+        .await?;
+        let names = |plan: &Plan| -> BTreeMap<String, Destination> {
+            plan.targets
+                .iter()
+                .map(|t| (t.destination.name.clone(), t.destination.clone()))
+                .collect()
         };
-        let before: BTreeMap<&str, &Destination> = old
-            .targets
-            .iter()
-            .map(|t| (t.destination.name.as_str(), &t.destination))
-            .collect();
-        let after: BTreeMap<&str, &Destination> = new
-            .targets
-            .iter()
-            .map(|t| (t.destination.name.as_str(), &t.destination))
-            .collect();
+        let (before, after) = (names(&old), names(&new));
         let added: Vec<&str> = after
             .keys()
             .filter(|n| !before.contains_key(*n))
-            .copied()
+            .map(String::as_str)
             .collect();
         let removed: Vec<&str> = before
             .keys()
             .filter(|n| !after.contains_key(*n))
-            .copied()
+            .map(String::as_str)
             .collect();
         let changed: Vec<&str> = after
             .iter()
             .filter(|(name, d)| before.get(*name).is_some_and(|b| !same(b, d)))
-            .map(|(name, _)| *name)
+            .map(|(name, _)| name.as_str())
             .collect();
+        *self.plan.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         for name in &removed {
             self.metrics.forget(name);
+            self.health.cleared(name);
+            self.tracks().retain(|n, t| n != name || t.exporting);
         }
+        for destination in after.values() {
+            self.declare(destination);
+        }
+        self.reset_backoff();
         tracing::info!(
             added = ?added,
             removed = ?removed,
             changed = ?changed,
             "Applied the new configuration."
         );
-        *self.plan.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         Ok(())
+    }
+
+    fn declare(&self, destination: &Destination) {
+        self.metrics
+            .declare(&destination.name, destination.every_hours);
+    }
+
+    fn tracks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Track>> {
+        self.tracks.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -144,4 +299,82 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Vec<Target>> {
 /// Whether two versions of a destination are the same, as far as a log line tells.
 fn same(a: &Destination, b: &Destination) -> bool {
     format!("{a:?}") == format!("{b:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// A worker for one directory destination, `acme`, over a database never reached.
+    async fn worker(dir: &std::path::Path) -> Worker {
+        let url = "postgres://exporter@127.0.0.1:1/audit";
+        let env = [
+            ("AUDIT_EXPORTER__DATABASE__URL", url.to_owned()),
+            (
+                "AUDIT_EXPORTER__DESTINATIONS__ACME__URL",
+                format!("file://{}", dir.display()),
+            ),
+        ];
+        let settings = Settings::load_with_env(None, env.map(|(k, v)| (k.to_owned(), v))).unwrap();
+        let exporter = Exporter::new(
+            Store::connect_lazy(url, 2).unwrap(),
+            settings.exporter.clone(),
+        );
+        Worker::new(Plan::new(exporter, &settings).await.unwrap(), 1)
+    }
+
+    fn fail(worker: &Worker) -> Track {
+        worker.tracks().entry("acme".into()).or_default().exporting = true;
+        worker.finish("acme", Some(Err(anyhow::anyhow!("down"))), Instant::now());
+        worker.tracks()["acme"]
+    }
+
+    fn failing(worker: &Worker) -> usize {
+        worker
+            .health
+            .failing_longer_than(Duration::ZERO, Utc::now())
+            .len()
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_until_the_database_shows_nothing_left_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = worker(dir.path()).await;
+        let before = Utc::now();
+        let first = fail(&worker);
+        let wait = |track: Track| (track.retry_at.unwrap() - before).num_seconds();
+        assert_eq!((first.failures, first.exporting), (1, false));
+        assert!((60..=61).contains(&wait(first)), "{first:?}");
+        let second = fail(&worker);
+        assert_eq!(second.failures, 2);
+        assert!((120..=121).contains(&wait(second)), "doubled: {second:?}");
+        assert_eq!(failing(&worker), 1);
+
+        // Another replica exported it, or the failure was the database's: nothing left to do.
+        worker.nothing_to_do("acme");
+        assert_eq!(worker.tracks()["acme"].failures, 0);
+        assert_eq!(failing(&worker), 0);
+
+        // A reload resets the backoff, and keeps the failing mark of a destination it keeps.
+        fail(&worker);
+        worker.reset_backoff();
+        assert!(worker.tracks()["acme"].retry_at.is_none());
+        assert_eq!(failing(&worker), 1);
+        // Not while it exports: its outcome decides.
+        worker.tracks().get_mut("acme").unwrap().exporting = true;
+        worker.nothing_to_do("acme");
+        assert_eq!(failing(&worker), 1);
+
+        // Removed from the configuration: not failing any more, and its late outcome is ignored.
+        let url = "postgres://exporter@127.0.0.1:1/audit".to_owned();
+        let none =
+            Settings::load_with_env(None, [("AUDIT_EXPORTER__DATABASE__URL".to_owned(), url)])
+                .unwrap();
+        worker.apply(&none).await.unwrap();
+        assert_eq!(failing(&worker), 0);
+        worker.finish("acme", Some(Err(anyhow::anyhow!("late"))), Instant::now());
+        assert_eq!(failing(&worker), 0);
+        assert!(!worker.tracks().contains_key("acme"));
+    }
 }

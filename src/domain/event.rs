@@ -58,19 +58,26 @@ impl Event {
     /// The event that stands in an empty window, so a silent bucket always means a broken
     /// exporter. Everything in it derives from the persisted run, so a retry writes it again
     /// byte for byte.
+    ///
+    /// `window` is in transaction ids; `window_start` is the end of the previous window, when
+    /// there was one, and `at` this window's end: the period covered in time, RFC 3339.
     pub fn heartbeat(
         event_id: Uuid,
         at: DateTime<Utc>,
         destination: &str,
         run_id: Uuid,
         window: (&str, &str),
+        window_start: Option<DateTime<Utc>>,
         tenant_id: Option<&str>,
     ) -> Self {
+        let rfc3339 = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let metadata = serde_json::json!({
             "destination": destination,
             "run_id": run_id,
             "window_lo": window.0,
             "window_hi": window.1,
+            "window_start": window_start.map(rfc3339),
+            "window_end": rfc3339(at),
         });
         Self {
             event_id,
@@ -249,7 +256,16 @@ mod tests {
     fn heartbeat_has_the_event_shape_and_names_its_run() {
         let run_id = Uuid::now_v7();
         let at = Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap();
-        let hb = Event::heartbeat(Uuid::now_v7(), at, "acme", run_id, ("10", "12"), None);
+        let start = Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap();
+        let hb = Event::heartbeat(
+            Uuid::now_v7(),
+            at,
+            "acme",
+            run_id,
+            ("10", "12"),
+            Some(start),
+            None,
+        );
         let mut out = Vec::new();
         hb.write_json(&mut out);
         let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -260,6 +276,19 @@ mod tests {
         );
         assert_eq!(parsed["metadata"]["run_id"], run_id.to_string());
         assert_eq!(parsed["metadata"]["window_hi"], "12");
+        assert_eq!(
+            parsed["metadata"]["window_start"],
+            "2026-11-21T09:00:00.000000Z"
+        );
+        assert_eq!(
+            parsed["metadata"]["window_end"],
+            "2026-11-21T10:00:00.000000Z"
+        );
         assert_eq!(parsed.as_object().unwrap().len(), 8);
+        // The first window has no start: it begins with the stream.
+        let first = Event::heartbeat(Uuid::now_v7(), at, "acme", run_id, ("0", "12"), None, None);
+        let metadata: serde_json::Value = serde_json::from_str(&first.metadata).unwrap();
+        assert!(metadata["window_start"].is_null());
+        assert_eq!(metadata["window_end"], "2026-11-21T10:00:00.000000Z");
     }
 }

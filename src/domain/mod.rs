@@ -8,5 +8,5 @@ mod schedule;
 
 pub use event::{Event, EventRef, HEARTBEAT_ACTION, TEST_ACTION, Timestamp};
 pub use format::{Compression, Encoding, Format};
-pub use object_key::{KeyLayout, KeyParts, check_key_path, reexport_key, test_key};
-pub use schedule::Schedule;
+pub use object_key::{KeyLayout, KeyParts, SideFolder, check_key_path, side_key};
+pub use schedule::{Schedule, TimeOfDay};

@@ -174,38 +174,54 @@ fn check_template_path(template: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The key of a test delivery: `{prefix}/test/{YYYYMMDDTHHMMSSZ}_{run_id}{ext}`, apart from
-/// every scheduled object whatever the layout.
-pub fn test_key(prefix: &str, at: DateTime<Utc>, run_id: Uuid, extension: &str) -> String {
-    let name = format!("{}_{run_id}{extension}", at.format("%Y%m%dT%H%M%SZ"));
-    if prefix.is_empty() {
-        format!("test/{name}")
-    } else {
-        format!("{prefix}/test/{name}")
+/// The top folder of objects that are not scheduled exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SideFolder {
+    /// Test deliveries (`verify`).
+    Test,
+    /// Re-exports.
+    Reexport,
+}
+
+impl SideFolder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Reexport => "reexport",
+        }
     }
 }
 
-/// The key of a re-export's object: `{prefix}/reexport/{from}-{to}_{run_id}[_partNNNN]{ext}`,
-/// apart from every scheduled object. `part` is set when the range is split into several.
-pub fn reexport_key(
-    prefix: &str,
-    range: (DateTime<Utc>, DateTime<Utc>),
-    run_id: Uuid,
+/// The key of a test delivery or a re-export's object: the layout's own key, under
+/// `{prefix}/test/` or `{prefix}/reexport/`. A reader of the whole prefix then finds the same
+/// path shape everywhere (hive partitions included), and these objects never sit among the
+/// scheduled ones. `part` numbers the objects of a split re-export, `_partNNNN` before the
+/// extension.
+pub fn side_key(
+    layout: &KeyLayout,
+    folder: SideFolder,
+    parts: &KeyParts<'_>,
     part: Option<u32>,
-    extension: &str,
 ) -> String {
-    let format = "%Y%m%dT%H%M%SZ";
-    let part = part.map(|n| format!("_part{n:04}")).unwrap_or_default();
-    let name = format!(
-        "{}-{}_{run_id}{part}{extension}",
-        range.0.format(format),
-        range.1.format(format)
-    );
-    if prefix.is_empty() {
-        format!("reexport/{name}")
-    } else {
-        format!("{prefix}/reexport/{name}")
+    let mut inner = layout.render(&KeyParts {
+        prefix: "",
+        ..*parts
+    });
+    if let Some(n) = part {
+        let suffix = format!("_part{n:04}");
+        match inner.strip_suffix(parts.extension) {
+            Some(stem) if !parts.extension.is_empty() => {
+                inner = format!("{stem}{suffix}{}", parts.extension);
+            }
+            _ => inner.push_str(&suffix),
+        }
     }
+    [parts.prefix, folder.as_str(), &inner]
+        .iter()
+        .flat_map(|s| s.split('/'))
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 #[cfg(test)]
@@ -249,31 +265,32 @@ mod tests {
     }
 
     #[test]
-    fn reexport_keys_name_the_range_and_the_part() {
-        let p = parts("exports");
-        let to = Utc.with_ymd_and_hms(2026, 3, 5, 0, 0, 0).unwrap();
+    fn test_and_reexport_keys_keep_the_layout_under_their_own_folder() {
+        let p = parts("exports/eu");
         assert_eq!(
-            reexport_key(p.prefix, (p.window_end, to), p.run_id, None, ".jsonl"),
-            "exports/reexport/20260304T050607Z-20260305T000000Z_0190b9a4-1111-7222-8333-444455556666.jsonl"
+            side_key(&KeyLayout::Hive, SideFolder::Test, &p, None),
+            "exports/eu/test/schema=audit_log/version=v1/year=2026/month=03/day=04/20260304T050607Z_0190b9a4-1111-7222-8333-444455556666.jsonl.gz"
+        );
+        assert_eq!(
+            side_key(&KeyLayout::Hive, SideFolder::Reexport, &p, Some(2)),
+            "exports/eu/reexport/schema=audit_log/version=v1/year=2026/month=03/day=04/20260304T050607Z_0190b9a4-1111-7222-8333-444455556666_part0002.jsonl.gz"
         );
         assert!(
-            reexport_key("", (p.window_end, to), p.run_id, Some(2), ".json")
-                .starts_with("reexport/20260304T050607Z-")
+            side_key(&KeyLayout::Hive, SideFolder::Reexport, &parts(""), None)
+                .starts_with("reexport/schema=audit_log/version=v1/year=2026/")
         );
-        assert!(
-            reexport_key("", (p.window_end, to), p.run_id, Some(2), ".json")
-                .ends_with("_part0002.json")
-        );
-    }
-
-    #[test]
-    fn test_keys_live_under_test() {
-        let p = parts("exports");
+        let env0 = KeyLayout::parse("env0", "audit").unwrap();
         assert_eq!(
-            test_key(p.prefix, p.window_end, p.run_id, ".jsonl"),
-            "exports/test/20260304T050607Z_0190b9a4-1111-7222-8333-444455556666.jsonl"
+            side_key(&env0, SideFolder::Test, &parts("p"), None),
+            "p/test/audit/2026/03/04/05:06:07_56666.jsonl.gz"
         );
-        assert!(test_key("", p.window_end, p.run_id, ".json").starts_with("test/2026"));
+        // A template whose {prefix} is not in front, or that has no {ext}: still under the
+        // folder, and the parts of a split still differ.
+        let template = KeyLayout::parse("{destination}/{prefix}/{run_id}", "audit").unwrap();
+        assert_eq!(
+            side_key(&template, SideFolder::Reexport, &parts("p"), Some(1)),
+            "p/reexport/acme/0190b9a4-1111-7222-8333-444455556666_part0001"
+        );
     }
 
     fn parts(prefix: &str) -> KeyParts<'_> {

@@ -55,6 +55,8 @@ pub struct ObjectEncoder {
     pending: Vec<u8>,
     events: u64,
     bytes: u64,
+    /// Input the compressor took since it last emitted everything (none without compression).
+    unflushed: u64,
     sha256: Sha256,
 }
 
@@ -78,6 +80,9 @@ const GZIP_LEVEL: u32 = 1;
 const ZSTD_LEVEL: i32 = 1;
 /// The compressor's input comes in pieces of this size, whatever the batches.
 const CHUNK: usize = 128 << 10;
+/// What finishing an object may still add to what was emitted: the JSON array's end, gzip's
+/// last block and trailer, zstd's last block.
+const FINISH_MARGIN: u64 = 32;
 
 impl ObjectEncoder {
     pub fn new(format: Format, part_size: usize) -> std::io::Result<Self> {
@@ -101,6 +106,7 @@ impl ObjectEncoder {
             pending: Vec::new(),
             events: 0,
             bytes: 0,
+            unflushed: 0,
             sha256: Sha256::new(),
         };
         if encoder.encoding == Encoding::Json {
@@ -179,7 +185,41 @@ impl ObjectEncoder {
             Compressor::Gzip(encoder) => encoder.write_all(chunk)?,
             Compressor::Zstd(encoder) => encoder.write_all(chunk)?,
         }
+        if !matches!(self.out, Compressor::None(_)) {
+            self.unflushed += chunk.len() as u64;
+        }
         Ok(())
+    }
+
+    /// At least the size the object would have if it were finished now: exact without
+    /// compression; with it, what was emitted plus every byte the compressor still holds, as
+    /// if it did not compress them. Cheap, for every event.
+    pub fn size_bound(&self) -> u64 {
+        let emitted = match &self.out {
+            Compressor::None(buffer) => buffer.len(),
+            Compressor::Gzip(encoder) => encoder.get_ref().len(),
+            Compressor::Zstd(encoder) => encoder.get_ref().len(),
+        };
+        let held = self.pending.len() as u64 + self.unflushed;
+        // Stored blocks may grow incompressible input a little; that is in the margin.
+        self.bytes + emitted as u64 + held + held / 64 + FINISH_MARGIN
+    }
+
+    /// The size the object would have if it were finished now, give or take the few bytes
+    /// that end it: the compressor is made to emit all it holds (a sync flush, which costs a
+    /// few bytes and depends only on the object's bytes, so a retry writes the same bytes).
+    pub fn flushed_size(&mut self) -> std::io::Result<u64> {
+        if !matches!(self.out, Compressor::None(_)) {
+            self.refill();
+            self.flush_pending()?;
+            match &mut self.out {
+                Compressor::None(_) => {}
+                Compressor::Gzip(encoder) => encoder.flush()?,
+                Compressor::Zstd(encoder) => encoder.flush()?,
+            }
+            self.unflushed = 0;
+        }
+        Ok(self.size_bound())
     }
 
     fn buffer(&mut self) -> &mut Vec<u8> {
@@ -404,5 +444,46 @@ mod tests {
         );
         assert_eq!(parts.concat(), b"[\n]\n".to_vec());
         assert_eq!(totals.events, 0);
+    }
+
+    #[test]
+    fn the_size_is_known_within_one_event_whatever_the_compression() {
+        let events: Vec<Event> = (0..3000).map(event).collect();
+        let limit = 64 << 10;
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            for encoding in [Encoding::Ndjson, Encoding::Json] {
+                let format = Format {
+                    encoding,
+                    compression,
+                };
+                // As a re-export cuts objects: write event by event, check the cheap bound,
+                // flush when it passes the limit, and close once the flushed size does.
+                let mut encoder = ObjectEncoder::new(format, 5 << 20).unwrap();
+                let mut framer = Framer::new(encoding);
+                let mut largest_event = 0;
+                let mut before = 0;
+                let mut closed_at = None;
+                for (n, e) in events.iter().enumerate() {
+                    let mut framed = Vec::new();
+                    framer.push(&e.as_ref(), &mut framed);
+                    largest_event = largest_event.max(framed.len() as u64);
+                    encoder.write(&framed, 1).unwrap();
+                    assert!(encoder.size_bound() >= before, "{format:?}");
+                    if encoder.size_bound() >= limit && encoder.flushed_size().unwrap() >= limit {
+                        closed_at = Some(n);
+                        break;
+                    }
+                    before = encoder.size_bound();
+                }
+                assert!(closed_at.is_some(), "{format:?} never reached the limit");
+                let (_, totals) = encoder.finish().unwrap();
+                assert!(
+                    totals.bytes >= limit - largest_event - FINISH_MARGIN
+                        && totals.bytes <= limit + largest_event + FINISH_MARGIN,
+                    "{format:?}: {} bytes for a limit of {limit}",
+                    totals.bytes
+                );
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod encode;
 mod pipeline;
 mod reexport;
+mod side;
 mod verify;
 
 use std::time::Duration;
@@ -113,11 +114,16 @@ impl Exporter {
         sink: &dyn Sink,
         when: When,
     ) -> anyhow::Result<Outcome> {
-        let now = Utc::now();
         let state = self
             .store
-            .sync_destination(&destination.name, destination.every_hours, now)
+            .sync_destination(
+                &destination.name,
+                destination.every_hours,
+                destination.schedule_at,
+            )
             .await?;
+        // The database's clock, as the lease's: replicas with drifting clocks agree on slots.
+        let now = state.read_at;
         let slot = state.schedule.due(now, state.last_slot);
         if when == When::IfDue
             && slot.is_none()
@@ -127,6 +133,7 @@ impl Exporter {
                 next_due: state.schedule.next_due(now),
             });
         }
+        self.settle_interrupted(&destination.name, sink).await?;
         let lease = match self
             .store
             .claim(&destination.name, &self.owner, self.settings.lease_secs)
@@ -182,7 +189,11 @@ impl Exporter {
     /// Step 1: the lease, unless a live holder has it (the destination is recorded first).
     pub async fn claim(&self, destination: &Destination) -> anyhow::Result<Claim> {
         self.store
-            .sync_destination(&destination.name, destination.every_hours, Utc::now())
+            .sync_destination(
+                &destination.name,
+                destination.every_hours,
+                destination.schedule_at,
+            )
             .await?;
         self.store
             .claim(&destination.name, &self.owner, self.settings.lease_secs)

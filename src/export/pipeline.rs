@@ -154,6 +154,7 @@ pub fn heartbeat(run: &Run, event_id: uuid::Uuid) -> Event {
         &run.destination,
         run.id,
         (&run.window_lo.to_string(), &run.window_hi.to_string()),
+        run.window_start,
         run.tenant_id.as_deref(),
     );
     if run.kind == RunKind::Test {

@@ -1,14 +1,16 @@
 //! Re-export: the events of an occurred_at range that a destination already exported, written
-//! again under `{prefix}/reexport/`, in `(occurred_at, txid, id)` order, with the destination's
-//! format and object options. The watermark never moves and no scheduled object is touched.
+//! again under `{prefix}/reexport/` in the destination's key layout, in `(occurred_at, txid, id)`
+//! order, with the destination's format and object options. The watermark never moves and no
+//! scheduled object is touched.
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::{Encoded, Exporter, Framer, ObjectEncoder};
-use crate::domain::reexport_key;
+use crate::domain::{KeyParts, SideFolder, side_key};
 use crate::settings::Destination;
 use crate::sink::{ObjectWriter, PutOutcome, Sink};
 use crate::store::{CopyDecoder, Range, Run, RunStatus};
@@ -31,7 +33,6 @@ struct OpenObject {
     framed_events: u64,
     encoder: ObjectEncoder,
     writer: Box<dyn ObjectWriter>,
-    written: u64,
 }
 
 impl Exporter {
@@ -47,8 +48,13 @@ impl Exporter {
     ) -> anyhow::Result<ReexportReport> {
         let store = self.store();
         let state = store
-            .sync_destination(&destination.name, destination.every_hours, Utc::now())
+            .sync_destination(
+                &destination.name,
+                destination.every_hours,
+                destination.schedule_at,
+            )
             .await?;
+        self.settle_interrupted(&destination.name, sink).await?;
         // Everything below this watermark was exported and can no longer change.
         let range = Range {
             from,
@@ -58,24 +64,43 @@ impl Exporter {
         };
         progress.set_length(store.count_range(range).await?.max(0) as u64);
         let split = destination.max_object_bytes.is_some();
-        let key = |run_id, part: u32| {
-            reexport_key(
-                destination.prefix(),
-                (from, to),
+        let key = |run_id, at, part: u32| {
+            let parts = KeyParts {
+                prefix: destination.prefix(),
+                destination: &destination.name,
+                window_end: at,
                 run_id,
+                extension: destination.format.extension(),
+            };
+            side_key(
+                &destination.key_layout,
+                SideFolder::Reexport,
+                &parts,
                 split.then_some(part),
-                destination.format.extension(),
             )
         };
         let run = store
-            .start_reexport_run(&destination.name, range, destination.format, |id| {
-                key(id, 1)
-            })
+            .start_reexport_run(
+                &destination.name,
+                range,
+                destination.format,
+                self.settings.lease_secs,
+                |id, at| key(id, at, 1),
+            )
             .await?;
         let span =
             tracing::info_span!("reexport", destination = %destination.name, run_id = %run.id);
         let written = self
-            .write_range(destination, sink, range, |part| key(run.id, part), progress)
+            .keep_alive(
+                run.id,
+                self.write_range(
+                    destination,
+                    sink,
+                    range,
+                    (run.id, |part| key(run.id, run.window_end, part)),
+                    progress,
+                ),
+            )
             .instrument(span)
             .await;
         match written {
@@ -119,13 +144,15 @@ impl Exporter {
     }
 
     /// Streams the range into one object, or into several when the destination sets
-    /// max_object_bytes: an object is closed at the first event boundary after it passes it.
+    /// max_object_bytes: an object is closed at the first event boundary where its size
+    /// reaches it, so it passes it by at most one event. Each closed object is noted with the
+    /// run (`run_id`), so a crash leaves a record of what was written.
     async fn write_range(
         &self,
         destination: &Destination,
         sink: &dyn Sink,
         range: Range<'_>,
-        key: impl Fn(u32) -> String,
+        (run_id, key): (Uuid, impl Fn(u32) -> String),
         progress: &ProgressBar,
     ) -> anyhow::Result<(Vec<Encoded>, Vec<String>)> {
         let mut done = (Vec::new(), Vec::new());
@@ -135,7 +162,7 @@ impl Exporter {
                 destination,
                 sink,
                 range,
-                &key,
+                (run_id, &key),
                 progress,
                 &mut open,
                 &mut done,
@@ -164,7 +191,7 @@ impl Exporter {
         destination: &Destination,
         sink: &dyn Sink,
         range: Range<'_>,
-        key: &impl Fn(u32) -> String,
+        (run_id, key): (Uuid, &impl Fn(u32) -> String),
         progress: &ProgressBar,
         open: &mut Option<OpenObject>,
         done: &mut (Vec<Encoded>, Vec<String>),
@@ -186,15 +213,19 @@ impl Exporter {
             };
             object.framer.push(&event, &mut object.framed);
             object.framed_events += 1;
-            if object.framed.len() >= FRAMED_BATCH {
+            progress.inc(1);
+            let full = match destination.max_object_bytes {
+                Some(max) => object.reached(max).await?,
+                None => false,
+            };
+            if !full && object.framed.len() >= FRAMED_BATCH {
                 object.flush().await?;
             }
-            progress.inc(1);
-            let full = destination
-                .max_object_bytes
-                .is_some_and(|max| object.written >= max);
             if full && let Some(object) = open.take() {
                 close(object, sink, done).await?;
+                self.store()
+                    .note_side_objects(run_id, done.0.len() as i32)
+                    .await?;
             }
         }
         decoder.finish()?;
@@ -216,7 +247,6 @@ impl Exporter {
             framed: Vec::with_capacity(FRAMED_BATCH + (FRAMED_BATCH >> 2)),
             framed_events: 0,
             key,
-            written: 0,
         })
     }
 }
@@ -231,10 +261,20 @@ impl OpenObject {
         self.framed.clear();
         self.framed_events = 0;
         if let Some(part) = part {
-            self.written += part.len() as u64;
             self.writer.write(part).await?;
         }
         Ok(())
+    }
+
+    /// Whether the object, finished now, would hold `max` bytes or more. The cheap bound is
+    /// checked at every event; only when it passes `max` are the events handed on and the
+    /// compressor flushed to learn the real size.
+    async fn reached(&mut self, max: u64) -> anyhow::Result<bool> {
+        if self.encoder.size_bound() + (self.framed.len() as u64) < max {
+            return Ok(false);
+        }
+        self.flush().await?;
+        Ok(self.encoder.flushed_size()? >= max)
     }
 }
 

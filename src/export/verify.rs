@@ -1,11 +1,10 @@
 //! A test delivery: one event written through a destination's real write path (its
-//! credentials, object options, checksum and conditional write) under `{prefix}/test/`, logged
+//! credentials, object options, checksum and conditional write) under `{prefix}/test/` in the
+//! destination's key layout, logged
 //! as a run of kind `test`. The watermark is never touched.
 
-use chrono::Utc;
-
 use super::{Exporter, deliver};
-use crate::domain::test_key;
+use crate::domain::{KeyParts, SideFolder, side_key};
 use crate::settings::Destination;
 use crate::sink::{PutOutcome, Sink};
 use crate::store::{Run, RunStatus};
@@ -25,30 +24,46 @@ impl Exporter {
     ) -> anyhow::Result<TestDelivery> {
         let store = self.store();
         store
-            .sync_destination(&destination.name, destination.every_hours, Utc::now())
+            .sync_destination(
+                &destination.name,
+                destination.every_hours,
+                destination.schedule_at,
+            )
             .await?;
+        self.settle_interrupted(&destination.name, sink).await?;
         let format = destination.format;
         let run = store
             .start_test_run(
                 &destination.name,
                 destination.tenant_id.as_deref(),
                 format,
-                |run_id, at| test_key(destination.prefix(), at, run_id, format.extension()),
+                self.settings.lease_secs,
+                |run_id, at| {
+                    let parts = KeyParts {
+                        prefix: destination.prefix(),
+                        destination: &destination.name,
+                        window_end: at,
+                        run_id,
+                        extension: format.extension(),
+                    };
+                    side_key(&destination.key_layout, SideFolder::Test, &parts, None)
+                },
             )
             .await?;
         tracing::info!(run_id = %run.id, key = %run.object_key, "Writing a test object.");
-        let delivered = async {
-            sink.check_access().await?;
-            let delivered = deliver(store, sink, &run, self.settings.part_size).await?;
-            if delivered.outcome == PutOutcome::AlreadyExists {
-                anyhow::bail!(
-                    "{} already holds an object; nothing was written",
-                    sink.location(&run.object_key)
-                );
-            }
-            Ok(delivered)
-        }
-        .await;
+        let delivered = self
+            .keep_alive(run.id, async {
+                sink.check_access().await?;
+                let delivered = deliver(store, sink, &run, self.settings.part_size).await?;
+                if delivered.outcome == PutOutcome::AlreadyExists {
+                    anyhow::bail!(
+                        "{} already holds an object; nothing was written",
+                        sink.location(&run.object_key)
+                    );
+                }
+                Ok(delivered)
+            })
+            .await;
         match delivered {
             Ok(delivered) => {
                 let (bytes, sha256) = (delivered.encoded.bytes as i64, delivered.encoded.sha256);

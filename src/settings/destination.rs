@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use super::raw::{RawDefaults, RawDestination};
 use super::s3::{self, S3Target};
 use super::{SettingsError, in_range};
-use crate::domain::{Compression, Encoding, Format, KeyLayout, Schedule, check_key_path};
+use crate::domain::{
+    Compression, Encoding, Format, KeyLayout, Schedule, TimeOfDay, check_key_path,
+};
 
 #[derive(Debug, Clone)]
 pub struct Destination {
@@ -14,6 +16,8 @@ pub struct Destination {
     /// Only this tenant's events, when set.
     pub tenant_id: Option<String>,
     pub every_hours: u8,
+    /// Due times on the grid of this time of day (UTC); otherwise from the next full hour.
+    pub schedule_at: Option<TimeOfDay>,
     pub format: Format,
     pub key_layout: KeyLayout,
     /// A re-export closes an object and starts the next once it holds this many bytes.
@@ -134,6 +138,17 @@ impl Destination {
             Schedule::MAX_HOURS.into(),
         )?;
 
+        let (schedule_at_key, schedule_at) = match (&raw.schedule_at, &defaults.schedule_at) {
+            (Some(own), _) => (key("schedule_at"), Some(own.as_str())),
+            (None, default) => ("defaults.schedule_at".into(), default.as_deref()),
+        };
+        // "" stands for "not set", so a destination can drop a default time of day.
+        let schedule_at = schedule_at
+            .filter(|at| !at.is_empty())
+            .map(TimeOfDay::parse)
+            .transpose()
+            .map_err(|msg| SettingsError(format!("{schedule_at_key}: {msg}")))?;
+
         let (encoding_key, encoding) = pick(
             &raw.encoding,
             &defaults.encoding,
@@ -207,6 +222,7 @@ impl Destination {
             target,
             tenant_id,
             every_hours,
+            schedule_at,
             format: Format {
                 encoding,
                 compression,

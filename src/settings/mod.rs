@@ -85,6 +85,12 @@ pub struct RunSettings {
     pub listen: Option<std::net::SocketAddr>,
     /// `/readyz` fails once a destination has failed for this long without a success.
     pub unready_after_failing: std::time::Duration,
+    /// How often the gauges read from the database (events waiting, due times) are refreshed.
+    pub metrics_refresh: std::time::Duration,
+    /// The wait before a failed destination's next attempt, doubling with each failure in a
+    /// row up to the maximum.
+    pub failed_export_backoff: std::time::Duration,
+    pub failed_export_backoff_max: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +236,23 @@ impl Settings {
         };
         let reload_check_secs: u64 =
             in_range("run.reload_check_secs", &raw.run.reload_check_secs, 0, 3600)?;
+        let backoff_secs: u64 = in_range(
+            "run.failed_export_backoff_secs",
+            &raw.run.failed_export_backoff_secs,
+            1,
+            86_400,
+        )?;
+        let backoff_max_secs: u64 = in_range(
+            "run.failed_export_backoff_max_secs",
+            &raw.run.failed_export_backoff_max_secs,
+            1,
+            86_400,
+        )?;
+        if backoff_max_secs < backoff_secs {
+            return Err(SettingsError(format!(
+                "run.failed_export_backoff_max_secs: {backoff_max_secs} is below run.failed_export_backoff_secs ({backoff_secs}); allowed: {backoff_secs}..=86400"
+            )));
+        }
         let run = RunSettings {
             check_cron: raw.run.check_cron,
             shutdown_grace_secs: in_range(
@@ -247,6 +270,14 @@ impl Settings {
                 1,
                 604_800,
             )?),
+            metrics_refresh: std::time::Duration::from_secs(in_range(
+                "run.metrics_refresh_secs",
+                &raw.run.metrics_refresh_secs,
+                1,
+                3600,
+            )?),
+            failed_export_backoff: std::time::Duration::from_secs(backoff_secs),
+            failed_export_backoff_max: std::time::Duration::from_secs(backoff_max_secs),
         };
         let log = LogSettings {
             format: match raw.log.format.as_str() {

@@ -50,6 +50,9 @@ pub(super) struct RawRun {
     pub reload_check_secs: Int,
     pub listen: String,
     pub unready_after_failing_secs: Int,
+    pub metrics_refresh_secs: Int,
+    pub failed_export_backoff_secs: Int,
+    pub failed_export_backoff_max_secs: Int,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +66,7 @@ pub(super) struct RawLog {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDefaults {
     pub every_hours: Int,
+    pub schedule_at: Option<String>,
     pub encoding: String,
     pub compression: String,
     pub key_layout: String,
@@ -76,6 +80,7 @@ pub(super) struct RawDestination {
     pub url: Option<String>,
     pub tenant_id: Option<String>,
     pub every_hours: Option<Int>,
+    pub schedule_at: Option<String>,
     pub encoding: Option<String>,
     pub compression: Option<String>,
     pub key_layout: Option<String>,

@@ -83,6 +83,18 @@ pub(super) fn to_toml(settings: &Settings) -> String {
         "unready_after_failing_secs".into(),
         (settings.run.unready_after_failing.as_secs() as i64).into(),
     );
+    run.insert(
+        "metrics_refresh_secs".into(),
+        (settings.run.metrics_refresh.as_secs() as i64).into(),
+    );
+    run.insert(
+        "failed_export_backoff_secs".into(),
+        (settings.run.failed_export_backoff.as_secs() as i64).into(),
+    );
+    run.insert(
+        "failed_export_backoff_max_secs".into(),
+        (settings.run.failed_export_backoff_max.as_secs() as i64).into(),
+    );
     root.insert("run".into(), run.into());
 
     let mut log = Table::new();
@@ -123,6 +135,9 @@ pub(super) fn to_toml(settings: &Settings) -> String {
             table.insert("tenant_id".into(), tenant.clone().into());
         }
         table.insert("every_hours".into(), i64::from(dest.every_hours).into());
+        if let Some(at) = dest.schedule_at {
+            table.insert("schedule_at".into(), at.to_string().into());
+        }
         table.insert("encoding".into(), dest.format.encoding.as_str().into());
         table.insert(
             "compression".into(),

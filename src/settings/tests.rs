@@ -331,3 +331,63 @@ fn a_database_url_that_is_not_postgres_is_refused_without_repeating_it() {
         load(toml, &[("AUDIT_EXPORTER__DATABASE__URL", url)]).unwrap();
     }
 }
+
+#[test]
+fn schedule_at_is_a_time_of_day_by_default_or_per_destination() {
+    let settings = load(
+        r#"
+        [defaults]
+        schedule_at = "00:00"
+        [destinations.daily]
+        url = "file:///tmp/daily"
+        every_hours = 24
+        [destinations.morning]
+        url = "file:///tmp/morning"
+        schedule_at = "06:30"
+        [destinations.hourly]
+        url = "file:///tmp/hourly"
+        schedule_at = ""
+        "#,
+        &[],
+    )
+    .unwrap();
+    let at = |name: &str| {
+        let d = settings
+            .destinations
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap();
+        d.schedule_at.map(|t| t.to_string())
+    };
+    assert_eq!(at("daily").as_deref(), Some("00:00"));
+    assert_eq!(at("morning").as_deref(), Some("06:30"));
+    assert_eq!(at("hourly"), None, "\"\" drops the default");
+    assert!(
+        settings
+            .to_redacted_toml()
+            .contains("schedule_at = \"06:30\"")
+    );
+
+    let refused = error("[destinations.a]\nurl = \"file:///tmp/a\"\nschedule_at = \"24:00\"\n");
+    assert!(
+        refused.starts_with(
+            "destinations.a.schedule_at: \"24:00\" is not a time of day; allowed: \"HH:MM\""
+        ),
+        "{refused}"
+    );
+    let refused =
+        error("[defaults]\nschedule_at = \"7:00\"\n[destinations.a]\nurl = \"file:///tmp/a\"\n");
+    assert!(
+        refused.starts_with("defaults.schedule_at: \"7:00\""),
+        "{refused}"
+    );
+    let env = [
+        ("AUDIT_EXPORTER__DEFAULTS__SCHEDULE_AT", "23:15"),
+        ("AUDIT_EXPORTER__DESTINATIONS__A__URL", "file:///tmp/a"),
+    ];
+    let settings = load("", &env).unwrap();
+    assert_eq!(
+        settings.destinations[0].schedule_at.unwrap().to_string(),
+        "23:15"
+    );
+}

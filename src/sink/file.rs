@@ -1,5 +1,7 @@
 //! A local directory. Objects appear atomically: written to a temp file, synced, then linked
-//! into place, which fails rather than replace an existing object.
+//! into place, which fails rather than replace an existing object. No temp file outlives its
+//! attempt: an abandoned one removes its own, and the next attempt at the same key removes one
+//! that a killed process left.
 
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
@@ -48,28 +50,84 @@ impl Sink for FileSink {
         let name = path
             .file_name()
             .context("an object key names a file")?
-            .to_string_lossy();
+            .to_string_lossy()
+            .into_owned();
+        // Keys are never reused by another run, so a temp file of this key is an earlier
+        // attempt's of the same run, whose process died (a live one has lost its lease, and its
+        // link fails once the file is gone).
+        remove_temps(&dir, &name).await?;
         let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
         let file = tokio::fs::File::create(&temp)
             .await
             .with_context(|| format!("Failed to create {}", temp.display()))?;
-        Ok(Box::new(FileWriter { file, temp, path }))
+        Ok(Box::new(FileWriter {
+            file,
+            temp: Some(temp),
+            path,
+        }))
     }
+
+    async fn discard_partial(&self, key: &str) -> anyhow::Result<()> {
+        let path = self.root.join(key);
+        match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) => remove_temps(dir, &name.to_string_lossy()).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Removes the temp files of object `name` in `dir`: `.{name}.{32 hex digits}.tmp`.
+async fn remove_temps(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("Failed to list {}", dir.display())),
+    };
+    let prefix = format!(".{name}.");
+    while let Some(entry) = entries.next_entry().await? {
+        let file_name = entry.file_name();
+        let is_temp = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+        if is_temp {
+            let temp = entry.path();
+            match tokio::fs::remove_file(&temp).await {
+                Ok(()) => {
+                    tracing::info!(path = %temp.display(), "Removed a temporary file an interrupted attempt left.")
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("Failed to remove {}", temp.display()));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 struct FileWriter {
     file: tokio::fs::File,
-    temp: PathBuf,
+    /// Until the object is in place or abandoned.
+    temp: Option<PathBuf>,
     path: PathBuf,
+}
+
+impl FileWriter {
+    fn temp(&self) -> &Path {
+        self.temp.as_deref().unwrap_or(Path::new(""))
+    }
 }
 
 #[async_trait]
 impl ObjectWriter for FileWriter {
     async fn write(&mut self, part: Bytes) -> anyhow::Result<()> {
+        let temp = self.temp().display().to_string();
         self.file
             .write_all(&part)
             .await
-            .with_context(|| format!("Failed to write {}", self.temp.display()))
+            .with_context(|| format!("Failed to write {temp}"))
     }
 
     async fn finish(mut self: Box<Self>) -> anyhow::Result<PutOutcome> {
@@ -77,21 +135,34 @@ impl ObjectWriter for FileWriter {
         self.file
             .sync_all()
             .await
-            .with_context(|| format!("Failed to sync {}", self.temp.display()))?;
-        let outcome = match tokio::fs::hard_link(&self.temp, &self.path).await {
+            .with_context(|| format!("Failed to sync {}", self.temp().display()))?;
+        let outcome = match tokio::fs::hard_link(self.temp(), &self.path).await {
             Ok(()) => PutOutcome::Written,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
             Err(e) => {
                 return Err(e).with_context(|| format!("Failed to link {}", self.path.display()));
             }
         };
-        tokio::fs::remove_file(&self.temp).await?;
+        if let Some(temp) = self.temp.take() {
+            tokio::fs::remove_file(&temp).await?;
+        }
         sync_dir(self.path.parent().unwrap_or(Path::new("/"))).await?;
         Ok(outcome)
     }
 
-    async fn abort(self: Box<Self>) {
-        let _ = tokio::fs::remove_file(&self.temp).await;
+    async fn abort(mut self: Box<Self>) {
+        if let Some(temp) = self.temp.take() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+    }
+}
+
+/// An attempt dropped half-way (a shutdown, a lost lease) leaves no temp file either.
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = std::fs::remove_file(temp);
+        }
     }
 }
 

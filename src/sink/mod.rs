@@ -34,6 +34,12 @@ pub trait Sink: Send + Sync {
 
     /// Starts writing the object at `key`.
     async fn create(&self, key: &str, format: Format) -> anyhow::Result<Box<dyn ObjectWriter>>;
+
+    /// Removes what an interrupted write of `key` may have left, where that can be known
+    /// without listing (a directory's temp files); the object itself, if there, stays.
+    async fn discard_partial(&self, _key: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// An object being written part by part. Nothing is visible at the key until `finish`.

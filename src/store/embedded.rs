@@ -94,13 +94,19 @@ impl EmbeddedPostgres {
         self.launch()
     }
 
-    fn stop(&mut self) {
+    /// Stops the server it started (a fast shutdown), keeping its data and port.
+    pub fn stop(&mut self) {
         if let Some(started) = self.started.take() {
             // SIGINT is PostgreSQL's fast shutdown: clients are disconnected, data is flushed.
             if kill(started.pid, Signal::SIGINT).is_ok() {
                 started.wait_exit(Duration::from_secs(30));
             }
         }
+    }
+
+    /// Starts again, on the same port, a server stopped with [`EmbeddedPostgres::stop`].
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.launch()
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {

@@ -39,26 +39,6 @@ impl Store {
         Ok(id)
     }
 
-    /// Whether the window `[lo, hi)` holds an event (of `tenant`, when given).
-    pub async fn window_has_events(
-        &self,
-        lo: i64,
-        hi: i64,
-        tenant: Option<&str>,
-    ) -> anyhow::Result<bool> {
-        let found = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM audit_events
-                            WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8
-                              AND ($3::text IS NULL OR tenant_id = $3))",
-        )
-        .bind(lo)
-        .bind(hi)
-        .bind(tenant)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(found)
-    }
-
     /// The events of `[lo, hi)` in `(txid, id)` order, as a binary COPY on a connection of its
     /// own ([`CopyOut`]), one message a row, for a [`CopyDecoder`](super::CopyDecoder): typed
     /// columns are PostgreSQL's cheapest output, and memory stays flat however large the window.
@@ -106,6 +86,27 @@ impl Store {
         .await?;
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
+}
+
+/// Whether the window `[lo, hi)` holds an event (of `tenant`, when given), asked on the
+/// connection given, so a step that holds a transaction never waits for a second connection.
+pub(super) async fn window_has_events(
+    conn: &mut sqlx::PgConnection,
+    lo: i64,
+    hi: i64,
+    tenant: Option<&str>,
+) -> anyhow::Result<bool> {
+    let found = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM audit_events
+                        WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8
+                          AND ($3::text IS NULL OR tenant_id = $3))",
+    )
+    .bind(lo)
+    .bind(hi)
+    .bind(tenant)
+    .fetch_one(conn)
+    .await?;
+    Ok(found)
 }
 
 /// The tenant condition of a COPY statement: the tenant goes in as hex, so no value can change

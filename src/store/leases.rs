@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::Store;
-use crate::domain::Schedule;
+use crate::domain::{Schedule, TimeOfDay};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestinationState {
@@ -16,6 +16,8 @@ pub struct DestinationState {
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub fencing_token: i64,
+    /// The database's clock when the state was read.
+    pub read_at: DateTime<Utc>,
 }
 
 /// The right to export a destination, until `expires_at` unless renewed.
@@ -38,49 +40,76 @@ pub enum Claim {
 }
 
 impl Store {
-    /// Records the destination (its frequency included) and returns its state. A new or changed
-    /// `every_hours` re-anchors the schedule at the next full hour after `now`.
+    /// Records the destination (its schedule included) and returns its state, read on the
+    /// database's clock. A new destination, or a changed `every_hours` or `schedule_at`, is
+    /// anchored anew after the database's `now`; a due time the old schedule had not served
+    /// stays due (so two configs that disagree never postpone an export).
+    #[tracing::instrument(skip_all, fields(destination = name), err)]
     pub async fn sync_destination(
         &self,
         name: &str,
         every_hours: u8,
-        now: DateTime<Utc>,
+        schedule_at: Option<TimeOfDay>,
     ) -> anyhow::Result<DestinationState> {
-        sqlx::query(
-            "INSERT INTO export_destinations (name, every_hours, anchor) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET every_hours = EXCLUDED.every_hours, anchor = EXCLUDED.anchor
-             WHERE export_destinations.every_hours <> EXCLUDED.every_hours",
-        )
-        .bind(name)
-        .bind(i32::from(every_hours))
-        .bind(Schedule::anchor_after(now))
-        .execute(&self.pool)
-        .await?;
-        self.destination_state(name)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("destination `{name}` vanished"))
+        let state = match self.destination_state(name).await? {
+            Some(state) => state,
+            None => {
+                let now = self.now().await?;
+                sqlx::query(
+                    "INSERT INTO export_destinations (name, every_hours, schedule_at, anchor)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name)
+                .bind(i32::from(every_hours))
+                .bind(schedule_at.map(TimeOfDay::as_naive))
+                .bind(Schedule::anchor_after(now, every_hours, schedule_at))
+                .execute(&self.pool)
+                .await?;
+                read_state(&self.pool, name, false).await?
+            }
+        };
+        if state.schedule.is_set_as(every_hours, schedule_at) {
+            return Ok(state);
+        }
+        // Changed: re-anchor under the row's lock, so concurrent syncs agree on what was due.
+        let mut tx = self.pool.begin().await?;
+        let mut state = read_state(&mut *tx, name, true).await?;
+        if !state.schedule.is_set_as(every_hours, schedule_at) {
+            let changed =
+                state
+                    .schedule
+                    .changed(state.read_at, state.last_slot, every_hours, schedule_at);
+            sqlx::query(
+                "UPDATE export_destinations
+                 SET every_hours = $2, schedule_at = $3, anchor = $4, carried_due = $5
+                 WHERE name = $1",
+            )
+            .bind(name)
+            .bind(i32::from(every_hours))
+            .bind(schedule_at.map(TimeOfDay::as_naive))
+            .bind(changed.anchor())
+            .bind(changed.carried())
+            .execute(&mut *tx)
+            .await?;
+            state.schedule = changed;
+        }
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    /// The database's clock, which leases and schedules go by.
+    pub async fn now(&self) -> anyhow::Result<DateTime<Utc>> {
+        Ok(sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     pub async fn destination_state(&self, name: &str) -> anyhow::Result<Option<DestinationState>> {
-        let row = sqlx::query(
-            "SELECT name, watermark::text::bigint, anchor, every_hours, last_slot, lease_owner, lease_expires_at,
-                    fencing_token
-             FROM export_destinations WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let every_hours: i32 = row.try_get(3)?;
-        Ok(Some(DestinationState {
-            name: row.try_get(0)?,
-            watermark: row.try_get(1)?,
-            schedule: Schedule::new(row.try_get(2)?, u8::try_from(every_hours)?),
-            last_slot: row.try_get(4)?,
-            lease_owner: row.try_get(5)?,
-            lease_expires_at: row.try_get(6)?,
-            fencing_token: row.try_get(7)?,
-        }))
+        match read_state(&self.pool, name, false).await {
+            Ok(state) => Ok(Some(state)),
+            Err(e) if matches!(e.downcast_ref(), Some(sqlx::Error::RowNotFound)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Takes the lease unless another live holder has it. Every grant bumps the fencing token.
@@ -148,4 +177,38 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// The destination's state, its row locked when `lock`; `RowNotFound` when it is not recorded.
+async fn read_state<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    name: &str,
+    lock: bool,
+) -> anyhow::Result<DestinationState> {
+    const SELECT: &str =
+        "SELECT name, watermark::text::bigint, anchor, every_hours, last_slot, lease_owner,
+            lease_expires_at, fencing_token, schedule_at, carried_due, clock_timestamp()
+     FROM export_destinations WHERE name = $1";
+    let sql = if lock {
+        format!("{SELECT} FOR UPDATE")
+    } else {
+        SELECT.to_owned()
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(name)
+        .fetch_one(executor)
+        .await?;
+    let every_hours: i32 = row.try_get(3)?;
+    let at: Option<chrono::NaiveTime> = row.try_get(8)?;
+    Ok(DestinationState {
+        name: row.try_get(0)?,
+        watermark: row.try_get(1)?,
+        schedule: Schedule::new(row.try_get(2)?, u8::try_from(every_hours)?)
+            .with_stored(at.map(TimeOfDay::from_naive), row.try_get(9)?),
+        last_slot: row.try_get(4)?,
+        lease_owner: row.try_get(5)?,
+        lease_expires_at: row.try_get(6)?,
+        fencing_token: row.try_get(7)?,
+        read_at: row.try_get(10)?,
+    })
 }

@@ -7,6 +7,7 @@ mod embedded;
 mod events;
 mod horizon;
 mod leases;
+mod overview;
 mod ranges;
 mod runs;
 mod side_runs;
@@ -24,8 +25,10 @@ pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;
 pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};
 pub use leases::{Claim, DestinationState, Lease};
+pub use overview::Overview;
 pub use ranges::Range;
 pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
+pub use side_runs::part_key;
 
 use crate::settings::DatabaseSettings;
 
@@ -72,30 +75,45 @@ impl Database {
     }
 
     async fn connect_as(settings: &DatabaseSettings, access: Access) -> anyhow::Result<Self> {
-        let (url, embedded) = match &settings.url {
-            Some(url) => (url.expose_secret().to_owned(), None),
-            None => {
-                tracing::warn!(
-                    data_dir = %settings.embedded_dir.display(),
-                    "No database.url is set: using an embedded PostgreSQL, meant for trying audit-exporter out."
-                );
-                let dir = settings.embedded_dir.clone();
-                let server =
-                    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, &[]))
-                        .await?
-                        .context("Failed to start the embedded PostgreSQL")?;
-                create_database(&server.url("postgres"), EMBEDDED_DATABASE).await?;
-                (server.url(EMBEDDED_DATABASE), Some(server))
-            }
-        };
-        let pool = PoolSettings {
-            max_connections: settings.max_connections,
-            connect_timeout: settings.connect_timeout,
-            access,
-        };
-        let store = Store::connect_with(&url, &pool).await?;
+        let (url, embedded) = locate(settings).await?;
+        let store = Store::connect_with(&url, &pool_settings(settings, access)).await?;
         Ok(Self { store, embedded })
     }
+
+    /// Like [`Database::connect`], but opens no connection yet: the first query does, so a
+    /// service can start while the database is down and wait for it.
+    pub async fn connect_lazy(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let (url, embedded) = locate(settings).await?;
+        let store = Store::connect_lazy_with(&url, &pool_settings(settings, Access::ReadWrite))?;
+        Ok(Self { store, embedded })
+    }
+}
+
+fn pool_settings(settings: &DatabaseSettings, access: Access) -> PoolSettings {
+    PoolSettings {
+        max_connections: settings.max_connections,
+        connect_timeout: settings.connect_timeout,
+        access,
+    }
+}
+
+/// The URL to connect to: `database.url`, or that of the embedded server, started for it.
+async fn locate(settings: &DatabaseSettings) -> anyhow::Result<(String, Option<EmbeddedPostgres>)> {
+    Ok(match &settings.url {
+        Some(url) => (url.expose_secret().to_owned(), None),
+        None => {
+            tracing::warn!(
+                data_dir = %settings.embedded_dir.display(),
+                "No database.url is set: using an embedded PostgreSQL, meant for trying audit-exporter out."
+            );
+            let dir = settings.embedded_dir.clone();
+            let server = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, &[]))
+                .await?
+                .context("Failed to start the embedded PostgreSQL")?;
+            create_database(&server.url("postgres"), EMBEDDED_DATABASE).await?;
+            (server.url(EMBEDDED_DATABASE), Some(server))
+        }
+    })
 }
 
 /// Whether a pool's sessions may write.
@@ -120,6 +138,35 @@ impl Database {
         self.store.pool.close().await;
         drop(self.embedded);
     }
+}
+
+fn connect_options(url: &str, access: Access) -> anyhow::Result<PgConnectOptions> {
+    let (url, ignored) = known_parameters_only(url);
+    if !ignored.is_empty() {
+        tracing::warn!(
+            parameters = %ignored.join(", "),
+            "database.url: connection parameters that audit-exporter does not support are ignored."
+        );
+    }
+    let options = url
+        .parse::<PgConnectOptions>()
+        .context("database.url is not a PostgreSQL URL; allowed: postgres://user[:password]@host[:port]/database")?
+        .application_name("audit-exporter")
+        .options([(
+            "idle_in_transaction_session_timeout",
+            IDLE_IN_TRANSACTION_TIMEOUT,
+        )])
+        .log_statements(tracing::log::LevelFilter::Debug);
+    Ok(match access {
+        Access::ReadOnly => options.options([("default_transaction_read_only", "on")]),
+        Access::ReadWrite => options,
+    })
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
 }
 
 /// Creates `name` on the server at `admin_url` unless it exists.
@@ -201,33 +248,40 @@ impl Store {
     /// Opens a pool once a first connection has answered within the connect timeout; an error
     /// names the server and the cause, never the password.
     pub async fn connect_with(url: &str, settings: &PoolSettings) -> anyhow::Result<Self> {
-        let (url, ignored) = known_parameters_only(url);
-        if !ignored.is_empty() {
-            tracing::warn!(
-                parameters = %ignored.join(", "),
-                "database.url: connection parameters that audit-exporter does not support are ignored."
-            );
-        }
-        let mut options = url
-            .parse::<PgConnectOptions>()
-            .context("database.url is not a PostgreSQL URL; allowed: postgres://user[:password]@host[:port]/database")?
-            .application_name("audit-exporter")
-            .options([(
-                "idle_in_transaction_session_timeout",
-                IDLE_IN_TRANSACTION_TIMEOUT,
-            )])
-            .log_statements(tracing::log::LevelFilter::Debug);
-        if settings.access == Access::ReadOnly {
-            options = options.options([("default_transaction_read_only", "on")]);
-        }
+        let options = connect_options(url, settings.access)?;
         connect_error::probe(&options, settings.connect_timeout).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_secs(30))
+        let pool = pool_options(settings.max_connections)
             .connect_with(options.clone())
             .await
             .map_err(|e| connect_error::describe(&options, &e, settings.connect_timeout))?;
         Ok(Self { pool })
+    }
+
+    /// A store whose pool connects at its first query.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let pool = PoolSettings {
+            max_connections,
+            connect_timeout: Duration::from_secs(30),
+            access: Access::ReadWrite,
+        };
+        Self::connect_lazy_with(url, &pool)
+    }
+
+    pub fn connect_lazy_with(url: &str, settings: &PoolSettings) -> anyhow::Result<Self> {
+        let options = connect_options(url, settings.access)?;
+        let pool = pool_options(settings.max_connections).connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    /// The most connections the pool opens (`database.max_connections` at start).
+    pub fn max_connections(&self) -> u32 {
+        self.pool.options().get_max_connections()
+    }
+
+    /// Opens one connection of its own, outside the pool, so the error says at once why the
+    /// database cannot be reached (a pool keeps retrying until its acquire timeout).
+    pub async fn try_connect(&self, timeout: Duration) -> anyhow::Result<()> {
+        connect_error::probe(&self.pool.connect_options(), timeout).await
     }
 
     pub fn from_pool(pool: PgPool) -> Self {

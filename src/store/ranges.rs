@@ -55,21 +55,25 @@ impl Store {
         .await
     }
 
-    /// Logs a re-export about to be written; `key` gives its first object's key from the run id.
+    /// Logs a re-export about to be written, alive for `alive_secs` unless renewed; `key` gives
+    /// its first object's key from the run id and the time of the run (the database's clock).
     pub async fn start_reexport_run(
         &self,
         destination: &str,
         range: Range<'_>,
         format: Format,
-        key: impl Fn(Uuid) -> String,
+        alive_secs: u32,
+        key: impl Fn(Uuid, DateTime<Utc>) -> String,
     ) -> anyhow::Result<Run> {
         let id = Uuid::now_v7();
+        let at = self.now().await?;
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, tenant_id,
                                       object_key, encoding, compression, fencing_token, attempts, started_at,
-                                      range_from, range_to)
-             SELECT $1, name, 'reexport', 'pending', '0', $2::text::xid8, clock_timestamp(), $3, $4, $5, $6,
-                    fencing_token, 1, clock_timestamp(), $7, $8
+                                      range_from, range_to, alive_until)
+             SELECT $1, name, 'reexport', 'pending', '0', $2::text::xid8, $10, $3, $4, $5, $6,
+                    fencing_token, 1, clock_timestamp(), $7, $8,
+                    clock_timestamp() + make_interval(secs => $11)
              FROM export_destinations WHERE name = $9
              RETURNING {RUN_COLUMNS}"
         );
@@ -77,12 +81,14 @@ impl Store {
             .bind(id)
             .bind(range.watermark)
             .bind(range.tenant_id)
-            .bind(key(id))
+            .bind(key(id, at))
             .bind(format.encoding.as_str())
             .bind(format.compression.as_str())
             .bind(range.from)
             .bind(range.to)
             .bind(destination)
+            .bind(at)
+            .bind(f64::from(alive_secs))
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| anyhow::anyhow!("destination `{destination}` is not recorded"))?;

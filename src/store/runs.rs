@@ -49,6 +49,9 @@ pub struct Run {
     pub range: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Objects a re-export wrote (more than one when split by max_object_bytes).
     pub object_count: Option<i32>,
+    /// A scheduled run's window in time: from the end of the destination's previous scheduled
+    /// window (`None` for the first) to `window_end`.
+    pub window_start: Option<DateTime<Utc>>,
 }
 
 /// What a new run is planned with; the window and the key come from the database's horizon.
@@ -71,7 +74,9 @@ pub enum CommitError {
 
 pub(super) const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigint, window_hi::text::bigint,
     window_end, slot, tenant_id, object_key, encoding, compression, heartbeat_event_id, attempts, last_error,
-    event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count";
+    event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count, window_start";
+/// How many columns `RUN_COLUMNS` names: a query's own columns come after them.
+pub(super) const RUN_COLUMN_COUNT: usize = 24;
 
 impl Store {
     /// The scheduled run of the destination that was planned and not committed, if any.
@@ -139,14 +144,17 @@ impl Store {
             anyhow::bail!(CommitError::LeaseLost(lease.destination.clone()));
         };
         let hi = horizon.max(lo);
-        // Every transaction below `hi` has ended, so the window's rows are fixed: reading them
-        // outside this transaction sees the same.
-        let has_events = self.window_has_events(lo, hi, new.tenant_id).await?;
+        // On this transaction's connection: a step never holds one connection while it waits
+        // for a second, which a full pool would never give.
+        let has_events = super::events::window_has_events(&mut tx, lo, hi, new.tenant_id).await?;
         let heartbeat_event_id = (!has_events).then(Uuid::now_v7);
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, slot, tenant_id,
-                                      object_key, encoding, compression, heartbeat_event_id, fencing_token)
-             VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12)
+                                      object_key, encoding, compression, heartbeat_event_id, fencing_token,
+                                      window_start)
+             VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12,
+                     (SELECT max(window_end) FROM export_runs
+                      WHERE destination = $2 AND kind = 'scheduled' AND status = 'done'))
              ON CONFLICT (object_key) DO NOTHING
              RETURNING {RUN_COLUMNS}"
         );
@@ -314,6 +322,7 @@ pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
             _ => None,
         },
         object_count: row.try_get(22)?,
+        window_start: row.try_get(23)?,
     })
 }
 

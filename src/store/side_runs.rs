@@ -1,32 +1,35 @@
-//! Runs that never move the watermark: test deliveries. They are logged like scheduled runs,
-//! so every object in a bucket can be accounted for.
+//! Runs that never move the watermark: test deliveries and re-exports. They are logged like
+//! scheduled runs, so every object in a bucket can be accounted for, and stay alive only while
+//! their process renews them: one that a crash interrupted is marked failed, not left pending.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Store;
-use super::runs::{RUN_COLUMNS, run_from_row};
+use super::runs::{RUN_COLUMN_COUNT, RUN_COLUMNS, run_from_row};
 use crate::domain::Format;
-use crate::store::Run;
+use crate::store::{Run, RunStatus};
 
 impl Store {
-    /// Logs a test delivery about to be written: its event is rebuilt from the run like a
-    /// heartbeat's, and its window is empty, at the destination's watermark.
+    /// Logs a test delivery about to be written, alive for `alive_secs` unless renewed: its
+    /// event is rebuilt from the run like a heartbeat's, and its window is empty, at the
+    /// destination's watermark.
     pub async fn start_test_run(
         &self,
         destination: &str,
         tenant_id: Option<&str>,
         format: Format,
+        alive_secs: u32,
         key: impl Fn(Uuid, DateTime<Utc>) -> String,
     ) -> anyhow::Result<Run> {
         let id = Uuid::now_v7();
-        let at = Utc::now();
+        let at = self.now().await?;
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, tenant_id,
                                       object_key, encoding, compression, heartbeat_event_id, fencing_token,
-                                      attempts, started_at)
+                                      attempts, started_at, alive_until)
              SELECT $1, name, 'test', 'pending', watermark, watermark, $2, $3, $4, $5, $6, $7, fencing_token,
-                    1, clock_timestamp()
+                    1, clock_timestamp(), clock_timestamp() + make_interval(secs => $9)
              FROM export_destinations WHERE name = $8
              RETURNING {RUN_COLUMNS}"
         );
@@ -39,6 +42,7 @@ impl Store {
             .bind(format.compression.as_str())
             .bind(Uuid::now_v7())
             .bind(destination)
+            .bind(f64::from(alive_secs))
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| anyhow::anyhow!("destination `{destination}` is not recorded"))?;
@@ -78,5 +82,133 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Keeps a side run alive for `alive_secs` more; `false` when it is no longer pending.
+    pub async fn renew_side_run(&self, run_id: Uuid, alive_secs: u32) -> anyhow::Result<bool> {
+        let renewed = sqlx::query(
+            "UPDATE export_runs SET alive_until = clock_timestamp() + make_interval(secs => $2)
+             WHERE id = $1 AND kind <> 'scheduled' AND status = 'pending'",
+        )
+        .bind(run_id)
+        .bind(f64::from(alive_secs))
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    /// Notes how many objects a side run has written completely so far.
+    pub async fn note_side_objects(&self, run_id: Uuid, objects: i32) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE export_runs SET object_count = $2 WHERE id = $1 AND kind <> 'scheduled'",
+        )
+        .bind(run_id)
+        .bind(objects)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks failed the destination's side runs whose process stopped renewing them (a crash),
+    /// each with what it had written, and returns them. A run from before renewals existed
+    /// counts as interrupted an hour after it started.
+    #[tracing::instrument(skip_all, fields(destination = destination), err)]
+    pub async fn fail_interrupted_side_runs(&self, destination: &str) -> anyhow::Result<Vec<Run>> {
+        const INTERRUPTED: &str = "destination = $1 AND kind <> 'scheduled' AND status = 'pending'
+            AND COALESCE(alive_until, started_at + interval '1 hour', '-infinity') < clock_timestamp()";
+        // A plain read first: most of the time there is none, and it takes no lock that could
+        // wait on another process's.
+        let any: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 FROM export_runs WHERE {INTERRUPTED})"
+        )))
+        .bind(destination)
+        .fetch_one(&self.pool)
+        .await?;
+        if !any {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS}, COALESCE(alive_until, started_at + interval '1 hour') FROM export_runs
+             WHERE {INTERRUPTED} FOR UPDATE SKIP LOCKED"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(destination)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut failed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut run = run_from_row(row)?;
+            let last_alive: Option<DateTime<Utc>> = sqlx::Row::try_get(row, RUN_COLUMN_COUNT)?;
+            let error = interrupted_error(&run, last_alive);
+            sqlx::query(
+                "UPDATE export_runs SET status = 'failed', last_error = $2, finished_at = clock_timestamp()
+                 WHERE id = $1",
+            )
+            .bind(run.id)
+            .bind(&error)
+            .execute(&mut *tx)
+            .await?;
+            run.status = RunStatus::Failed;
+            run.last_error = Some(error);
+            failed.push(run);
+        }
+        tx.commit().await?;
+        Ok(failed)
+    }
+}
+
+/// Why an interrupted side run failed, and what it left: the objects it completed (they are
+/// valid, and stay) and the one it was writing.
+fn interrupted_error(run: &Run, last_alive: Option<DateTime<Utc>>) -> String {
+    let since = last_alive.map_or_else(
+        || "an unknown time".to_owned(),
+        |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    let written = run.object_count.unwrap_or(0).max(0) as u32;
+    let keys: Vec<String> = (1..=written)
+        .map(|n| part_key(&run.object_key, n))
+        .collect();
+    let complete = if keys.is_empty() {
+        "no complete object".to_owned()
+    } else {
+        format!(
+            "{} complete object(s), which stay: {}",
+            keys.len(),
+            keys.join(", ")
+        )
+    };
+    format!(
+        "interrupted: its process stopped (no sign of life since {since}); it had written {complete}; \
+         the object it was writing, {}, was not completed (a directory's hidden temporary file is removed; \
+         in S3 an incomplete multipart upload stays until a lifecycle rule aborts it)",
+        part_key(&run.object_key, written + 1)
+    )
+}
+
+/// The key of object `n` of a side run whose first object is at `first`: a split re-export
+/// numbers its objects `_part0001`, `_part0002`, …; an unsplit one has only the first.
+pub fn part_key(first: &str, n: u32) -> String {
+    match first.rfind("_part0001") {
+        Some(at) => format!(
+            "{}_part{n:04}{}",
+            &first[..at],
+            &first[at + "_part0001".len()..]
+        ),
+        None => first.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::part_key;
+
+    #[test]
+    fn part_keys_follow_the_first() {
+        assert_eq!(
+            part_key("p/reexport/x_0190_part0001.jsonl.gz", 12),
+            "p/reexport/x_0190_part0012.jsonl.gz"
+        );
+        assert_eq!(part_key("p/test/x_0190.jsonl", 1), "p/test/x_0190.jsonl");
     }
 }

@@ -1,8 +1,10 @@
 //! Integration tests: one binary, real PostgreSQL and a real S3-protocol server.
 
+mod alerts;
 mod check;
 mod cli;
 mod connections;
+mod daemon;
 mod delivery;
 mod export;
 mod faults;
@@ -12,11 +14,13 @@ mod messages;
 mod moto;
 mod odd_rows;
 mod operate;
+mod output;
 mod proxy;
 mod readonly;
 mod recovery;
 mod reexport;
 mod roles;
+mod schedule;
 mod schema;
 mod sts;
 

@@ -61,7 +61,7 @@ impl Running {
     }
 
     /// Waits for a log line that `matches`, and returns it.
-    async fn wait_for_log(
+    pub(crate) async fn wait_for_log(
         &self,
         what: &str,
         matches: impl Fn(&serde_json::Value) -> bool,
@@ -125,7 +125,7 @@ pub(crate) async fn due_now(db: &TestDb, names: &[&str]) {
         sqlx::query(
             "INSERT INTO export_destinations (name, every_hours, anchor)
              VALUES ($1, 1, date_trunc('hour', now()) - interval '1 hour')
-             ON CONFLICT (name) DO UPDATE SET last_slot = NULL",
+             ON CONFLICT (name) DO UPDATE SET last_slot = NULL, anchor = EXCLUDED.anchor",
         )
         .bind(name)
         .execute(db.pool())
@@ -134,7 +134,7 @@ pub(crate) async fn due_now(db: &TestDb, names: &[&str]) {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -143,7 +143,7 @@ fn free_port() -> u16 {
 }
 
 /// GET over plain HTTP/1.1: the status and the body.
-async fn get(port: u16, path: &str) -> (u16, String) {
+pub(crate) async fn get(port: u16, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -161,14 +161,14 @@ async fn get(port: u16, path: &str) -> (u16, String) {
 }
 
 /// The value of a metric line `name{labels} value`.
-fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn config(port: u16, destinations: &[(&str, &Path, &str)]) -> String {
+pub(crate) fn config(port: u16, destinations: &[(&str, &Path, &str)]) -> String {
     let mut text = format!(
-        "[run]\ncheck_cron = \"* * * * * *\"\nreload_check_secs = 1\nlisten = \"127.0.0.1:{port}\"\n"
+        "[run]\ncheck_cron = \"* * * * * *\"\nreload_check_secs = 1\nmetrics_refresh_secs = 1\nlisten = \"127.0.0.1:{port}\"\n"
     );
     for (name, dir, extra) in destinations {
         text.push_str(&format!(
@@ -196,8 +196,18 @@ async fn run_follows_its_config_file_and_reports_on_metrics_and_health() {
         (done_runs(&db, "alpha").await == 1).then_some(())
     })
     .await;
-    let (status, text) = get(port, "/metrics").await;
-    assert_eq!(status, 200);
+    // What waits is read in the background (every second here): wait for the read after the
+    // export.
+    let text = wait_until("nothing waiting, on /metrics", || async {
+        let (status, text) = get(port, "/metrics").await;
+        assert_eq!(status, 200);
+        (metric(
+            &text,
+            r#"audit_exporter_events_waiting{destination="alpha"}"#,
+        ) == Some(0.0))
+        .then_some(text)
+    })
+    .await;
     let series =
         |name: &str, labels: &str| metric(&text, &format!("audit_exporter_{name}{{{labels}}}"));
     assert_eq!(
@@ -233,16 +243,17 @@ async fn run_follows_its_config_file_and_reports_on_metrics_and_health() {
     assert_eq!(get(port, "/readyz").await, (200, "ready\n".into()));
     assert_eq!(get(port, "/nope").await.0, 404);
 
-    // Ten more events wait for alpha's next due time; /metrics says so.
+    // Ten more events wait for alpha's next due time; /metrics says so after its next read.
     crate::append(&db, 10, None).await;
-    let text = get(port, "/metrics").await.1;
-    assert_eq!(
-        metric(
+    let text = wait_until("the ten events waiting, on /metrics", || async {
+        let text = get(port, "/metrics").await.1;
+        (metric(
             &text,
-            r#"audit_exporter_events_waiting{destination="alpha"}"#
-        ),
-        Some(10.0)
-    );
+            r#"audit_exporter_events_waiting{destination="alpha"}"#,
+        ) == Some(10.0))
+        .then_some(text)
+    })
+    .await;
     assert!(metric(&text, r#"audit_exporter_lag_seconds{destination="alpha"}"#).unwrap() > 0.0);
 
     // 1 h -> 3 h and a new destination.

@@ -115,7 +115,8 @@ async fn a_range_is_re_exported_exactly_in_order_beside_the_scheduled_objects() 
             .strip_prefix(&format!("s3://{}/", bucket.name))
             .unwrap();
         assert!(
-            key.starts_with("p/reexport/20261120T010000Z-20261120T030000Z_"),
+            key.starts_with("p/reexport/schema=audit_log/version=v1/year=")
+                && key.ends_with(&format!("_{}.jsonl", report.run.id)),
             "{key}"
         );
         let object = bucket.objects(key).await.into_iter().collect::<Vec<_>>();
@@ -299,4 +300,91 @@ async fn invalid_ranges_exit_2_naming_what_is_wrong() {
         .unwrap();
     assert_eq!(runs, 0, "nothing was started");
     assert!(crate::harness::files(dir.path()).is_empty());
+}
+
+/// `n` events with incompressible padding, so compressed objects are large too.
+async fn append_random(db: &TestDb, n: i64, start: DateTime<Utc>) {
+    sqlx::query(
+        r#"INSERT INTO audit_events (occurred_at, tenant_id, action, actor, metadata)
+           SELECT $1 + make_interval(secs => g::int), 'acme', 'user.login',
+                  jsonb_build_object('type', 'user', 'id', 'u-' || g),
+                  jsonb_build_object('padding', md5(random()::text) || md5(random()::text)
+                                                || md5(random()::text) || md5(random()::text))
+           FROM generate_series(1, $2) g"#,
+    )
+    .bind(start)
+    .bind(n)
+    .execute(db.pool())
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn re_export_objects_pass_max_object_bytes_by_at_most_one_event() {
+    const MAX: usize = 1 << 20;
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Vec::new();
+    for (name, compression) in [("plain", "none"), ("gzip", "gzip")] {
+        let key = |k: &str| format!("AUDIT_EXPORTER__DESTINATIONS__{}__{k}", name.to_uppercase());
+        env.extend([
+            (
+                key("URL"),
+                format!("file://{}/{name}", dir.path().display()),
+            ),
+            (key("COMPRESSION"), compression.to_owned()),
+            (key("MAX_OBJECT_BYTES"), MAX.to_string()),
+        ]);
+    }
+    let settings = settings(&db, env);
+    let exporter = exporter(&db, &settings);
+    // About 2.6 MB of JSON, 1.4 MB gzipped: objects many times smaller than a part (5 MiB).
+    // (The encoder's unit tests hold every compression to the same bound.)
+    append_random(&db, 8_000, at(0, 0)).await;
+    let range = (
+        at(0, 0),
+        Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap(),
+    );
+    for name in ["plain", "gzip"] {
+        export_now(&exporter, &settings, name).await;
+        let dest = destination(&settings, name);
+        let sink = sink::connect(dest, &settings.exporter).await.unwrap();
+        let report = exporter
+            .reexport(dest, sink.as_ref(), range, None, &ProgressBar::hidden())
+            .await
+            .unwrap();
+        let objects: Vec<(String, Vec<u8>)> = report
+            .locations
+            .iter()
+            .map(|path| (path.clone(), std::fs::read(path).unwrap()))
+            .collect();
+        let sizes: Vec<usize> = objects.iter().map(|(_, bytes)| bytes.len()).collect();
+        assert!(sizes.len() >= 2, "{name}: {sizes:?}");
+        // The largest event as written, compressed or not, is below 400 bytes.
+        let largest_event = 400;
+        for (n, (path, bytes)) in objects.iter().enumerate() {
+            assert!(
+                bytes.len() <= MAX + largest_event,
+                "{name}: {path} holds {} bytes, over {MAX} by more than one event: {sizes:?}",
+                bytes.len()
+            );
+            if n + 1 < objects.len() {
+                assert!(
+                    bytes.len() >= MAX - largest_event,
+                    "{name}: {path} closed early"
+                );
+            }
+        }
+        let scheduled = crate::harness::files(&dir.path().join(name));
+        let scheduled: BTreeMap<String, Vec<u8>> = scheduled
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("schema="))
+            .collect();
+        let keys: Vec<String> = scheduled.keys().cloned().collect();
+        assert_eq!(
+            ids(&objects),
+            expected(&scheduled, &keys, range, None),
+            "{name}"
+        );
+    }
 }

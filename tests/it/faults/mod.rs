@@ -144,6 +144,9 @@ pub fn env(db: &TestDb, bucket: &TestBucket, proxy: &Proxy) -> Vec<(String, Stri
         set("RUN__CHECK_CRON", "* * * * * *"),
         set("RUN__LISTEN", ""),
         set("RUN__SHUTDOWN_GRACE_SECS", "1"),
+        // Faults fail exports on purpose; the next check tries again.
+        set("RUN__FAILED_EXPORT_BACKOFF_SECS", "1"),
+        set("RUN__FAILED_EXPORT_BACKOFF_MAX_SECS", "1"),
         set("EXPORTER__LEASE_SECS", "5"),
         set("EXPORTER__PART_SIZE_MIB", "5"),
         set("EXPORTER__UPLOADS_IN_FLIGHT", "1"),
