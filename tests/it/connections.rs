@@ -100,6 +100,9 @@ async fn run_with_a_destination_failing_mid_stream_keeps_its_pool_and_its_health
         ("RUN__LISTEN", ""),
         ("RUN__SHUTDOWN_GRACE_SECS", "5"),
         ("EXPORTER__PART_SIZE_MIB", "5"),
+        // Retried at every check, so its COPY is cut off again and again.
+        ("RUN__FAILED_EXPORT_BACKOFF_SECS", "1"),
+        ("RUN__FAILED_EXPORT_BACKOFF_MAX_SECS", "1"),
     ]
     .into_iter()
     .map(|(k, v)| (format!("AUDIT_EXPORTER__{k}"), v.to_owned()))
