@@ -118,6 +118,19 @@ async fn the_readme_roles_migrate_export_and_only_append() {
     );
     let output = run(&["status"], &exporter_env);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // An operator's action is itself recorded in the audit log, by the exporter's role.
+    let output = run(
+        &["destination", "reset", "archive", "--start", "now"],
+        &exporter_env,
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let resets: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'system.export.reset'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(resets, 1);
     {
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(&db.url_as(&exporter))
