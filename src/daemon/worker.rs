@@ -204,12 +204,13 @@ impl Worker {
         self.health.cleared(name);
     }
 
-    /// Every destination may be tried again at once (a reload, the database back).
+    /// Every destination may be tried again at once (a reload, the database back). Only the
+    /// wait is reset: the failures in a row count on until a success (or the destination's
+    /// removal), so `audit_exporter_failures_in_a_row` keeps meaning what README says.
     pub fn reset_backoff(&self) {
         for (name, track) in self.tracks().iter_mut() {
-            track.failures = 0;
             track.retry_at = None;
-            self.metrics.set_backoff(name, 0, None);
+            self.metrics.set_backoff(name, track.failures, None);
         }
     }
 
@@ -361,6 +362,13 @@ mod tests {
         worker.reset_backoff();
         assert!(worker.tracks()["acme"].retry_at.is_none());
         assert_eq!(failing(&worker), 1);
+        // ... but not the failures in a row, in the track or the metric: only a success does.
+        assert_eq!(worker.tracks()["acme"].failures, 1);
+        let text = worker.metrics.encode(Utc::now());
+        assert!(
+            text.contains("audit_exporter_failures_in_a_row{destination=\"acme\"} 1"),
+            "{text}"
+        );
         // Not while it exports: its outcome decides.
         worker.tracks().get_mut("acme").unwrap().exporting = true;
         worker.nothing_to_do("acme");
