@@ -40,10 +40,29 @@ pub(super) fn describe(
     anyhow::anyhow!("cannot connect to PostgreSQL {}: {cause}", server(options))
 }
 
+/// The URL's IPv6 literal host (`[::1]`) as an address: sqlx keeps the brackets, and would
+/// look the bracketed text up as a host name.
+pub(super) fn unbracket(options: PgConnectOptions) -> PgConnectOptions {
+    match options
+        .get_host()
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+    {
+        Some(address) => {
+            let address = address.to_owned();
+            options.host(&address)
+        }
+        None => options,
+    }
+}
+
 /// Where the server is, as the user configured it: host and port (or socket), database, user.
 fn server(options: &PgConnectOptions) -> String {
     let at = match options.get_socket() {
         Some(socket) => format!("socket {}", socket.display()),
+        None if options.get_host().contains(':') => {
+            format!("[{}]:{}", options.get_host(), options.get_port())
+        }
         None => format!("{}:{}", options.get_host(), options.get_port()),
     };
     format!(
@@ -121,6 +140,24 @@ mod tests {
         for text in [text, timed_out.to_string()] {
             assert!(!text.contains("s3cret"), "{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_literal_host_is_an_address_not_a_name() {
+        let url = "postgres://a:b@[::1]:1/app";
+        let options = super::super::connect_options(url, super::super::Access::ReadWrite).unwrap();
+        assert_eq!(options.get_host(), "::1");
+        let text = probe(&options, Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        // Refused (or, without IPv6 on the machine, unreachable): never a DNS failure.
+        assert!(
+            text.starts_with("cannot connect to PostgreSQL at [::1]:1 (database app, user a): ")
+                && !text.contains("resolve")
+                && !text.contains("lookup"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -137,6 +137,7 @@ fn connect_options(url: &str, access: Access) -> anyhow::Result<PgConnectOptions
         .context("database.url is not a PostgreSQL URL; allowed: postgres://user[:password]@host[:port]/database")?
         .application_name("audit-exporter")
         .log_statements(tracing::log::LevelFilter::Debug);
+    let options = connect_error::unbracket(options);
     Ok(match access {
         Access::ReadOnly => options.options([("default_transaction_read_only", "on")]),
         Access::ReadWrite => options,
