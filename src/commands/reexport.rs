@@ -69,7 +69,9 @@ fn time_error(text: &str, error: &chrono::ParseError) -> String {
     } else if shaped && chrono::NaiveDate::parse_from_str(date_part, "%Y-%m-%d").is_err() {
         format!("{date_part} is no date of the calendar (month 01-12, a day the month has)")
     } else if shaped && text.len() > 10 {
-        format!("the time after the date is incomplete or wrong ({error}): it needs T, hh:mm:ss and a zone (Z or +hh:mm)")
+        format!(
+            "the time after the date is incomplete or wrong ({error}): it needs T, hh:mm:ss and a zone (Z or +hh:mm)"
+        )
     } else {
         format!("is not a date YYYY-MM-DD nor an RFC 3339 time ({error})")
     }
@@ -162,6 +164,7 @@ pub async fn reexport(
                 }
             }
             Err(error) => {
+                let error = database.store.explain(error);
                 summary.failed += 1;
                 tracing::error!(destination = %name, error = format!("{error:#}"), "Re-export failed.");
                 writeln!(out, "{name}: re-export failed: {error:#}")?;
@@ -254,7 +257,11 @@ mod tests {
         for bad in ["2026-13-01", "2026-02-30", "today", "2026-11-20T10"] {
             assert!(!cause(bad).starts_with("premature"), "{bad}");
         }
-        assert!(parse_from_time("now").unwrap_err().contains("for --to only"));
+        assert!(
+            parse_from_time("now")
+                .unwrap_err()
+                .contains("for --to only")
+        );
         assert!(parse_from_time("2026-11-20").is_ok());
         for bad in ["2026-11-31", "yesterday", "2026-11-20 10:00", ""] {
             let error = parse_time_at(bad, now).unwrap_err();

@@ -171,6 +171,7 @@ impl Worker {
                 tracing::info!(destination = %name, %owner, "Another exporter holds the lease.");
             }
             Err(error) => {
+                let error = self.plan().exporter.store().explain(error);
                 track.failures += 1;
                 let (first, max) = self.plan().backoff;
                 let wait = backoff::after(track.failures, first, max);

@@ -236,6 +236,12 @@ impl Store {
         &self.pool
     }
 
+    /// `error` said once if the server returned it, naming this pool's role and the grant it
+    /// lacks when a privilege was refused (see [`connect_error::explain`]).
+    pub fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+        connect_error::explain(error, self.pool.connect_options().get_username())
+    }
+
     /// Applies the embedded migrations; idempotent, and safe from several processes at once.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         if let Err(e) = MIGRATOR.run(&self.pool).await {
