@@ -16,7 +16,7 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
 
 pub use destination::{Destination, Target};
-pub use overlap::shared_locations;
+pub use overlap::{nested_locations, shared_locations};
 use raw::RawSettings;
 pub use s3::{
     AssumeRole, CannedAcl, CredentialSource, Credentials, ObjectLock, ObjectLockMode,
