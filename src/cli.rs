@@ -12,17 +12,34 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "audit-exporter", version)]
 pub struct Cli {
     /// A TOML config file layered over the built-in defaults; AUDIT_EXPORTER__SECTION__KEY
-    /// environment variables override both.
+    /// environment variables override both. An empty value counts as none.
     #[arg(
         long,
         global = true,
         value_name = "FILE",
-        env = "AUDIT_EXPORTER_CONFIG"
+        env = "AUDIT_EXPORTER_CONFIG",
+        value_parser = config_file
     )]
-    pub config: Option<PathBuf>,
+    pub config: Option<ConfigFile>,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The `--config` value; empty when the flag or AUDIT_EXPORTER_CONFIG is set to "".
+#[derive(Debug, Clone)]
+pub struct ConfigFile(PathBuf);
+
+impl ConfigFile {
+    /// The file, unless the value was empty.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        (!self.0.as_os_str().is_empty()).then_some(self.0.as_path())
+    }
+}
+
+/// Accepts any value, the empty one included (clap's PathBuf parser refuses it).
+fn config_file(value: &str) -> Result<ConfigFile, std::convert::Infallible> {
+    Ok(ConfigFile(PathBuf::from(value)))
 }
 
 #[derive(Debug, Subcommand)]

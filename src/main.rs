@@ -1,4 +1,5 @@
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use audit_exporter::cli::{Cli, Command, ConfigCommand};
@@ -11,10 +12,15 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli
+        .config
+        .as_ref()
+        .and_then(|c| c.path())
+        .map(Path::to_owned);
     let result = async {
-        let settings = Settings::load(cli.config.as_deref())?;
+        let settings = Settings::load(config.as_deref())?;
         telemetry::init(&settings.log);
-        dispatch(cli.command, cli.config.clone(), settings).await
+        dispatch(cli.command, config, settings).await
     }
     .await;
     match result {

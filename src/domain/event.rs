@@ -1,5 +1,7 @@
 //! The shape of an exported event, the heartbeat included, and its JSON form.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -9,6 +11,34 @@ use super::json;
 pub const HEARTBEAT_ACTION: &str = "system.export.heartbeat";
 /// The action of the event a test delivery (`verify`) carries.
 pub const TEST_ACTION: &str = "system.export.test";
+
+/// A timestamp as the database holds it: microseconds from 2000-01-01 (PostgreSQL's epoch; its
+/// range passes both i64 microseconds from 1970 and chrono's), or one of PostgreSQL's infinities. Every value has a JSON form (README, "Rows that cannot be written as
+/// promised"), so no row can stop an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timestamp {
+    Micros(i64),
+    Infinity,
+    MinusInfinity,
+}
+
+impl Timestamp {
+    /// Microseconds from the Unix epoch to PostgreSQL's.
+    pub const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+    /// Microseconds of 0001-01-01 and of 10000-01-01 from 2000-01-01: RFC 3339's years.
+    const RFC3339_RANGE: std::ops::Range<i64> = -63_082_281_600_000_000..252_455_616_000_000_000;
+
+    /// Whether it is written as RFC 3339 promises, with a four-digit year (0001 to 9999).
+    pub fn is_rfc3339(self) -> bool {
+        matches!(self, Self::Micros(m) if Self::RFC3339_RANGE.contains(&m))
+    }
+}
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(at: DateTime<Utc>) -> Self {
+        Self::Micros(at.timestamp_micros() - Self::POSTGRES_EPOCH_MICROS)
+    }
+}
 
 /// One audit event as it is exported. The JSON columns hold JSON text (as PostgreSQL renders
 /// it, say), written compact on export without being parsed.
@@ -65,13 +95,13 @@ impl Event {
     pub fn as_ref(&self) -> EventRef<'_> {
         EventRef {
             event_id: self.event_id,
-            occurred_at: self.occurred_at,
-            recorded_at: self.recorded_at,
-            tenant_id: self.tenant_id.as_deref(),
-            action: &self.action,
-            actor: &self.actor,
-            target: self.target.as_deref(),
-            metadata: &self.metadata,
+            occurred_at: self.occurred_at.into(),
+            recorded_at: self.recorded_at.into(),
+            tenant_id: self.tenant_id.as_deref().map(Cow::Borrowed),
+            action: Cow::Borrowed(&self.action),
+            actor: Cow::Borrowed(&self.actor),
+            target: self.target.as_deref().map(Cow::Borrowed),
+            metadata: Cow::Borrowed(&self.metadata),
         }
     }
 
@@ -82,18 +112,19 @@ impl Event {
 }
 
 /// An event whose text borrows from where it was read (a database row, most often), so a
-/// window is exported without an allocation per event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// window is exported without an allocation per event. Text is owned only when it had to be
+/// mended (bytes that are not UTF-8, replaced by U+FFFD).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRef<'a> {
     pub event_id: Uuid,
-    pub occurred_at: DateTime<Utc>,
-    pub recorded_at: DateTime<Utc>,
-    pub tenant_id: Option<&'a str>,
-    pub action: &'a str,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub tenant_id: Option<Cow<'a, str>>,
+    pub action: Cow<'a, str>,
     /// JSON text, in any spacing: it is written compact.
-    pub actor: &'a str,
-    pub target: Option<&'a str>,
-    pub metadata: &'a str,
+    pub actor: Cow<'a, str>,
+    pub target: Option<Cow<'a, str>>,
+    pub metadata: Cow<'a, str>,
 }
 
 impl EventRef<'_> {
@@ -112,21 +143,21 @@ impl EventRef<'_> {
         out.extend_from_slice(br#"","recorded_at":""#);
         json::write_timestamp(self.recorded_at, out);
         out.extend_from_slice(br#"","tenant_id":"#);
-        match self.tenant_id {
+        match &self.tenant_id {
             Some(tenant) => json::write_string(tenant, out),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(br#","action":"#);
-        json::write_string(self.action, out);
+        json::write_string(&self.action, out);
         out.extend_from_slice(br#","actor":"#);
-        json::write_compact(self.actor, out);
+        json::write_compact(&self.actor, out);
         out.extend_from_slice(br#","target":"#);
-        match self.target {
+        match &self.target {
             Some(target) => json::write_compact(target, out),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(br#","metadata":"#);
-        json::write_compact(self.metadata, out);
+        json::write_compact(&self.metadata, out);
         out.push(b'}');
     }
 }

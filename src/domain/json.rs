@@ -1,7 +1,7 @@
 //! The JSON pieces of an exported event, written straight into a reused buffer: strings,
 //! timestamps, and stored JSON made compact. Each is pure and byte-deterministic.
 
-use chrono::{DateTime, Utc};
+use super::Timestamp;
 
 /// Appends `value` as a JSON string.
 pub fn write_string(value: &str, out: &mut Vec<u8>) {
@@ -9,28 +9,37 @@ pub fn write_string(value: &str, out: &mut Vec<u8>) {
     let _ = serde_json::to_writer(out, value);
 }
 
-/// Appends `at` as RFC 3339 in UTC with microseconds, `2026-11-21T09:05:01.021377Z`.
-pub fn write_timestamp(at: DateTime<Utc>, out: &mut Vec<u8>) {
-    let secs = at.timestamp();
-    let micros = at.timestamp_subsec_micros();
-    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+/// Appends `at` as RFC 3339 in UTC with microseconds, `2026-11-21T09:05:01.021377Z`. A year
+/// outside 0000..=9999 is written signed, as ISO 8601's expanded form and chrono do
+/// (`+12345-06-07T…Z`, `-0001-…`), and PostgreSQL's infinities as `infinity` and `-infinity`.
+pub fn write_timestamp(at: Timestamp, out: &mut Vec<u8>) {
+    let micros = match at {
+        Timestamp::Micros(micros) => micros,
+        Timestamp::Infinity => return out.extend_from_slice(b"infinity"),
+        Timestamp::MinusInfinity => return out.extend_from_slice(b"-infinity"),
+    };
+    let secs = micros.div_euclid(1_000_000);
+    let micros = micros.rem_euclid(1_000_000) as u32;
+    // Days from 1970-01-01 to 2000-01-01.
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400) + 10_957);
     let second_of_day = secs.rem_euclid(86_400) as u32;
-    // Years that need a sign and leap seconds keep chrono's rendering.
-    if !(0..=9999).contains(&year) || micros >= 1_000_000 {
-        use std::io::Write;
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "{}", at.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
-        return;
-    }
     let mut text = *b"0000-00-00T00:00:00.000000Z";
-    put_digits(&mut text[0..4], year as u32);
     put_digits(&mut text[5..7], month);
     put_digits(&mut text[8..10], day);
     put_digits(&mut text[11..13], second_of_day / 3600);
     put_digits(&mut text[14..16], second_of_day / 60 % 60);
     put_digits(&mut text[17..19], second_of_day % 60);
     put_digits(&mut text[20..26], micros);
-    out.extend_from_slice(&text);
+    if (0..=9999).contains(&year) {
+        put_digits(&mut text[0..4], year as u32);
+        out.extend_from_slice(&text);
+    } else {
+        use std::io::Write;
+        let sign = if year < 0 { '-' } else { '+' };
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{sign}{:04}", year.unsigned_abs());
+        out.extend_from_slice(&text[4..]);
+    }
 }
 
 /// Writes `value` in decimal, zero-padded to the width of `into`.
@@ -94,7 +103,7 @@ fn string_end(bytes: &[u8], mut from: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{DateTime, TimeZone, Utc};
 
     use super::*;
 
@@ -172,9 +181,40 @@ mod tests {
         }
         for at in samples {
             let mut out = Vec::new();
-            write_timestamp(at, &mut out);
+            write_timestamp(at.into(), &mut out);
             assert_eq!(String::from_utf8(out).unwrap(), reference(at));
         }
+    }
+
+    #[test]
+    fn what_chrono_cannot_hold_has_a_form_too() {
+        let text = |at: Timestamp| {
+            let mut out = Vec::new();
+            write_timestamp(at, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(text(Timestamp::Infinity), "infinity");
+        assert_eq!(text(Timestamp::MinusInfinity), "-infinity");
+        // PostgreSQL's last instant, past chrono's range.
+        let last = 9_223_371_331_199_999_999;
+        assert_eq!(
+            text(Timestamp::Micros(last)),
+            "+294276-12-31T23:59:59.999999Z"
+        );
+        // and its first: 4714-11-24 BC, the year -4713.
+        assert_eq!(
+            text(Timestamp::Micros(-211_813_488_000_000_000)),
+            "-4713-11-24T00:00:00.000000Z"
+        );
+        assert!(!Timestamp::Micros(last).is_rfc3339());
+        assert!(!Timestamp::Infinity.is_rfc3339());
+        let y10k = Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap();
+        assert!(!Timestamp::from(y10k).is_rfc3339());
+        let y9999 = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap();
+        assert!(Timestamp::from(y9999).is_rfc3339());
+        let y1 = Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap();
+        assert!(Timestamp::from(y1).is_rfc3339());
+        assert!(!Timestamp::from(y1 - chrono::Duration::microseconds(1)).is_rfc3339());
     }
 
     #[test]

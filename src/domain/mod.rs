@@ -6,7 +6,7 @@ mod json;
 mod object_key;
 mod schedule;
 
-pub use event::{Event, EventRef, HEARTBEAT_ACTION, TEST_ACTION};
+pub use event::{Event, EventRef, HEARTBEAT_ACTION, TEST_ACTION, Timestamp};
 pub use format::{Compression, Encoding, Format};
-pub use object_key::{KeyLayout, KeyParts, SideFolder, side_key};
+pub use object_key::{KeyLayout, KeyParts, SideFolder, check_key_path, side_key};
 pub use schedule::{Schedule, TimeOfDay};

@@ -45,10 +45,14 @@ impl KeyLayout {
     pub fn parse(value: &str, log_type: &str) -> Result<Self, String> {
         match value {
             "hive" => Ok(Self::Hive),
-            "env0" => Ok(Self::Env0 {
-                log_type: log_type.to_owned(),
-            }),
+            "env0" => {
+                check_key_path(log_type).map_err(|e| format!("env0_log_type {e}"))?;
+                Ok(Self::Env0 {
+                    log_type: log_type.to_owned(),
+                })
+            }
             template if template.contains('{') => {
+                check_template_path(template)?;
                 let mut rest = template;
                 while let Some(start) = rest.find('{') {
                     let Some(len) = rest[start..].find('}') else {
@@ -119,6 +123,57 @@ impl KeyLayout {
     }
 }
 
+/// Longest key prefix, in bytes: S3 keys end at 1024, and a layout adds up to ~150.
+pub const MAX_PREFIX_BYTES: usize = 512;
+
+/// Checks text that becomes part of a key (a prefix, a log type): no `.` or `..` segment, which
+/// would climb out of a directory destination or make keys nobody finds, and no control
+/// character, which S3's XML listings cannot carry.
+pub fn check_key_path(text: &str) -> Result<(), String> {
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "{text:?} holds the control character {c:?}; allowed: printable characters"
+        ));
+    }
+    if text.len() > MAX_PREFIX_BYTES {
+        return Err(format!(
+            "is {} bytes long; allowed: at most {MAX_PREFIX_BYTES}",
+            text.len()
+        ));
+    }
+    if text.split('/').any(|s| s == "." || s == "..") {
+        return Err(format!(
+            "{text:?} has a `.` or `..` segment; allowed: plain path segments"
+        ));
+    }
+    Ok(())
+}
+
+/// A template's fixed text: relative, and no segment that is `.` or `..` (an empty `{prefix}`
+/// included).
+fn check_template_path(template: &str) -> Result<(), String> {
+    if template.starts_with('/') {
+        return Err(format!(
+            "key template {template:?} is absolute; allowed: a relative path such as \"{{prefix}}/{{YYYY}}/{{run_id}}{{ext}}\""
+        ));
+    }
+    if template
+        .split('/')
+        .map(|s| s.replace("{prefix}", ""))
+        .any(|s| s == "." || s == "..")
+    {
+        return Err(format!(
+            "key template {template:?} has a `.` or `..` segment; allowed: plain path segments"
+        ));
+    }
+    if let Some(c) = template.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "key template {template:?} holds the control character {c:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// The top folder of objects that are not scheduled exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SideFolder {
@@ -173,6 +228,41 @@ pub fn side_key(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn templates_and_log_types_that_climb_out_are_refused() {
+        for template in [
+            "{prefix}/../../escaped/{run_id}{ext}",
+            "../{run_id}{ext}",
+            "{prefix}/./{run_id}{ext}",
+            "{prefix}/a/..{prefix}/{run_id}{ext}",
+            "/{prefix}/{run_id}{ext}",
+            "/etc/{run_id}",
+        ] {
+            assert!(KeyLayout::parse(template, "audit").is_err(), "{template}");
+        }
+        for template in [
+            "{prefix}/{YYYY}/..{run_id}{ext}",
+            "{prefix}/.hidden/{run_id}{ext}",
+            "{prefix}/a..b/{run_id}{ext}",
+        ] {
+            assert!(KeyLayout::parse(template, "audit").is_ok(), "{template}");
+        }
+        let error = KeyLayout::parse("env0", "../x").unwrap_err();
+        assert!(error.starts_with("env0_log_type "), "{error}");
+        assert!(KeyLayout::parse("env0", "audit/logs").is_ok());
+    }
+
+    #[test]
+    fn key_paths_are_plain_segments() {
+        for ok in ["", "exports", "audit logs/données", "a/b.c/..d"] {
+            assert_eq!(check_key_path(ok), Ok(()), "{ok}");
+        }
+        for bad in ["..", "a/../b", "./a", "a/.", "a\nb", "a\u{7f}"] {
+            assert!(check_key_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_key_path(&"a".repeat(MAX_PREFIX_BYTES + 1)).is_err());
+    }
 
     #[test]
     fn test_and_reexport_keys_keep_the_layout_under_their_own_folder() {

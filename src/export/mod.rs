@@ -176,7 +176,7 @@ impl Exporter {
                 if let Some(run_id) = planned {
                     let _ = self
                         .store
-                        .record_failure(run_id, &format!("{error:#}"))
+                        .record_failure(&lease, run_id, &format!("{error:#}"))
                         .await;
                 }
                 // The run stays pending; freeing the lease lets the next attempt resume it now.
@@ -238,7 +238,7 @@ impl Exporter {
         run: &Run,
         sink: &dyn Sink,
     ) -> anyhow::Result<Delivered> {
-        self.store.start_attempt(run.id).await?;
+        self.store.start_attempt(lease, run.id).await?;
         let renew_every = Duration::from_secs(u64::from(self.settings.lease_secs / 3).max(1));
         let delivery = deliver(&self.store, sink, run, self.settings.part_size);
         tokio::pin!(delivery);

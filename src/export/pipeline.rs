@@ -74,9 +74,10 @@ pub async fn deliver(
         match run.heartbeat_event_id {
             Some(id) => batches.push(&heartbeat(run, id).as_ref()),
             None => {
-                let rows =
-                    store.stream_window(run.window_lo, run.window_hi, run.tenant_id.as_deref());
-                let mut rows = std::pin::pin!(rows);
+                let mut copy = store
+                    .copy_window(run.window_lo, run.window_hi, run.tenant_id.as_deref())
+                    .await?;
+                let mut rows = std::pin::pin!(copy.rows().await?);
                 let mut decoder = CopyDecoder::default();
                 while let Some(message) = rows.next().await {
                     if let Some(event) = decoder.decode(&message?)? {
@@ -87,6 +88,7 @@ pub async fn deliver(
                     }
                 }
                 decoder.finish()?;
+                decoder.log_irregular();
             }
         }
         batches.send().await

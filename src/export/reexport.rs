@@ -196,7 +196,8 @@ impl Exporter {
         open: &mut Option<OpenObject>,
         done: &mut (Vec<Encoded>, Vec<String>),
     ) -> anyhow::Result<()> {
-        let mut messages = std::pin::pin!(self.store().stream_range(range));
+        let mut copy = self.store().copy_range(range).await?;
+        let mut messages = std::pin::pin!(copy.rows().await?);
         let mut decoder = CopyDecoder::default();
         while let Some(message) = messages.next().await {
             let message = message?;
@@ -227,7 +228,9 @@ impl Exporter {
                     .await?;
             }
         }
-        decoder.finish()
+        decoder.finish()?;
+        decoder.log_irregular();
+        Ok(())
     }
 
     async fn open_object(

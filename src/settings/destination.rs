@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use super::raw::{RawDefaults, RawDestination};
 use super::s3::{self, S3Target};
 use super::{SettingsError, in_range};
-use crate::domain::{Compression, Encoding, Format, KeyLayout, Schedule, TimeOfDay};
+use crate::domain::{
+    Compression, Encoding, Format, KeyLayout, Schedule, TimeOfDay, check_key_path,
+};
 
 #[derive(Debug, Clone)]
 pub struct Destination {
@@ -64,7 +66,7 @@ impl Destination {
             .map_err(|e| error("url", format!("{url:?} is not a URL ({e}); {URL_ALLOWED}")))?;
         let target = match parsed.scheme() {
             "s3" => Target::S3(Box::new(
-                parse_s3(&parsed, &raw).map_err(|(field, msg)| error(field, msg))?,
+                parse_s3(url, &parsed, &raw).map_err(|(field, msg)| error(field, msg))?,
             )),
             "file" => {
                 let s3_only = [
@@ -123,7 +125,7 @@ impl Destination {
             }
         };
 
-        let every_hours = raw.every_hours.unwrap_or(defaults.every_hours);
+        let every_hours = raw.every_hours.as_ref().unwrap_or(&defaults.every_hours);
         let every_hours_key = if raw.every_hours.is_some() {
             key("every_hours")
         } else {
@@ -193,13 +195,19 @@ impl Destination {
             }
             other => other,
         };
-        let (max_key, max_bytes) = match raw.max_object_bytes {
+        let (max_key, max_bytes) = match &raw.max_object_bytes {
             Some(bytes) => (key("max_object_bytes"), bytes),
             None => (
                 "defaults.max_object_bytes".into(),
-                defaults.max_object_bytes,
+                &defaults.max_object_bytes,
             ),
         };
+        let max_bytes = max_bytes
+            .whole(
+                &max_key,
+                &format!("0 (no limit) or {MIN_OBJECT_BYTES}..={MAX_OBJECT_BYTES}"),
+            )
+            .map_err(SettingsError)?;
         let max_object_bytes = match max_bytes {
             0 => None,
             bytes if (MIN_OBJECT_BYTES..=MAX_OBJECT_BYTES).contains(&bytes) => Some(bytes as u64),
@@ -246,7 +254,11 @@ fn pick<'a>(
     }
 }
 
-fn parse_s3(url: &url::Url, raw: &RawDestination) -> Result<S3Target, (&'static str, String)> {
+fn parse_s3(
+    text: &str,
+    url: &url::Url,
+    raw: &RawDestination,
+) -> Result<S3Target, (&'static str, String)> {
     let bucket = url.host_str().unwrap_or_default();
     let valid_bucket = (3..=63).contains(&bucket.len())
         && bucket
@@ -275,13 +287,70 @@ fn parse_s3(url: &url::Url, raw: &RawDestination) -> Result<S3Target, (&'static 
     if let Some(endpoint) = &raw.endpoint {
         s3::check_endpoint(endpoint).map_err(|msg| ("endpoint", msg))?;
     }
+    let prefix = s3_prefix(text).map_err(|msg| ("url", msg))?;
     Ok(S3Target {
         bucket: bucket.to_owned(),
-        prefix: url.path().trim_matches('/').to_owned(),
+        prefix,
         region: raw.region.clone(),
         endpoint: raw.endpoint.clone(),
         force_path_style: raw.force_path_style.unwrap_or(false),
         credentials: s3::parse_credentials(raw)?,
         object: s3::parse_object_options(raw)?,
     })
+}
+
+/// The key prefix of an `s3://bucket/prefix` URL as the keys will hold it: percent-decoded
+/// (`audit%20logs` is `audit logs`), without leading or trailing slash. Read from the text
+/// rather than the parsed URL, which would silently resolve `..` segments.
+fn s3_prefix(url: &str) -> Result<String, String> {
+    let after_scheme = url.trim().split_once("://").map_or("", |(_, rest)| rest);
+    let path = after_scheme
+        .find('/')
+        .map_or("", |slash| &after_scheme[slash..]);
+    let prefix = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| {
+            format!("the prefix {path:?} is not UTF-8 once decoded; allowed: UTF-8 text")
+        })?;
+    let prefix = prefix.trim_matches('/');
+    check_key_path(prefix).map_err(|e| format!("the prefix {e}; it cannot be an S3 key"))?;
+    Ok(prefix.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::s3_prefix;
+
+    #[test]
+    fn an_s3_prefix_is_percent_decoded() {
+        for (url, prefix) in [
+            ("s3://bucket", ""),
+            ("s3://bucket/", ""),
+            ("s3://bucket/exports/eu/", "exports/eu"),
+            ("s3://bucket/audit logs/données", "audit logs/données"),
+            (
+                "s3://bucket/audit%20logs/donn%C3%A9es",
+                "audit logs/données",
+            ),
+            ("s3://bucket/a%2Fb", "a/b"),
+            ("s3://bucket/100%25", "100%"),
+        ] {
+            assert_eq!(s3_prefix(url).as_deref(), Ok(prefix), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_that_cannot_be_a_key_is_refused() {
+        for url in [
+            "s3://bucket/a/../b",
+            "s3://bucket/..",
+            "s3://bucket/./a",
+            "s3://bucket/%2e%2e/a",
+            "s3://bucket/a%00b",
+            "s3://bucket/a%0Ab",
+            "s3://bucket/%FF",
+        ] {
+            assert!(s3_prefix(url).is_err(), "{url}");
+        }
+    }
 }

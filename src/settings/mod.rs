@@ -4,6 +4,7 @@
 //! environment variables `AUDIT_EXPORTER__SECTION__KEY` (e.g. `AUDIT_EXPORTER__DATABASE__URL`).
 
 mod destination;
+mod number;
 mod overlap;
 mod raw;
 mod redact;
@@ -16,6 +17,7 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
 
 pub use destination::{Destination, Target};
+use number::Int;
 pub use overlap::{nested_locations, shared_locations};
 use raw::RawSettings;
 pub use s3::{
@@ -129,11 +131,13 @@ impl Settings {
         let overrides = env
             .iter()
             .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")));
+        // Values from the environment stay text: a string key keeps it exactly ("007" stays
+        // "007"), and a number key parses it strictly (`number::Int`).
         let builder = builder.add_source(
             Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true)
+                .try_parsing(false)
                 .source(Some(
                     overrides.map(|(k, v)| (k.clone(), v.clone())).collect(),
                 )),
@@ -163,13 +167,13 @@ impl Settings {
             embedded_dir: PathBuf::from(raw.database.embedded_dir),
             max_connections: in_range(
                 "database.max_connections",
-                raw.database.max_connections,
+                &raw.database.max_connections,
                 2,
                 100,
             )?,
             connect_timeout: std::time::Duration::from_secs(in_range(
                 "database.connect_timeout_secs",
-                raw.database.connect_timeout_secs,
+                &raw.database.connect_timeout_secs,
                 1,
                 300,
             )?),
@@ -177,36 +181,36 @@ impl Settings {
         };
         let exporter = ExporterSettings {
             instance_id: raw.exporter.instance_id.filter(|id| !id.is_empty()),
-            lease_secs: in_range("exporter.lease_secs", raw.exporter.lease_secs, 5, 86_400)?,
+            lease_secs: in_range("exporter.lease_secs", &raw.exporter.lease_secs, 5, 86_400)?,
             // S3 refuses parts below 5 MiB (the last excepted) and above 5 GiB.
             part_size: in_range::<usize>(
                 "exporter.part_size_mib",
-                raw.exporter.part_size_mib,
+                &raw.exporter.part_size_mib,
                 5,
                 5120,
             )? << 20,
             uploads_in_flight: in_range(
                 "exporter.uploads_in_flight",
-                raw.exporter.uploads_in_flight,
+                &raw.exporter.uploads_in_flight,
                 1,
                 16,
             )?,
             retry: RetrySettings {
                 max_attempts: in_range(
                     "exporter.retry_max_attempts",
-                    raw.exporter.retry_max_attempts,
+                    &raw.exporter.retry_max_attempts,
                     1,
                     20,
                 )?,
                 initial_backoff: std::time::Duration::from_millis(in_range(
                     "exporter.retry_initial_backoff_ms",
-                    raw.exporter.retry_initial_backoff_ms,
+                    &raw.exporter.retry_initial_backoff_ms,
                     1,
                     60_000,
                 )?),
                 attempt_timeout: std::time::Duration::from_secs(in_range(
                     "exporter.request_timeout_secs",
-                    raw.exporter.request_timeout_secs,
+                    &raw.exporter.request_timeout_secs,
                     1,
                     3600,
                 )?),
@@ -231,16 +235,16 @@ impl Settings {
             })?),
         };
         let reload_check_secs: u64 =
-            in_range("run.reload_check_secs", raw.run.reload_check_secs, 0, 3600)?;
+            in_range("run.reload_check_secs", &raw.run.reload_check_secs, 0, 3600)?;
         let backoff_secs: u64 = in_range(
             "run.failed_export_backoff_secs",
-            raw.run.failed_export_backoff_secs,
+            &raw.run.failed_export_backoff_secs,
             1,
             86_400,
         )?;
         let backoff_max_secs: u64 = in_range(
             "run.failed_export_backoff_max_secs",
-            raw.run.failed_export_backoff_max_secs,
+            &raw.run.failed_export_backoff_max_secs,
             1,
             86_400,
         )?;
@@ -253,7 +257,7 @@ impl Settings {
             check_cron: raw.run.check_cron,
             shutdown_grace_secs: in_range(
                 "run.shutdown_grace_secs",
-                raw.run.shutdown_grace_secs,
+                &raw.run.shutdown_grace_secs,
                 0,
                 3600,
             )?,
@@ -262,13 +266,13 @@ impl Settings {
             listen,
             unready_after_failing: std::time::Duration::from_secs(in_range(
                 "run.unready_after_failing_secs",
-                raw.run.unready_after_failing_secs,
+                &raw.run.unready_after_failing_secs,
                 1,
                 604_800,
             )?),
             metrics_refresh: std::time::Duration::from_secs(in_range(
                 "run.metrics_refresh_secs",
-                raw.run.metrics_refresh_secs,
+                &raw.run.metrics_refresh_secs,
                 1,
                 3600,
             )?),
@@ -353,13 +357,16 @@ fn check_database_url(key: &str, url: &SecretString) -> Result<(), SettingsError
     }
 }
 
-/// Reads an integer key, naming it and its range when it is out of bounds.
+/// Reads an integer key, naming it and its range when it is not a whole number or out of bounds.
 fn in_range<T: TryFrom<i64>>(
     key: &str,
-    value: i64,
+    value: &Int,
     min: i64,
     max: i64,
 ) -> Result<T, SettingsError> {
+    let value = value
+        .whole(key, &format!("{min}..={max}"))
+        .map_err(SettingsError)?;
     if (min..=max).contains(&value)
         && let Ok(v) = T::try_from(value)
     {
@@ -374,3 +381,5 @@ fn in_range<T: TryFrom<i64>>(
 mod tests;
 #[cfg(test)]
 mod tests_s3;
+#[cfg(test)]
+mod tests_strict;

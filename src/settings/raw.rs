@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use super::number::Int;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSettings {
@@ -23,8 +25,8 @@ pub(super) struct RawSettings {
 pub(super) struct RawDatabase {
     pub url: Option<SecretString>,
     pub embedded_dir: String,
-    pub max_connections: i64,
-    pub connect_timeout_secs: i64,
+    pub max_connections: Int,
+    pub connect_timeout_secs: Int,
     pub migrate_on_start: bool,
 }
 
@@ -32,25 +34,25 @@ pub(super) struct RawDatabase {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawExporter {
     pub instance_id: Option<String>,
-    pub lease_secs: i64,
-    pub part_size_mib: i64,
-    pub uploads_in_flight: i64,
-    pub retry_max_attempts: i64,
-    pub retry_initial_backoff_ms: i64,
-    pub request_timeout_secs: i64,
+    pub lease_secs: Int,
+    pub part_size_mib: Int,
+    pub uploads_in_flight: Int,
+    pub retry_max_attempts: Int,
+    pub retry_initial_backoff_ms: Int,
+    pub request_timeout_secs: Int,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRun {
     pub check_cron: String,
-    pub shutdown_grace_secs: i64,
-    pub reload_check_secs: i64,
+    pub shutdown_grace_secs: Int,
+    pub reload_check_secs: Int,
     pub listen: String,
-    pub unready_after_failing_secs: i64,
-    pub metrics_refresh_secs: i64,
-    pub failed_export_backoff_secs: i64,
-    pub failed_export_backoff_max_secs: i64,
+    pub unready_after_failing_secs: Int,
+    pub metrics_refresh_secs: Int,
+    pub failed_export_backoff_secs: Int,
+    pub failed_export_backoff_max_secs: Int,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,13 +65,13 @@ pub(super) struct RawLog {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDefaults {
-    pub every_hours: i64,
+    pub every_hours: Int,
     pub schedule_at: Option<String>,
     pub encoding: String,
     pub compression: String,
     pub key_layout: String,
     pub env0_log_type: String,
-    pub max_object_bytes: i64,
+    pub max_object_bytes: Int,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,13 +79,13 @@ pub(super) struct RawDefaults {
 pub(super) struct RawDestination {
     pub url: Option<String>,
     pub tenant_id: Option<String>,
-    pub every_hours: Option<i64>,
+    pub every_hours: Option<Int>,
     pub schedule_at: Option<String>,
     pub encoding: Option<String>,
     pub compression: Option<String>,
     pub key_layout: Option<String>,
     pub env0_log_type: Option<String>,
-    pub max_object_bytes: Option<i64>,
+    pub max_object_bytes: Option<Int>,
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub force_path_style: Option<bool>,
@@ -93,7 +95,7 @@ pub(super) struct RawDestination {
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
     pub session_name: Option<String>,
-    pub session_duration_secs: Option<i64>,
+    pub session_duration_secs: Option<Int>,
     pub sts_endpoint: Option<String>,
     pub web_identity_token_file: Option<String>,
     pub web_identity_role_arn: Option<String>,
@@ -103,5 +105,5 @@ pub(super) struct RawDestination {
     pub storage_class: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
     pub object_lock_mode: Option<String>,
-    pub object_lock_retain_days: Option<i64>,
+    pub object_lock_retain_days: Option<Int>,
 }

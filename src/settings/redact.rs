@@ -236,7 +236,31 @@ fn s3_object_options(options: &ObjectOptions, table: &mut Table) {
     }
 }
 
-/// The database URL with its password replaced, so it can be shown.
+/// Connection parameters whose values are safe to show: places, names and modes. The value of
+/// any other (`password`, `sslpassword`, `options`, one this list does not know) is redacted.
+const SHOWN_PARAMETERS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "application_name",
+    "connect_timeout",
+    "target_session_attrs",
+];
+
+/// The database URL with its password and every parameter value that may be secret replaced,
+/// so it can be shown.
 pub fn redact_url(url: &SecretString) -> String {
     match url::Url::parse(url.expose_secret()) {
         Ok(mut parsed) => {
@@ -246,10 +270,10 @@ pub fn redact_url(url: &SecretString) -> String {
             let query: Vec<(String, String)> = parsed
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if k.eq_ignore_ascii_case("password") {
-                        REDACTED.to_owned()
-                    } else {
+                    let v = if SHOWN_PARAMETERS.contains(&k.as_ref()) {
                         v.into_owned()
+                    } else {
+                        REDACTED.to_owned()
                     };
                     (k.into_owned(), v)
                 })
@@ -261,5 +285,33 @@ pub fn redact_url(url: &SecretString) -> String {
             parsed.to_string().replace("%5Bredacted%5D", REDACTED)
         }
         Err(_) => REDACTED.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_parameter_that_may_be_secret_is_redacted() {
+        let url = "postgres://app:pw1@db:5432/audit?sslmode=verify-full&sslpassword=pw2&password=pw3\
+                   &options=-c%20x%3Dpw4&sslkey=/k.pem&unknown_thing=pw5&application_name=a";
+        let shown = redact_url(&SecretString::from(url));
+        for secret in ["pw1", "pw2", "pw3", "pw4", "pw5"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        for kept in [
+            "sslmode=verify-full",
+            "sslkey=%2Fk.pem",
+            "application_name=a",
+            "app:",
+        ] {
+            assert!(shown.contains(kept), "{kept} in {shown}");
+        }
+        assert!(
+            shown.contains("sslpassword=%5Bredacted%5D")
+                || shown.contains("sslpassword=[redacted]"),
+            "{shown}"
+        );
     }
 }

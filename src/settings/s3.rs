@@ -181,7 +181,15 @@ pub(super) fn parse_credentials(raw: &RawDestination) -> Result<Credentials, Fie
             ),
         ));
     }
-    let duration = raw.session_duration_secs.unwrap_or(DEFAULT_SESSION_SECS);
+    let duration = match &raw.session_duration_secs {
+        Some(secs) => secs.get().map_err(|e| {
+            (
+                "session_duration_secs",
+                format!("{e}; allowed: 900..=43200"),
+            )
+        })?,
+        None => DEFAULT_SESSION_SECS,
+    };
     if !(900..=43_200).contains(&duration) {
         return Err((
             "session_duration_secs",
@@ -425,7 +433,19 @@ pub(super) fn parse_object_options(raw: &RawDestination) -> Result<ObjectOptions
         ObjectLockMode::parse,
         ObjectLockMode::allowed,
     )?;
-    let object_lock = match (mode, raw.object_lock_retain_days) {
+    let retain_days = raw
+        .object_lock_retain_days
+        .as_ref()
+        .map(|days| {
+            days.get().map_err(|e| {
+                (
+                    "object_lock_retain_days",
+                    format!("{e}; allowed: 1..=36500"),
+                )
+            })
+        })
+        .transpose()?;
+    let object_lock = match (mode, retain_days) {
         (Some(mode), Some(days)) if (1..=36_500).contains(&days) => Some(ObjectLock {
             mode,
             retain_days: days as u32,

@@ -4,7 +4,7 @@
 //! that a killed process left.
 
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -32,6 +32,13 @@ impl Sink for FileSink {
     }
 
     async fn create(&self, key: &str, _format: Format) -> anyhow::Result<Box<dyn ObjectWriter>> {
+        // Configs refuse what could climb out (`..`, an absolute path); this keeps it so.
+        anyhow::ensure!(
+            Path::new(key)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_))),
+            "the object key {key:?} is not a relative path of plain segments"
+        );
         let path = self.root.join(key);
         let dir = path
             .parent()

@@ -5,10 +5,11 @@
 //! tenant_id text, action text, actor jsonb, target jsonb, metadata jsonb`.
 
 use anyhow::{Context, bail, ensure};
-use chrono::{DateTime, Utc};
+use std::borrow::Cow;
+
 use uuid::Uuid;
 
-use crate::domain::EventRef;
+use crate::domain::{EventRef, Timestamp};
 
 /// The columns `decode` expects, as a select list.
 pub const COLUMNS: &str =
@@ -16,8 +17,6 @@ pub const COLUMNS: &str =
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 const FIELDS: i16 = 8;
-/// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01.
-const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// The version byte that starts a `jsonb` value in binary form.
 const JSONB_VERSION: u8 = 1;
 
@@ -27,6 +26,16 @@ const JSONB_VERSION: u8 = 1;
 pub struct CopyDecoder {
     header_seen: bool,
     trailer_seen: bool,
+    irregular: Irregular,
+}
+
+/// Events with a value that is not written as promised (a time outside RFC 3339's years), each
+/// delivered in the fallback form README documents.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Irregular {
+    pub count: u64,
+    /// The first few of them, to find them in the table.
+    pub event_ids: Vec<Uuid>,
 }
 
 impl CopyDecoder {
@@ -53,6 +62,12 @@ impl CopyDecoder {
             FIELDS => {}
             n => bail!("expected {FIELDS} columns in a COPY row, got {n}"),
         }
+        let mut mended = false;
+        let mut text = |bytes: &'a [u8]| -> Cow<'a, str> {
+            let text = String::from_utf8_lossy(bytes);
+            mended |= matches!(text, Cow::Owned(_));
+            text
+        };
         let event = EventRef {
             event_id: Uuid::from_bytes(
                 input
@@ -63,14 +78,39 @@ impl CopyDecoder {
             ),
             occurred_at: timestamp(input.field()?.context("occurred_at is null")?)?,
             recorded_at: timestamp(input.field()?.context("recorded_at is null")?)?,
-            tenant_id: input.field()?.map(text).transpose()?,
-            action: text(input.field()?.context("action is null")?)?,
-            actor: jsonb(input.field()?.context("actor is null")?)?,
-            target: input.field()?.map(jsonb).transpose()?,
-            metadata: jsonb(input.field()?.context("metadata is null")?)?,
+            tenant_id: input.field()?.map(&mut text),
+            action: text(input.field()?.context("action is null")?),
+            actor: text(jsonb(input.field()?.context("actor is null")?)?),
+            target: input.field()?.map(jsonb).transpose()?.map(&mut text),
+            metadata: text(jsonb(input.field()?.context("metadata is null")?)?),
         };
         ensure!(input.0.is_empty(), "trailing bytes in a COPY row");
+        if mended || !(event.occurred_at.is_rfc3339() && event.recorded_at.is_rfc3339()) {
+            self.irregular.count += 1;
+            if self.irregular.event_ids.len() < 10 {
+                self.irregular.event_ids.push(event.event_id);
+            }
+        }
         Ok(Some(event))
+    }
+
+    /// The events so far that carry a value in its fallback form.
+    pub fn irregular(&self) -> &Irregular {
+        &self.irregular
+    }
+
+    /// Logs the events that carry a value in its fallback form, if any: they are delivered,
+    /// never dropped, and someone should look at them.
+    pub fn log_irregular(&self) {
+        let Irregular { count, event_ids } = &self.irregular;
+        if *count > 0 {
+            let ids: Vec<String> = event_ids.iter().map(Uuid::to_string).collect();
+            tracing::warn!(
+                events = count,
+                event_ids = %ids.join(","),
+                "Events with a time outside RFC 3339's years (0001 to 9999, or infinity) or text that is not UTF-8 were delivered in their fallback form."
+            );
+        }
     }
 
     /// Checks that the data ended with its trailer, not cut short.
@@ -109,21 +149,21 @@ impl<'a> Input<'a> {
     }
 }
 
-fn timestamp(bytes: &[u8]) -> anyhow::Result<DateTime<Utc>> {
+/// Every value of a `timestamptz` has a form, the infinities and the years past RFC 3339's
+/// included: a row is never refused for its time.
+fn timestamp(bytes: &[u8]) -> anyhow::Result<Timestamp> {
     let micros = i64::from_be_bytes(bytes.try_into().context("timestamptz is not 8 bytes")?);
-    micros
-        .checked_add(POSTGRES_EPOCH_MICROS)
-        .and_then(DateTime::from_timestamp_micros)
-        .with_context(|| format!("timestamp out of range ({micros} µs from 2000-01-01)"))
+    Ok(match micros {
+        i64::MAX => Timestamp::Infinity,
+        i64::MIN => Timestamp::MinusInfinity,
+        micros => Timestamp::Micros(micros),
+    })
 }
 
-fn text(bytes: &[u8]) -> anyhow::Result<&str> {
-    std::str::from_utf8(bytes).context("text is not UTF-8")
-}
-
-fn jsonb(bytes: &[u8]) -> anyhow::Result<&str> {
+/// The JSON text of a binary `jsonb`, as bytes: the decoder mends what is not UTF-8.
+fn jsonb(bytes: &[u8]) -> anyhow::Result<&[u8]> {
     match bytes.split_first() {
-        Some((&JSONB_VERSION, json)) => text(json),
+        Some((&JSONB_VERSION, json)) => Ok(json),
         _ => bail!("unknown jsonb binary format"),
     }
 }
@@ -172,23 +212,63 @@ mod tests {
         let mut decoder = CopyDecoder::default();
         let event = decoder.decode(&first).unwrap().unwrap();
         assert_eq!(event.event_id, Uuid::from_bytes([7; 16]));
-        assert_eq!(event.occurred_at.to_rfc3339(), "2000-01-01T00:00:00+00:00");
-        assert_eq!(event.recorded_at.timestamp_subsec_micros(), 1);
-        assert_eq!(event.recorded_at.timestamp(), 946_684_801);
+        assert_eq!(event.occurred_at, Timestamp::Micros(0));
+        assert_eq!(event.recorded_at, Timestamp::Micros(1_000_001));
         assert_eq!(event.tenant_id, None);
         assert_eq!(event.action, "user.login");
         assert_eq!(event.actor, r#"{"id": "u1"}"#);
         assert_eq!(event.target, None);
         assert_eq!(event.metadata, "{}");
         let event = decoder.decode(&second).unwrap().unwrap();
-        assert_eq!(event.target, Some(r#"{"id": "p1"}"#));
+        assert_eq!(event.target.as_deref(), Some(r#"{"id": "p1"}"#));
         assert!(decoder.finish().is_err(), "no trailer yet");
+        assert_eq!(decoder.irregular().count, 0);
         assert!(decoder.decode(&trailer).unwrap().is_none());
         decoder.finish().unwrap();
         assert!(
             decoder.decode(&second).is_err(),
             "nothing after the trailer"
         );
+    }
+
+    #[test]
+    fn a_time_of_any_value_is_decoded_and_counted_when_irregular() {
+        let mut decoder = CopyDecoder::default();
+        let mut first = header();
+        row_at(&mut first, i64::MAX, 1);
+        let event = decoder.decode(&first).unwrap().unwrap();
+        assert_eq!(event.occurred_at, Timestamp::Infinity);
+        let mut second = Vec::new();
+        row_at(&mut second, i64::MIN, 2);
+        assert_eq!(
+            decoder.decode(&second).unwrap().unwrap().occurred_at,
+            Timestamp::MinusInfinity
+        );
+        let mut third = Vec::new();
+        row_at(&mut third, 9_223_371_331_199_999_999, 3);
+        decoder.decode(&third).unwrap().unwrap();
+        let mut regular = Vec::new();
+        row_at(&mut regular, 0, 4);
+        decoder.decode(&regular).unwrap().unwrap();
+        assert_eq!(
+            decoder.irregular(),
+            &Irregular {
+                count: 3,
+                event_ids: (1..=3).map(|n| Uuid::from_bytes([n; 16])).collect()
+            }
+        );
+    }
+
+    fn row_at(out: &mut Vec<u8>, occurred_at: i64, id: u8) {
+        out.extend_from_slice(&FIELDS.to_be_bytes());
+        field(out, Some(&[id; 16]));
+        field(out, Some(&occurred_at.to_be_bytes()));
+        field(out, Some(&0i64.to_be_bytes()));
+        field(out, None);
+        field(out, Some(b"a"));
+        field(out, Some(b"\x01{}"));
+        field(out, None);
+        field(out, Some(b"\x01{}"));
     }
 
     #[test]
@@ -200,20 +280,24 @@ mod tests {
         row(&mut cut, None);
         cut.truncate(cut.len() - 3);
         assert!(CopyDecoder::default().decode(&cut).is_err());
+    }
 
-        let mut infinity = header();
-        infinity.extend_from_slice(&FIELDS.to_be_bytes());
-        field(&mut infinity, Some(&[7; 16]));
-        field(&mut infinity, Some(&i64::MAX.to_be_bytes()));
-        let error = CopyDecoder::default().decode(&infinity).unwrap_err();
-        assert!(error.to_string().contains("out of range"), "{error}");
-
+    #[test]
+    fn text_that_is_not_utf8_is_mended_and_counted() {
         let mut not_utf8 = header();
         not_utf8.extend_from_slice(&FIELDS.to_be_bytes());
         field(&mut not_utf8, Some(&[7; 16]));
         field(&mut not_utf8, Some(&0i64.to_be_bytes()));
         field(&mut not_utf8, Some(&0i64.to_be_bytes()));
-        field(&mut not_utf8, Some(b"\xff"));
-        assert!(CopyDecoder::default().decode(&not_utf8).is_err());
+        field(&mut not_utf8, Some(b"t\xff"));
+        field(&mut not_utf8, Some(b"a"));
+        field(&mut not_utf8, Some(b"\x01{\"n\": \"\xfe\"}"));
+        field(&mut not_utf8, None);
+        field(&mut not_utf8, Some(b"\x01{}"));
+        let mut decoder = CopyDecoder::default();
+        let event = decoder.decode(&not_utf8).unwrap().unwrap();
+        assert_eq!(event.tenant_id.as_deref(), Some("t\u{fffd}"));
+        assert_eq!(event.actor, "{\"n\": \"\u{fffd}\"}");
+        assert_eq!(decoder.irregular().count, 1);
     }
 }

@@ -1,14 +1,11 @@
 //! The audit events: appending one, and streaming a window of them in commit order.
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
 use sqlx::Row;
-use sqlx::postgres::PgPoolCopyExt;
 use uuid::Uuid;
 
 use super::Store;
-use super::copy::COLUMNS;
+use super::copy_out::CopyOut;
 
 /// An event to append. The database assigns `txid` and `recorded_at`.
 #[derive(Debug, Clone)]
@@ -42,16 +39,16 @@ impl Store {
         Ok(id)
     }
 
-    /// The events of `[lo, hi)` in `(txid, id)` order, streamed as the messages of a binary
-    /// COPY, one row each, for a [`CopyDecoder`](super::CopyDecoder): typed columns are
-    /// PostgreSQL's cheapest output, and memory stays flat however large the window. Every
-    /// transaction of the window has ended, so the result never changes.
-    pub fn stream_window(
+    /// The events of `[lo, hi)` in `(txid, id)` order, as a binary COPY on a connection of its
+    /// own ([`CopyOut`]), one message a row, for a [`CopyDecoder`](super::CopyDecoder): typed
+    /// columns are PostgreSQL's cheapest output, and memory stays flat however large the window.
+    /// Every transaction of the window has ended, so the result never changes.
+    pub async fn copy_window(
         &self,
         lo: i64,
         hi: i64,
         tenant: Option<&str>,
-    ) -> impl Stream<Item = anyhow::Result<Bytes>> + Send + 'static {
+    ) -> anyhow::Result<CopyOut> {
         self.copy_events(
             format!(
                 "txid >= '{lo}'::xid8 AND txid < '{hi}'::xid8 AND {}",
@@ -59,31 +56,7 @@ impl Store {
             ),
             "txid, id",
         )
-    }
-
-    /// The rows `filter` selects, in `order`, as the messages of a binary COPY for a
-    /// [`CopyDecoder`](super::CopyDecoder). COPY takes no parameters: callers build `filter`
-    /// from integers, times and [`tenant_filter`], so no value can change the statement.
-    pub(super) fn copy_events(
-        &self,
-        filter: String,
-        order: &str,
-    ) -> impl Stream<Item = anyhow::Result<Bytes>> + Send + 'static {
-        let statement = format!(
-            "COPY (SELECT {COLUMNS} FROM audit_events WHERE {filter} ORDER BY {order})
-             TO STDOUT WITH (FORMAT binary)"
-        );
-        let pool = self.pool.clone();
-        futures::stream::once(async move { pool.copy_out_raw(&statement).await })
-            .map(|rows| match rows {
-                Ok(rows) => rows
-                    .map(|row| row.map_err(anyhow::Error::from))
-                    .left_stream(),
-                Err(e) => {
-                    futures::stream::once(async move { Err(anyhow::Error::from(e)) }).right_stream()
-                }
-            })
-            .flatten()
+        .await
     }
 
     /// Whether any event of `tenant` was ever recorded (by the `(tenant_id, occurred_at)` index).

@@ -2,6 +2,7 @@
 
 mod connect_error;
 mod copy;
+mod copy_out;
 mod embedded;
 mod events;
 mod horizon;
@@ -18,7 +19,8 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-pub use copy::CopyDecoder;
+pub use copy::{CopyDecoder, Irregular};
+pub use copy_out::CopyOut;
 pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;
 pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};
@@ -29,6 +31,13 @@ pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
 pub use side_runs::part_key;
 
 use crate::settings::DatabaseSettings;
+
+/// How long a session of the exporter may sit idle inside a transaction before PostgreSQL ends
+/// it: a second line of defence against a transaction left open by a connection whose answers
+/// were not read, which would hold row locks and the horizon of the whole server. No step of an
+/// export waits this long inside a transaction (the longest, planning, waits at most the pool's
+/// 30 s acquire timeout for a second connection).
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -132,10 +141,21 @@ impl Database {
 }
 
 fn connect_options(url: &str, access: Access) -> anyhow::Result<PgConnectOptions> {
+    let (url, ignored) = known_parameters_only(url);
+    if !ignored.is_empty() {
+        tracing::warn!(
+            parameters = %ignored.join(", "),
+            "database.url: connection parameters that audit-exporter does not support are ignored."
+        );
+    }
     let options = url
         .parse::<PgConnectOptions>()
         .context("database.url is not a PostgreSQL URL; allowed: postgres://user[:password]@host[:port]/database")?
         .application_name("audit-exporter")
+        .options([(
+            "idle_in_transaction_session_timeout",
+            IDLE_IN_TRANSACTION_TIMEOUT,
+        )])
         .log_statements(tracing::log::LevelFilter::Debug);
     let options = connect_error::unbracket(options);
     Ok(match access {
@@ -171,6 +191,49 @@ pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
             .with_context(|| format!("Failed to create database {name}"))?;
     }
     Ok(())
+}
+
+/// The connection parameters sqlx reads from a URL. sqlx logs any other with its value (which
+/// may be a secret, e.g. `sslpassword`): those are dropped here and named without their value.
+const SQLX_PARAMETERS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// The URL without the parameters sqlx does not read, and their names.
+fn known_parameters_only(url: &str) -> (String, Vec<String>) {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return (url.to_owned(), Vec::new());
+    };
+    let (known, unknown): (Vec<_>, Vec<_>) = parsed
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .partition(|(k, _)| SQLX_PARAMETERS.contains(&k.as_str()) || k.starts_with("options["));
+    if unknown.is_empty() {
+        return (url.to_owned(), Vec::new());
+    }
+    if known.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(known);
+    }
+    (parsed.into(), unknown.into_iter().map(|(k, _)| k).collect())
 }
 
 impl Store {
@@ -276,5 +339,23 @@ impl Store {
             .filter(|m| !applied.contains(&m.version))
             .map(|m| format!("{} {}", m.version, m.description))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::known_parameters_only;
+
+    #[test]
+    fn parameters_sqlx_does_not_read_are_dropped_by_name() {
+        let (url, ignored) = known_parameters_only(
+            "postgres://u:pw@h/db?sslmode=require&sslpassword=secret&options[x]=1",
+        );
+        assert_eq!(url, "postgres://u:pw@h/db?sslmode=require&options%5Bx%5D=1");
+        assert_eq!(ignored, ["sslpassword"]);
+        let (url, ignored) = known_parameters_only("postgres://u@h/db?sslpassword=secret");
+        assert_eq!((url.as_str(), ignored.len()), ("postgres://u@h/db", 1));
+        let plain = "postgres://u@h/db?sslmode=disable";
+        assert_eq!(known_parameters_only(plain), (plain.to_owned(), vec![]));
     }
 }

@@ -2,12 +2,11 @@
 //! and the runs that log them. Only events below the watermark are read, and those never
 //! change, so a re-export can run beside the scheduled exports of the same destination.
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::Stream;
 use uuid::Uuid;
 
 use super::Store;
+use super::copy_out::CopyOut;
 use super::events::tenant_filter;
 use super::runs::{RUN_COLUMNS, run_from_row};
 use crate::domain::Format;
@@ -38,12 +37,9 @@ impl Store {
         Ok(count)
     }
 
-    /// The range's events in `(occurred_at, txid, id)` order, streamed as the messages of a
-    /// binary COPY for a [`CopyDecoder`](super::CopyDecoder), as windows are.
-    pub fn stream_range(
-        &self,
-        range: Range<'_>,
-    ) -> impl Stream<Item = anyhow::Result<Bytes>> + Send + 'static {
+    /// The range's events in `(occurred_at, txid, id)` order, as a binary COPY on a connection
+    /// of its own, as windows are.
+    pub async fn copy_range(&self, range: Range<'_>) -> anyhow::Result<CopyOut> {
         let micros = chrono::SecondsFormat::Micros;
         self.copy_events(
             format!(
@@ -56,6 +52,7 @@ impl Store {
             ),
             "occurred_at, txid, id",
         )
+        .await
     }
 
     /// Logs a re-export about to be written, alive for `alive_secs` unless renewed; `key` gives

@@ -189,26 +189,47 @@ impl Store {
         Ok(run)
     }
 
-    /// Notes that an upload of the run is starting.
-    pub async fn start_attempt(&self, run_id: Uuid) -> anyhow::Result<()> {
-        sqlx::query(
-            "UPDATE export_runs SET attempts = attempts + 1, started_at = COALESCE(started_at, clock_timestamp())
-             WHERE id = $1",
+    /// Notes that an upload of the run is starting, if the lease is still ours: a holder that
+    /// lost it gets [`CommitError::LeaseLost`] and must not upload.
+    pub async fn start_attempt(&self, lease: &Lease, run_id: Uuid) -> anyhow::Result<()> {
+        let started = sqlx::query(
+            "UPDATE export_runs r
+             SET attempts = r.attempts + 1, started_at = COALESCE(r.started_at, clock_timestamp())
+             FROM export_destinations d
+             WHERE r.id = $1 AND d.name = r.destination AND d.fencing_token = $2 AND d.lease_owner = $3",
         )
         .bind(run_id)
+        .bind(lease.token)
+        .bind(&lease.owner)
         .execute(&self.pool)
         .await?;
+        if started.rows_affected() != 1 {
+            anyhow::bail!(CommitError::LeaseLost(lease.destination.clone()));
+        }
         Ok(())
     }
 
-    /// Records why an attempt failed; the run stays pending and is resumed unchanged.
-    pub async fn record_failure(&self, run_id: Uuid, error: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE export_runs SET last_error = $2 WHERE id = $1")
-            .bind(run_id)
-            .bind(error)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Records why an attempt failed, if the lease is still ours (a stale holder never
+    /// overwrites the error of the current one); the run stays pending and is resumed unchanged.
+    /// Whether it was recorded.
+    pub async fn record_failure(
+        &self,
+        lease: &Lease,
+        run_id: Uuid,
+        error: &str,
+    ) -> anyhow::Result<bool> {
+        let recorded = sqlx::query(
+            "UPDATE export_runs r SET last_error = $4
+             FROM export_destinations d
+             WHERE r.id = $1 AND d.name = r.destination AND d.fencing_token = $2 AND d.lease_owner = $3",
+        )
+        .bind(run_id)
+        .bind(lease.token)
+        .bind(&lease.owner)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(recorded.rows_affected() == 1)
     }
 
     /// In one transaction: moves the watermark from the run's start to its end, only if it is

@@ -81,6 +81,30 @@ fn bad_configuration_exits_2_naming_the_key() {
 }
 
 #[test]
+fn an_empty_config_variable_counts_as_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[exporter]\nlease_secs = 77\n").unwrap();
+    let file = file.to_str().unwrap();
+    let empty = [("AUDIT_EXPORTER_CONFIG", "")];
+    for (args, lease) in [
+        (&["config", "check"][..], "lease_secs = 120"),
+        (&["--config", file, "config", "check"], "lease_secs = 77"),
+        (&["config", "check", "--config", file], "lease_secs = 77"),
+    ] {
+        let output = audit_exporter(args, &empty);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains(lease), "{args:?}: {stdout}");
+    }
+}
+
+#[test]
 fn config_check_prints_the_effective_config_without_secrets() {
     let output = audit_exporter(
         &["config", "check"],

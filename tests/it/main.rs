@@ -3,13 +3,16 @@
 mod alerts;
 mod check;
 mod cli;
+mod connections;
 mod daemon;
 mod delivery;
 mod export;
 mod faults;
 mod harness;
+mod keys;
 mod messages;
 mod moto;
+mod odd_rows;
 mod operate;
 mod output;
 mod proxy;

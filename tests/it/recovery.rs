@@ -303,3 +303,64 @@ async fn a_repeated_object_key_gets_a_new_run_id_instead_of_a_false_412() {
     assert_eq!(first.object_key, "same-key.jsonl");
     assert_eq!(second.object_key, format!("{}.jsonl", second.id));
 }
+
+#[tokio::test]
+async fn a_stale_lease_holder_cannot_start_an_attempt_or_overwrite_the_runs_error() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&db, file_destination_env("main", dir.path()));
+    let dest = destination(&settings, "main");
+    let sink = sink::connect(dest, &settings.exporter).await.unwrap();
+    append(&db, 3, None).await;
+
+    let stale = exporter(&db, &settings);
+    let stale_lease = granted(stale.claim(dest).await.unwrap());
+    let (run, _) = stale
+        .plan_or_resume(&stale_lease, dest, None)
+        .await
+        .unwrap();
+    expire_leases(&db).await;
+    let current = exporter(&db, &settings);
+    let lease = granted(current.claim(dest).await.unwrap());
+    let store = current.store();
+    store.start_attempt(&lease, run.id).await.unwrap();
+    assert!(
+        store
+            .record_failure(&lease, run.id, "current")
+            .await
+            .unwrap()
+    );
+
+    assert!(
+        !store
+            .record_failure(&stale_lease, run.id, "stale")
+            .await
+            .unwrap()
+    );
+    let error = stale
+        .deliver(&stale_lease, &run, sink.as_ref())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error.downcast_ref::<CommitError>(),
+            Some(CommitError::LeaseLost(_))
+        ),
+        "{error:#}"
+    );
+    let (last_error, attempts): (Option<String>, i32) =
+        sqlx::query_as("SELECT last_error, attempts FROM export_runs WHERE id = $1")
+            .bind(run.id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (last_error.as_deref(), attempts),
+        (Some("current"), 1),
+        "the stale holder wrote nothing to the run"
+    );
+    assert!(
+        files(dir.path()).is_empty(),
+        "the stale holder uploaded nothing"
+    );
+}

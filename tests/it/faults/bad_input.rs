@@ -2,7 +2,7 @@
 //! with exit 2 and a message naming the input, with every secret of the configuration in play
 //! and none of them printed. (Malformed rows are refused by the schema: see `crate::schema`.)
 
-use super::{DB_PASSWORD, SESSION_TOKEN, assert_no_secret};
+use super::{DB_PASSWORD, SESSION_TOKEN, SSL_PASSWORD, assert_no_secret};
 use crate::cli::{audit_exporter, stderr};
 use crate::harness::S3_SECRET_KEY;
 
@@ -24,12 +24,18 @@ fn bad_input_exits_2_naming_the_input_and_prints_no_secret() {
         "range.toml",
         "[destinations.m]\nurl = \"s3://bucket-a/p\"\nevery_hours = 0\n",
     );
+    let fraction = file(
+        "fraction.toml",
+        "[destinations.m]\nurl = \"s3://bucket-a/p\"\nevery_hours = 0.5\n",
+    );
+    let boolean = file("boolean.toml", "[defaults]\nevery_hours = true\n");
     let bad_toml = file("syntax.toml", "[destinations.m\nurl = 1\n");
     let unknown = file(
         "unknown.toml",
         "[destinations.m]\nurl = \"s3://bucket-a/p\"\nfrequency = 3\n",
     );
-    let db_url = format!("postgres://app:{DB_PASSWORD}@127.0.0.1:1/audit");
+    let db_url =
+        format!("postgres://app:{DB_PASSWORD}@127.0.0.1:1/audit?sslpassword={SSL_PASSWORD}");
     let secrets: [(&str, &str); 5] = [
         ("AUDIT_EXPORTER__DATABASE__URL", &db_url),
         ("AUDIT_EXPORTER__DESTINATIONS__M__URL", "s3://bucket-a/p"),
@@ -52,6 +58,8 @@ fn bad_input_exits_2_naming_the_input_and_prints_no_secret() {
     let cases: Vec<Case> = vec![
         // Configs.
         (vec!["--config", &bad_range, "config", "check"], vec![], "destinations.m.every_hours: 0 is out of range; allowed: 1..=24"),
+        (vec!["--config", &fraction, "config", "check"], vec![], "destinations.m.every_hours: 0.5 is not a whole number; allowed: 1..=24"),
+        (vec!["--config", &boolean, "config", "check"], vec![], "defaults.every_hours: true is not a whole number; allowed: 1..=24"),
         (vec!["--config", &bad_toml, "config", "check"], vec![], "TOML parse error at line 1"),
         (vec!["--config", &unknown, "config", "check"], vec![], "unknown field `frequency`"),
         (vec!["--config", "/nonexistent.toml", "config", "check"], vec![], "--config /nonexistent.toml: no such file"),
@@ -71,7 +79,10 @@ fn bad_input_exits_2_naming_the_input_and_prints_no_secret() {
         (check.to_vec(), vec![("AUDIT_EXPORTER__DESTINATIONS__M__URL", "ftp://host/x")], "destinations.m.url: scheme \"ftp\" is not supported"),
         (check.to_vec(), vec![("AUDIT_EXPORTER__LOG__FORMAT", "xml")], "log.format: \"xml\" is not allowed; allowed: text | json"),
         // Environment values of the wrong type or shape.
-        (check.to_vec(), vec![("AUDIT_EXPORTER__EXPORTER__LEASE_SECS", "abc")], "expected an integer for key `exporter.lease_secs`"),
+        (check.to_vec(), vec![("AUDIT_EXPORTER__EXPORTER__LEASE_SECS", "abc")], "exporter.lease_secs: \"abc\" is not a whole number; allowed: 5..=86400"),
+        (check.to_vec(), vec![("AUDIT_EXPORTER__DEFAULTS__EVERY_HOURS", "1e3")], "defaults.every_hours: \"1e3\" is not a whole number; allowed: 1..=24"),
+        (check.to_vec(), vec![("AUDIT_EXPORTER__DEFAULTS__EVERY_HOURS", "+5")], "defaults.every_hours: \"+5\" is not a whole number; allowed: 1..=24"),
+        (check.to_vec(), vec![("AUDIT_EXPORTER__EXPORTER__LEASE_SECS", "60.0")], "exporter.lease_secs: \"60.0\" is not a whole number; allowed: 5..=86400"),
         (check.to_vec(), vec![("AUDIT_EXPORTER__DESTINATIONS__M__FORCE_PATH_STYLE", "maybe")], "expected a boolean for key `destinations.m.force_path_style`"),
         (check.to_vec(), vec![("AUDIT_EXPORTER__DATABASE__URL", "mysql://app:pw@db/audit")], "database.url: scheme \"mysql\" is not supported"),
         (check.to_vec(), vec![("AUDIT_EXPORTER_CONFIG", "/nonexistent.toml")], "--config /nonexistent.toml: no such file"),

@@ -6,6 +6,7 @@
 mod bad_input;
 mod crashes;
 mod database;
+mod sink;
 mod store;
 mod writers;
 
@@ -19,6 +20,8 @@ use crate::proxy::Proxy;
 /// The secrets every scenario configures; none may appear in anything a process prints.
 pub const DB_PASSWORD: &str = "db-password-never-printed";
 pub const SESSION_TOKEN: &str = "session-token-never-printed";
+/// A client key's password in the database URL, a parameter audit-exporter does not use.
+pub const SSL_PASSWORD: &str = "ssl-password-never-printed";
 
 /// How long the writers write.
 pub fn fault_secs() -> u64 {
@@ -119,11 +122,13 @@ impl Rng {
     }
 }
 
-/// The database URL with a password in it (the test cluster trusts local connections, so it is
+/// The database URL with a password and an `sslpassword` in it (the test cluster trusts local connections, so it is
 /// never checked, only carried, which is what a leak needs).
 pub fn url_with_password(db: &TestDb) -> String {
     let mut url = url::Url::parse(&db.url).unwrap();
     url.set_password(Some(DB_PASSWORD)).unwrap();
+    url.query_pairs_mut()
+        .append_pair("sslpassword", SSL_PASSWORD);
     url.to_string()
 }
 
@@ -152,7 +157,12 @@ pub fn env(db: &TestDb, bucket: &TestBucket, proxy: &Proxy) -> Vec<(String, Stri
 
 /// Fails when a secret of the suite is in `text`.
 pub fn assert_no_secret(what: &str, text: &str) {
-    for secret in [crate::harness::S3_SECRET_KEY, DB_PASSWORD, SESSION_TOKEN] {
+    for secret in [
+        crate::harness::S3_SECRET_KEY,
+        DB_PASSWORD,
+        SESSION_TOKEN,
+        SSL_PASSWORD,
+    ] {
         assert!(!text.contains(secret), "{what} printed a secret: {text}");
     }
 }

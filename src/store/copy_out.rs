@@ -1,0 +1,103 @@
+//! A binary COPY on a connection of its own, which goes back to the pool only when the COPY was
+//! read to its end.
+//!
+//! sqlx does not count a COPY's pending answer: a connection whose COPY stream is dropped half
+//! way goes back to the pool while PostgreSQL still sends the rest, and every later statement on
+//! it reads the answer meant for the one before (a poisoned connection). So the COPY runs on a
+//! connection acquired for it, and unless its data and its closing `ReadyForQuery` were read, the
+//! connection is closed instead of returned.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use futures::stream::BoxStream;
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
+
+use super::Store;
+use super::copy::COLUMNS;
+
+/// A COPY statement and the connection acquired for it.
+#[derive(Debug)]
+pub struct CopyOut {
+    conn: PoolConnection<Postgres>,
+    statement: String,
+    /// Set once the stream ended without an error: the connection is ready for a statement.
+    complete: bool,
+}
+
+impl Store {
+    /// The rows `filter` selects, in `order`, as a binary COPY for a
+    /// [`CopyDecoder`](super::CopyDecoder). COPY takes no parameters: callers build `filter`
+    /// from integers, times and [`tenant_filter`](super::events::tenant_filter), so no value can
+    /// change the statement.
+    pub(super) async fn copy_events(&self, filter: String, order: &str) -> anyhow::Result<CopyOut> {
+        let statement = format!(
+            "COPY (SELECT {COLUMNS} FROM audit_events WHERE {filter} ORDER BY {order})
+             TO STDOUT WITH (FORMAT binary)"
+        );
+        let conn = self.pool.acquire().await?;
+        Ok(CopyOut {
+            conn,
+            statement,
+            complete: false,
+        })
+    }
+}
+
+impl CopyOut {
+    /// Starts the COPY: its messages, one row each (the header in front of the first).
+    pub async fn rows(
+        &mut self,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Bytes>> + Send + '_> {
+        let Self {
+            conn,
+            statement,
+            complete,
+        } = self;
+        let inner = conn.copy_out_raw(statement).await?;
+        Ok(Rows {
+            inner,
+            complete,
+            failed: false,
+        })
+    }
+}
+
+impl Drop for CopyOut {
+    fn drop(&mut self) {
+        if !self.complete {
+            tracing::debug!("A COPY was not read to its end: its connection is closed.");
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// The COPY's messages; marks the COPY complete when they end without an error.
+struct Rows<'c> {
+    inner: BoxStream<'c, sqlx::Result<Bytes>>,
+    complete: &'c mut bool,
+    failed: bool,
+}
+
+impl Stream for Rows<'_> {
+    type Item = anyhow::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                *this.complete = !this.failed;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(message))) => Poll::Ready(Some(Ok(message))),
+            Poll::Ready(Some(Err(e))) => {
+                this.failed = true;
+                Poll::Ready(Some(Err(e.into())))
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Rows the exporter cannot write as RFC 3339 promises: refused by the schema for new rows, and
+//! those from before the rule delivered in their documented fallback form, never a stopped
+//! destination.
+
+use audit_exporter::sink;
+
+use crate::check::assert_exactly_once;
+use crate::harness::{TestDb, file_destination_env, files, settings};
+use crate::{append, destination, exporter};
+
+const ODD_TIMES: [(&str, &str); 4] = [
+    ("infinity", "infinity"),
+    ("-infinity", "-infinity"),
+    (
+        "294276-12-31 23:59:59.999999+00",
+        "+294276-12-31T23:59:59.999999Z",
+    ),
+    ("12345-06-07 08:09:10+00", "+12345-06-07T08:09:10.000000Z"),
+];
+
+async fn insert_at(db: &TestDb, occurred_at: &str) -> sqlx::Result<sqlx::postgres::PgQueryResult> {
+    sqlx::query(
+        "INSERT INTO audit_events (occurred_at, action, actor) VALUES ($1::text::timestamptz, 'odd.time', '{\"id\":\"u\"}')",
+    )
+    .bind(occurred_at)
+    .execute(db.pool())
+    .await
+}
+
+#[tokio::test]
+async fn new_rows_with_a_time_rfc_3339_cannot_write_are_refused() {
+    let db = TestDb::new().await;
+    for (time, _) in ODD_TIMES {
+        let error = insert_at(&db, time).await.unwrap_err().to_string();
+        assert!(error.contains("audit_events_time_range"), "{time}: {error}");
+    }
+    insert_at(&db, "0001-01-01 00:00:00+00").await.unwrap();
+    insert_at(&db, "9999-12-31 23:59:59.999999+00")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn rows_from_before_the_rule_are_delivered_in_their_fallback_form_the_same_on_retry() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    append(&db, 2, None).await;
+    // Rows written before the migration: the rule is lifted to write them, then restored as the
+    // migration leaves it (NOT VALID, so they stay).
+    let rule: String = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'audit_events_time_range'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE audit_events DROP CONSTRAINT audit_events_time_range")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    for (time, _) in ODD_TIMES {
+        insert_at(&db, time).await.unwrap();
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE audit_events ADD CONSTRAINT audit_events_time_range {rule}"
+    )))
+    .execute(db.pool())
+    .await
+    .unwrap();
+    assert!(rule.ends_with("NOT VALID"), "{rule}");
+    append(&db, 2, None).await;
+
+    let settings = settings(&db, file_destination_env("main", dir.path()));
+    let dest = destination(&settings, "main");
+    let sink = sink::connect(dest, &settings.exporter).await.unwrap();
+    let exporter = exporter(&db, &settings);
+    let lease = match exporter.claim(dest).await.unwrap() {
+        audit_exporter::store::Claim::Granted(lease) => lease,
+        other => panic!("{other:?}"),
+    };
+    let (run, _) = exporter.plan_or_resume(&lease, dest, None).await.unwrap();
+    let first = exporter.deliver(&lease, &run, sink.as_ref()).await.unwrap();
+    let again = exporter.deliver(&lease, &run, sink.as_ref()).await.unwrap();
+    assert_eq!(first.encoded, again.encoded, "the same bytes on retry");
+    exporter.commit(&lease, &run, &first).await.unwrap();
+
+    let objects = files(dir.path());
+    assert_exactly_once(&db, "main", None, &objects).await;
+    let events = crate::check::decode(
+        objects.keys().next().unwrap(),
+        objects.values().next().unwrap(),
+    );
+    assert_eq!(events.len(), 8, "every row delivered, none dropped");
+    let odd: Vec<&str> = events
+        .iter()
+        .filter(|e| e["action"] == "odd.time")
+        .map(|e| e["occurred_at"].as_str().unwrap())
+        .collect();
+    assert_eq!(odd, ODD_TIMES.map(|(_, form)| form));
+}
