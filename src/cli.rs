@@ -111,12 +111,52 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Operate a destination's stream: list what the database knows, cancel a pending run,
+    /// reset where the stream starts, forget a destination no longer configured.
+    ///
+    /// cancel, reset and forget take the destination's lease like an export (refused, exit 1,
+    /// while an exporter holds it) and each appends a `system.export.*` event to the audit log.
+    Destination {
+        #[command(subcommand)]
+        command: DestinationCommand,
+    },
     /// Append an audit event (for scripts and smoke tests).
     Append(AppendArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DestinationCommand {
+    /// Every destination the database knows: watermark and tenant filter, marking those no
+    /// longer in the configuration, forgotten ones, and those with a pending or abandoned run.
+    List,
+    /// Abandon the destination's pending run: the watermark stays, the next export plans a new
+    /// run from the current configuration. Prints the key the run may already have written.
+    Cancel {
+        /// The destination's name.
+        name: String,
+    },
+    /// Move where the destination's stream starts, and adopt its configured tenant_id and the
+    /// current database cluster. This is how a tenant_id change is accepted, and how the stream
+    /// is re-based after the database moved to a new cluster. Refused while a run is pending
+    /// (cancel it first).
+    Reset {
+        /// The destination's name (it must be in the configuration).
+        name: String,
+        /// beginning (every event), now (events written from now on), or an RFC 3339 time
+        /// (every event recorded from then on; a few recorded just before may be included).
+        #[arg(long, value_name = "beginning|now|TIME", value_parser = crate::domain::Start::parse)]
+        start: crate::domain::Start,
+    },
+    /// Drop the state of a destination no longer in the configuration, so it holds nothing
+    /// back; its run log is kept. If configured again, it starts anew per its `start`.
+    Forget {
+        /// The destination's name (it must not be in the configuration).
+        name: String,
     },
 }
 

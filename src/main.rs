@@ -2,8 +2,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use audit_exporter::cli::{Cli, Command, ConfigCommand};
-use audit_exporter::commands::{self, exit_code};
+use audit_exporter::cli::{Cli, Command, ConfigCommand, DestinationCommand};
+use audit_exporter::commands::{self, DestinationAction, exit_code};
 use audit_exporter::export::When;
 use audit_exporter::settings::Settings;
 use audit_exporter::{daemon, telemetry};
@@ -78,6 +78,17 @@ async fn dispatch(
             }
         }
         Command::Status { json } => commands::status(&settings, json, &mut out).await?,
+        Command::Destination { command } => {
+            let action = match command {
+                DestinationCommand::List => DestinationAction::List,
+                DestinationCommand::Cancel { name } => DestinationAction::Cancel { name },
+                DestinationCommand::Reset { name, start } => {
+                    DestinationAction::Reset { name, start }
+                }
+                DestinationCommand::Forget { name } => DestinationAction::Forget { name },
+            };
+            commands::destination(&settings, &action, &mut out).await?
+        }
         Command::Append(args) => {
             let args = commands::AppendArgs {
                 action: args.action,

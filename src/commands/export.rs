@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use super::UsageError;
 use crate::export::{Exporter, Outcome, When};
@@ -26,7 +27,18 @@ pub async fn export(
         .select_destinations(names)
         .map_err(|e| UsageError(e.0))?;
     let database = super::open(settings).await?;
-    let exporter = Exporter::new(database.store.clone(), settings.exporter.clone());
+    // SIGTERM or Ctrl-C aborts the uploads in flight and releases their leases before exit.
+    let shutdown = CancellationToken::new();
+    let on_signal = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            super::shutdown_signal().await;
+            tracing::warn!("Stopping: aborting the uploads in flight; their runs stay pending.");
+            shutdown.cancel();
+        }
+    });
+    let exporter =
+        Exporter::new(database.store.clone(), settings.exporter.clone()).with_shutdown(shutdown);
     let exports = destinations
         .iter()
         .map(|d| export_one(&exporter, settings, d, when));
@@ -86,6 +98,7 @@ pub async fn export(
             }
         }
     }
+    on_signal.abort();
     database.close().await;
     Ok(summary)
 }

@@ -1,6 +1,7 @@
 //! What each command does, testable without a process. Output goes to the writer given.
 
 mod append;
+mod destination;
 mod export;
 mod reexport;
 mod status;
@@ -11,6 +12,7 @@ mod warnings;
 use std::io::Write;
 
 pub use append::{AppendArgs, append};
+pub use destination::{DestinationAction, destination};
 pub use export::{ExportSummary, export};
 pub use reexport::{ReexportSummary, check_range, parse_from_time, parse_time, reexport};
 pub use status::status;
@@ -57,6 +59,16 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Database> {
 /// both and a renewal is never starved by the streams.
 pub fn parallel_exports(store: &Store) -> usize {
     (store.max_connections() as usize / 2).max(1)
+}
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
 }
 
 pub async fn migrate(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {

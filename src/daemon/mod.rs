@@ -18,18 +18,23 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use tokio_util::sync::CancellationToken;
 
 use crate::export::Exporter;
 use crate::settings::Settings;
 use crate::store::Store;
 use worker::{Plan, Worker};
 
+/// How long an aborted export may take to remove its upload and release its lease.
+const ABORT_WAIT: Duration = Duration::from_secs(30);
+
 pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Result<()> {
     let database = crate::store::Database::connect_lazy(&settings.database).await?;
     let store = database.store.clone();
+    let shutdown = CancellationToken::new();
     let worker = Arc::new(Worker::new(
         Plan::new(
-            Exporter::new(store.clone(), settings.exporter.clone()),
+            Exporter::new(store.clone(), settings.exporter.clone()).with_shutdown(shutdown.clone()),
             &settings,
         )
         .await?,
@@ -49,7 +54,7 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
         ),
         None => None,
     };
-    let stop = shutdown_signal();
+    let stop = crate::commands::shutdown_signal();
     tokio::pin!(stop);
     tokio::select! {
         () = wait_for_database(&store, &settings, &worker) => {}
@@ -103,8 +108,18 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
     if tokio::time::timeout(grace, worker.idle()).await.is_err() {
         tracing::warn!(
             grace_secs = grace.as_secs(),
-            "An export was still running; it stays pending and the next exporter resumes it with the same key."
+            "An export was still running after the grace period: aborting its upload and releasing its lease; it stays pending and the next exporter resumes it with the same key."
         );
+        shutdown.cancel();
+        if tokio::time::timeout(ABORT_WAIT, worker.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                wait_secs = ABORT_WAIT.as_secs(),
+                "The export did not stop in time; its lease expires after exporter.lease_secs."
+            );
+        }
     }
     refresher.abort();
     if let Some(http) = http {
@@ -155,13 +170,4 @@ fn check_job(cron: &str, worker: Arc<Worker>) -> Result<Job, JobSchedulerError> 
         worker.check();
         Box::pin(async {})
     })
-}
-
-async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-    }
 }

@@ -5,8 +5,10 @@ mod format;
 mod json;
 mod object_key;
 mod schedule;
+mod start;
 
 pub use event::{Event, EventRef, HEARTBEAT_ACTION, TEST_ACTION, Timestamp};
 pub use format::{Compression, Encoding, Format};
 pub use object_key::{KeyLayout, KeyParts, SideFolder, check_key_path, side_key};
 pub use schedule::{Schedule, TimeOfDay};
+pub use start::Start;

@@ -8,15 +8,17 @@ mod encode;
 mod pipeline;
 mod reexport;
 mod side;
+mod stream;
 mod verify;
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use encode::{Encoded, Framer, ObjectEncoder};
-pub use pipeline::{Delivered, deliver, heartbeat};
+pub use pipeline::{Delivered, Stopped, deliver, heartbeat};
 pub use reexport::ReexportReport;
 pub use verify::TestDelivery;
 
@@ -65,6 +67,8 @@ pub struct Exporter {
     store: Store,
     owner: String,
     settings: ExporterSettings,
+    /// Fired on shutdown: an upload in flight is aborted and its lease released.
+    shutdown: CancellationToken,
 }
 
 impl Exporter {
@@ -74,16 +78,27 @@ impl Exporter {
             store,
             owner,
             settings,
+            shutdown: CancellationToken::new(),
         }
     }
 
-    /// The same exporter (the same lease owner) with new settings, for a reloaded config.
+    /// The same exporter (the same lease owner and shutdown) with new settings, for a
+    /// reloaded config.
     pub fn with_settings(&self, settings: ExporterSettings) -> Self {
         Self {
             store: self.store.clone(),
             owner: self.owner.clone(),
             settings,
+            shutdown: self.shutdown.clone(),
         }
+    }
+
+    /// The same exporter, stopped by `shutdown`: once it fires, an export in flight aborts its
+    /// upload (a multipart upload is aborted, a temporary file removed), keeps its run pending
+    /// and releases the lease, so another process can take the run over at once.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     /// The name this exporter holds leases under.
@@ -114,6 +129,9 @@ impl Exporter {
         sink: &dyn Sink,
         when: When,
     ) -> anyhow::Result<Outcome> {
+        if self.shutdown.is_cancelled() {
+            return Err(Stopped.into());
+        }
         let state = self
             .store
             .sync_destination(
@@ -122,6 +140,7 @@ impl Exporter {
                 destination.schedule_at,
             )
             .await?;
+        let cluster = self.begin_stream(destination).await?;
         // The database's clock, as the lease's: replicas with drifting clocks agree on slots.
         let now = state.read_at;
         let slot = state.schedule.due(now, state.last_slot);
@@ -133,6 +152,13 @@ impl Exporter {
                 next_due: state.schedule.next_due(now),
             });
         }
+        self.store
+            .check_stream(
+                &destination.name,
+                destination.tenant_id.as_deref(),
+                cluster.as_deref(),
+            )
+            .await?;
         self.settle_interrupted(&destination.name, sink).await?;
         let lease = match self
             .store
@@ -195,6 +221,7 @@ impl Exporter {
                 destination.schedule_at,
             )
             .await?;
+        self.begin_stream(destination).await?;
         self.store
             .claim(&destination.name, &self.owner, self.settings.lease_secs)
             .await
@@ -207,7 +234,10 @@ impl Exporter {
         destination: &Destination,
         slot: Option<DateTime<Utc>>,
     ) -> anyhow::Result<(Run, bool)> {
-        if let Some(run) = self.store.pending_run(&destination.name).await? {
+        let delivery = destination.delivery();
+        if let Some(run) = self.store.pending_run(&destination.name).await?
+            && self.resumable(lease, &run, &delivery).await?
+        {
             tracing::info!(run_id = %run.id, key = %run.object_key, attempts = run.attempts, "Resuming a pending run.");
             return Ok((run, true));
         }
@@ -215,6 +245,7 @@ impl Exporter {
             tenant_id: destination.tenant_id.as_deref(),
             format: destination.format,
             slot,
+            delivery: Some(delivery),
         };
         let run = self
             .store
@@ -240,7 +271,13 @@ impl Exporter {
     ) -> anyhow::Result<Delivered> {
         self.store.start_attempt(lease, run.id).await?;
         let renew_every = Duration::from_secs(u64::from(self.settings.lease_secs / 3).max(1));
-        let delivery = deliver(&self.store, sink, run, self.settings.part_size);
+        let delivery = deliver(
+            &self.store,
+            sink,
+            run,
+            self.settings.part_size,
+            &self.shutdown,
+        );
         tokio::pin!(delivery);
         loop {
             tokio::select! {

@@ -6,10 +6,11 @@ use anyhow::anyhow;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::encode::{Encoded, Framer, ObjectEncoder};
 use crate::domain::{Event, EventRef, TEST_ACTION};
-use crate::sink::{PutOutcome, Sink};
+use crate::sink::{ObjectWriter, PutOutcome, Sink};
 use crate::store::{CopyDecoder, Run, RunKind, Store};
 
 /// Bytes of JSON handed to the encoder at a time.
@@ -32,12 +33,21 @@ struct Batch {
     events: u64,
 }
 
+/// The error of a delivery stopped by a shutdown.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stopped by a shutdown before the object was complete; the upload was aborted and the run stays pending"
+)]
+pub struct Stopped;
+
 /// Writes the run's object: the window's events in `(txid, id)` order, or its heartbeat.
+/// When `shutdown` fires first, the unfinished upload is aborted (nothing appears at the key).
 pub async fn deliver(
     store: &Store,
     sink: &dyn Sink,
     run: &Run,
     part_size: usize,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<Delivered> {
     let (batches_tx, mut batches_rx) = mpsc::channel::<Batch>(QUEUE);
     let (parts_tx, mut parts_rx) = mpsc::channel::<Bytes>(PARTS_QUEUE);
@@ -75,7 +85,12 @@ pub async fn deliver(
             Some(id) => batches.push(&heartbeat(run, id).as_ref()),
             None => {
                 let mut copy = store
-                    .copy_window(run.window_lo, run.window_hi, run.tenant_id.as_deref())
+                    .copy_window(
+                        run.window_lo,
+                        run.window_hi,
+                        run.tenant_id.as_deref(),
+                        run.id_floor,
+                    )
                     .await?;
                 let mut rows = std::pin::pin!(copy.rows().await?);
                 let mut decoder = CopyDecoder::default();
@@ -101,24 +116,17 @@ pub async fn deliver(
     // It owns the parts queue: if it fails, the queue closes and the encoder and reader stop.
     let upload = async move {
         let mut writer = sink.create(&run.object_key, run.format).await?;
-        loop {
-            // A part is taken from the queue only when it can go out at once.
-            if let Err(e) = writer.ready().await {
+        let pumped = tokio::select! {
+            pumped = pump(writer.as_mut(), &mut parts_rx) => pumped,
+            () = shutdown.cancelled() => Err(Stopped.into()),
+        };
+        match pumped {
+            Ok(()) => anyhow::Ok(writer),
+            Err(e) => {
                 writer.abort().await;
-                return Err(e);
-            }
-            let Some(part) = parts_rx.recv().await else {
-                break;
-            };
-            if part.is_empty() {
-                continue;
-            }
-            if let Err(e) = writer.write(part).await {
-                writer.abort().await;
-                return Err(e);
+                Err(e)
             }
         }
-        anyhow::Ok(writer)
     };
     let (read, upload) = tokio::join!(read, upload);
     let encoded = encoder
@@ -141,6 +149,23 @@ pub async fn deliver(
         Err(e) => {
             writer.abort().await;
             Err(e)
+        }
+    }
+}
+
+/// Hands the parts to the writer as they come.
+async fn pump(
+    writer: &mut dyn ObjectWriter,
+    parts: &mut mpsc::Receiver<Bytes>,
+) -> anyhow::Result<()> {
+    loop {
+        // A part is taken from the queue only when it can go out at once.
+        writer.ready().await?;
+        let Some(part) = parts.recv().await else {
+            return Ok(());
+        };
+        if !part.is_empty() {
+            writer.write(part).await?;
         }
     }
 }

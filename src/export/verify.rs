@@ -54,7 +54,8 @@ impl Exporter {
         let delivered = self
             .keep_alive(run.id, async {
                 sink.check_access().await?;
-                let delivered = deliver(store, sink, &run, self.settings.part_size).await?;
+                let delivered =
+                    deliver(store, sink, &run, self.settings.part_size, &self.shutdown).await?;
                 if delivered.outcome == PutOutcome::AlreadyExists {
                     anyhow::bail!(
                         "{} already holds an object; nothing was written",

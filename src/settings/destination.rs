@@ -6,7 +6,7 @@ use super::raw::{RawDefaults, RawDestination};
 use super::s3::{self, S3Target};
 use super::{SettingsError, in_range};
 use crate::domain::{
-    Compression, Encoding, Format, KeyLayout, Schedule, TimeOfDay, check_key_path,
+    Compression, Encoding, Format, KeyLayout, Schedule, Start, TimeOfDay, check_key_path,
 };
 
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct Destination {
     pub key_layout: KeyLayout,
     /// A re-export closes an object and starts the next once it holds this many bytes.
     pub max_object_bytes: Option<u64>,
+    /// Where the stream starts when the destination is first recorded (and on `reset`).
+    pub start: Start,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +219,9 @@ impl Destination {
                 )));
             }
         };
+        let (start_key, start) = pick(&raw.start, &defaults.start, &key("start"), "defaults.start");
+        let start =
+            Start::parse(start).map_err(|msg| SettingsError(format!("{start_key}: {msg}")))?;
         Ok(Self {
             name,
             target,
@@ -229,6 +234,7 @@ impl Destination {
             },
             key_layout,
             max_object_bytes,
+            start,
         })
     }
 

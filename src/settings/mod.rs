@@ -3,6 +3,7 @@
 //! Layers, later ones winning: the embedded `config/default.toml`, then `--config FILE`, then
 //! environment variables `AUDIT_EXPORTER__SECTION__KEY` (e.g. `AUDIT_EXPORTER__DATABASE__URL`).
 
+mod delivery;
 mod destination;
 mod number;
 mod overlap;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
 
+pub use delivery::delivery_changes;
 pub use destination::{Destination, Target};
 use number::Int;
 pub use overlap::{nested_locations, shared_locations};

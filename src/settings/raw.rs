@@ -72,6 +72,7 @@ pub(super) struct RawDefaults {
     pub key_layout: String,
     pub env0_log_type: String,
     pub max_object_bytes: Int,
+    pub start: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +87,7 @@ pub(super) struct RawDestination {
     pub key_layout: Option<String>,
     pub env0_log_type: Option<String>,
     pub max_object_bytes: Option<Int>,
+    pub start: Option<String>,
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub force_path_style: Option<bool>,

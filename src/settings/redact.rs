@@ -148,6 +148,7 @@ pub(super) fn to_toml(settings: &Settings) -> String {
             "max_object_bytes".into(),
             (dest.max_object_bytes.unwrap_or(0) as i64).into(),
         );
+        table.insert("start".into(), dest.start.to_string().into());
         destinations.insert(dest.name.clone(), Value::Table(table));
     }
     root.insert("destinations".into(), destinations.into());

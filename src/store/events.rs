@@ -48,10 +48,12 @@ impl Store {
         lo: i64,
         hi: i64,
         tenant: Option<&str>,
+        id_floor: Option<i64>,
     ) -> anyhow::Result<CopyOut> {
+        let above = id_floor.map_or(String::new(), |floor| format!(" AND id > {floor}"));
         self.copy_events(
             format!(
-                "txid >= '{lo}'::xid8 AND txid < '{hi}'::xid8 AND {}",
+                "txid >= '{lo}'::xid8 AND txid < '{hi}'::xid8 AND {}{above}",
                 tenant_filter(tenant)
             ),
             "txid, id",
@@ -95,15 +97,18 @@ pub(super) async fn window_has_events(
     lo: i64,
     hi: i64,
     tenant: Option<&str>,
+    id_floor: Option<i64>,
 ) -> anyhow::Result<bool> {
     let found = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM audit_events
                         WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8
-                          AND ($3::text IS NULL OR tenant_id = $3))",
+                          AND ($3::text IS NULL OR tenant_id = $3)
+                          AND ($4::bigint IS NULL OR id > $4))",
     )
     .bind(lo)
     .bind(hi)
     .bind(tenant)
+    .bind(id_floor)
     .fetch_one(conn)
     .await?;
     Ok(found)

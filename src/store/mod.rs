@@ -3,6 +3,7 @@
 mod connect_error;
 mod copy;
 mod copy_out;
+mod destinations;
 mod embedded;
 mod events;
 mod horizon;
@@ -11,6 +12,7 @@ mod overview;
 mod ranges;
 mod runs;
 mod side_runs;
+mod stream;
 
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use sqlx::{ConnectOptions, PgPool};
 
 pub use copy::{CopyDecoder, Irregular};
 pub use copy_out::CopyOut;
+pub use destinations::{KnownDestination, Operator, Reset};
 pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;
 pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};
@@ -29,6 +32,7 @@ pub use overview::Overview;
 pub use ranges::Range;
 pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
 pub use side_runs::part_key;
+pub use stream::StreamError;
 
 use crate::settings::DatabaseSettings;
 

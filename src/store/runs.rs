@@ -21,6 +21,8 @@ pub enum RunStatus {
     Pending,
     Done,
     Failed,
+    /// Never delivered: its delivery changed in the config, or an operator cancelled it.
+    Abandoned,
 }
 
 /// A run as the log holds it. Everything its object's key and bytes derive from is here.
@@ -52,6 +54,11 @@ pub struct Run {
     /// A scheduled run's window in time: from the end of the destination's previous scheduled
     /// window (`None` for the first) to `window_end`.
     pub window_start: Option<DateTime<Utc>>,
+    /// What defined its delivery when planned (see `Destination::delivery`); `None` for runs
+    /// planned before it was recorded.
+    pub delivery: Option<serde_json::Value>,
+    /// Only events above this id are in its window (set after a move to a new cluster).
+    pub id_floor: Option<i64>,
 }
 
 /// What a new run is planned with; the window and the key come from the database's horizon.
@@ -60,6 +67,8 @@ pub struct NewRun<'a> {
     pub tenant_id: Option<&'a str>,
     pub format: Format,
     pub slot: Option<DateTime<Utc>>,
+    /// What defines its delivery, recorded so a changed config abandons it rather than resume.
+    pub delivery: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +83,10 @@ pub enum CommitError {
 
 pub(super) const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigint, window_hi::text::bigint,
     window_end, slot, tenant_id, object_key, encoding, compression, heartbeat_event_id, attempts, last_error,
-    event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count, window_start";
+    event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count, window_start,
+    delivery, id_floor";
 /// How many columns `RUN_COLUMNS` names: a query's own columns come after them.
-pub(super) const RUN_COLUMN_COUNT: usize = 24;
+pub(super) const RUN_COLUMN_COUNT: usize = 26;
 
 impl Store {
     /// The scheduled run of the destination that was planned and not committed, if any.
@@ -131,8 +141,8 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let (horizon, window_end): (i64, DateTime<Utc>) = (row.try_get(0)?, row.try_get(1)?);
-        let watermark: Option<i64> = sqlx::query_scalar(
-            "SELECT watermark::text::bigint FROM export_destinations
+        let watermark: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT watermark::text::bigint, id_floor FROM export_destinations
              WHERE name = $1 AND fencing_token = $2 AND lease_owner = $3 FOR UPDATE",
         )
         .bind(&lease.destination)
@@ -140,21 +150,30 @@ impl Store {
         .bind(&lease.owner)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(lo) = watermark else {
+        let Some((lo, id_floor)) = watermark else {
             anyhow::bail!(CommitError::LeaseLost(lease.destination.clone()));
         };
-        let hi = horizon.max(lo);
+        if horizon < lo {
+            anyhow::bail!(super::StreamError::HorizonBehind {
+                destination: lease.destination.clone(),
+                horizon,
+                watermark: lo,
+            });
+        }
+        let hi = horizon;
         // On this transaction's connection: a step never holds one connection while it waits
         // for a second, which a full pool would never give.
-        let has_events = super::events::window_has_events(&mut tx, lo, hi, new.tenant_id).await?;
+        let has_events =
+            super::events::window_has_events(&mut tx, lo, hi, new.tenant_id, id_floor).await?;
         let heartbeat_event_id = (!has_events).then(Uuid::now_v7);
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, slot, tenant_id,
                                       object_key, encoding, compression, heartbeat_event_id, fencing_token,
-                                      window_start)
+                                      window_start, delivery, id_floor)
              VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12,
                      (SELECT max(window_end) FROM export_runs
-                      WHERE destination = $2 AND kind = 'scheduled' AND status = 'done'))
+                      WHERE destination = $2 AND kind = 'scheduled' AND status = 'done'),
+                     $13, $14)
              ON CONFLICT (object_key) DO NOTHING
              RETURNING {RUN_COLUMNS}"
         );
@@ -175,6 +194,8 @@ impl Store {
                 .bind(new.format.compression.as_str())
                 .bind(heartbeat_event_id)
                 .bind(lease.token)
+                .bind(&new.delivery)
+                .bind(id_floor)
                 .fetch_optional(&mut *tx)
                 .await?;
             if inserted.is_some() {
@@ -294,6 +315,7 @@ pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
         status: match status.as_str() {
             "pending" => RunStatus::Pending,
             "done" => RunStatus::Done,
+            "abandoned" => RunStatus::Abandoned,
             _ => RunStatus::Failed,
         },
         window_lo: row.try_get(4)?,
@@ -323,6 +345,8 @@ pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
         },
         object_count: row.try_get(22)?,
         window_start: row.try_get(23)?,
+        delivery: row.try_get(24)?,
+        id_floor: row.try_get(25)?,
     })
 }
 
@@ -342,6 +366,7 @@ impl RunStatus {
             Self::Pending => "pending",
             Self::Done => "done",
             Self::Failed => "failed",
+            Self::Abandoned => "abandoned",
         }
     }
 }

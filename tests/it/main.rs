@@ -3,6 +3,7 @@
 mod alerts;
 mod check;
 mod cli;
+mod cluster_move;
 mod connections;
 mod daemon;
 mod delivery;
@@ -10,6 +11,8 @@ mod export;
 mod faults;
 mod harness;
 mod keys;
+mod lifecycle;
+mod lifecycle_commands;
 mod messages;
 mod moto;
 mod odd_rows;

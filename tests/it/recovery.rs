@@ -284,6 +284,7 @@ async fn a_repeated_object_key_gets_a_new_run_id_instead_of_a_false_412() {
                 tenant_id: None,
                 format: Default::default(),
                 slot: None,
+                delivery: None,
             };
             let calls = std::sync::atomic::AtomicUsize::new(0);
             // The first key offered is always the same, as a five-character layout may repeat.
