@@ -8,7 +8,7 @@ use super::UsageError;
 use crate::domain::Start;
 use crate::export::Exporter;
 use crate::settings::{Destination, Settings};
-use crate::store::{Claim, KnownDestination, Lease, Operator, Run, Store};
+use crate::store::{Claim, Forgotten, KnownDestination, Lease, Operator, Run, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DestinationAction {
@@ -196,7 +196,17 @@ async fn forget(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let lease = lease(store, settings, name, "forget").await?;
-    let abandoned = store.forget_destination(&lease, &operator()).await?;
+    let abandoned = match store.forget_destination(&lease, &operator()).await? {
+        Forgotten::Now(abandoned) => abandoned,
+        Forgotten::Already(at) => {
+            writeln!(
+                out,
+                "{name}: already forgotten at {}; nothing changed",
+                at.to_rfc3339()
+            )?;
+            return Ok(());
+        }
+    };
     write!(
         out,
         "{name}: forgotten; its runs stay in the log, and it starts anew per its `start` if configured again"
