@@ -250,7 +250,7 @@ impl Store {
         .await?;
         release(&mut tx, lease).await?;
         tx.commit().await?;
-        Ok(Forgotten::Now(pending))
+        Ok(Forgotten::Now(pending.map(Box::new)))
     }
 }
 
@@ -260,7 +260,7 @@ pub enum Forgotten {
     /// The stream was forgotten before, at this time: nothing changed, nothing recorded.
     Already(DateTime<Utc>),
     /// Forgotten now; the pending run it abandoned, if any.
-    Now(Option<Run>),
+    Now(Option<Box<Run>>),
 }
 
 /// The watermark and tenant filter, locked, while the lease is still ours.
