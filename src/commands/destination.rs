@@ -64,8 +64,26 @@ fn configured<'a>(settings: &'a Settings, name: &str) -> Result<&'a Destination,
 
 async fn list(store: &Store, settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
     let known = store.known_destinations().await?;
+    let cluster = store.cluster_id().await?;
     for destination in &known {
-        writeln!(out, "{}", describe(destination, settings))?;
+        let mut line = describe(destination, settings);
+        let current = settings
+            .destinations
+            .iter()
+            .find(|d| d.name == destination.name);
+        if let Some(current) = current
+            && destination.forgotten_at.is_none()
+            && let Some(refused) = store
+                .stream_refusal(
+                    &current.name,
+                    current.tenant_id.as_deref(),
+                    cluster.as_deref(),
+                )
+                .await?
+        {
+            line.push_str(&format!("; refused: {refused}"));
+        }
+        writeln!(out, "{line}")?;
     }
     for configured in &settings.destinations {
         if !known.iter().any(|k| k.name == configured.name) {
