@@ -76,7 +76,7 @@ pub enum Command {
     Reexport {
         /// The start of the range, inclusive: an RFC 3339 time (2026-11-20T00:00:00Z) or a date
         /// (2026-11-20, midnight UTC).
-        #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_time)]
+        #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_from_time)]
         from: chrono::DateTime<chrono::Utc>,
         /// The end of the range, exclusive, not in the future: a time, a date, or `now`.
         #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_time)]

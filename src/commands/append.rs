@@ -69,6 +69,9 @@ fn parse(args: &AppendArgs) -> Result<NewEvent, UsageError> {
 
 fn json_object(flag: &str, text: &str) -> Result<serde_json::Value, UsageError> {
     match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value @ serde_json::Value::Object(_)) if has_nul(&value) => Err(UsageError(format!(
+            "{flag}: holds the character U+0000 (\\u0000), which PostgreSQL's jsonb cannot store; allowed: a JSON object without it"
+        ))),
         Ok(value @ serde_json::Value::Object(_)) => Ok(value),
         Ok(_) => Err(UsageError(format!(
             "{flag}: must be a JSON object, e.g. '{{\"type\":\"user\",\"id\":\"u1\"}}'"
@@ -76,6 +79,16 @@ fn json_object(flag: &str, text: &str) -> Result<serde_json::Value, UsageError> 
         Err(e) => Err(UsageError(format!(
             "{flag}: not valid JSON ({e}); allowed: a JSON object"
         ))),
+    }
+}
+
+/// Whether a key or a string anywhere in `value` holds U+0000.
+fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 
@@ -129,5 +142,17 @@ mod tests {
         bad.occurred_at = Some("9999-12-31T23:59:59Z".into());
         assert!(parse(&bad).is_ok());
         assert!(parse(&args()).is_ok());
+        // jsonb refuses U+0000: bad input, said before the database is asked.
+        for (actor, metadata) in [
+            (r#"{"id":"\u0000"}"#, "{}"),
+            (r#"{"id":"u1"}"#, r#"{"a":[{"\u0000k":1}]}"#),
+        ] {
+            let mut bad = args();
+            (bad.actor, bad.metadata) = (actor.into(), metadata.into());
+            assert!(
+                parse(&bad).unwrap_err().0.contains("U+0000"),
+                "{actor} {metadata}"
+            );
+        }
     }
 }

@@ -88,6 +88,7 @@ pub async fn export(
                 )?;
             }
             Err(error) => {
+                let error = database.store.explain(error);
                 summary.failed += 1;
                 tracing::error!(destination = %name, error = format!("{error:#}"), "Export failed.");
                 writeln!(out, "{name}: export failed: {error:#}")?;

@@ -14,7 +14,7 @@ use std::io::Write;
 pub use append::{AppendArgs, append};
 pub use destination::{DestinationAction, destination};
 pub use export::{ExportSummary, export};
-pub use reexport::{ReexportSummary, check_range, parse_time, reexport};
+pub use reexport::{ReexportSummary, check_range, parse_from_time, parse_time, reexport};
 pub use status::status;
 pub use verify::{VerifySummary, verify};
 

@@ -17,14 +17,31 @@ pub struct ReexportSummary {
     pub failed: usize,
 }
 
-/// Parses `--from` and `--to`: an RFC 3339 time, a date (midnight UTC), or `now`.
+/// Parses `--to`: an RFC 3339 time, a date (midnight UTC), or `now`.
 pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     parse_time_at(text, Utc::now())
 }
 
+/// Parses `--from`: an RFC 3339 time or a date (midnight UTC); `now` would leave an empty range.
+pub fn parse_from_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if text.trim().eq_ignore_ascii_case("now") {
+        return Err(format!(
+            "\"now\" is allowed for --to only (the range [from, to) would be empty); {}",
+            allowed(false)
+        ));
+    }
+    parse_time(text)
+}
+
+fn allowed(now: bool) -> String {
+    format!(
+        "allowed: an RFC 3339 time such as 2026-11-20T00:00:00Z, a date such as 2026-11-20 (midnight UTC){}",
+        if now { ", or now" } else { "" }
+    )
+}
+
 /// [`parse_time`] with `now` given, so it can be tested.
 pub fn parse_time_at(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    const ALLOWED: &str = "allowed: an RFC 3339 time such as 2026-11-20T00:00:00Z, a date such as 2026-11-20 (midnight UTC), or now";
     let text = text.trim();
     if text.eq_ignore_ascii_case("now") {
         return Ok(now);
@@ -34,7 +51,30 @@ pub fn parse_time_at(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, St
     }
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{text:?}: {e}; {ALLOWED}"))
+        .map_err(|e| format!("{text:?}: {}; {}", time_error(text, &e), allowed(true)))
+}
+
+/// Why `text` is not a time, in words: chrono says "premature end of input" for most.
+fn time_error(text: &str, error: &chrono::ParseError) -> String {
+    let date_part = text.get(..10).unwrap_or("");
+    let shaped = date_part.len() == 10
+        && date_part.char_indices().all(|(i, c)| match i {
+            4 | 7 => c == '-',
+            _ => c.is_ascii_digit(),
+        });
+    if text.is_empty() {
+        "is empty".to_owned()
+    } else if !text.starts_with(|c: char| c.is_ascii_digit()) {
+        "is not a time".to_owned()
+    } else if shaped && chrono::NaiveDate::parse_from_str(date_part, "%Y-%m-%d").is_err() {
+        format!("{date_part} is no date of the calendar (month 01-12, a day the month has)")
+    } else if shaped && text.len() > 10 {
+        format!(
+            "the time after the date is incomplete or wrong ({error}): it needs T, hh:mm:ss and a zone (Z or +hh:mm)"
+        )
+    } else {
+        format!("is not a date YYYY-MM-DD nor an RFC 3339 time ({error})")
+    }
 }
 
 /// Checks a range: `from` before `to`, and `to` not in the future.
@@ -112,18 +152,19 @@ pub async fn reexport(
                 summary.done += 1;
                 writeln!(
                     out,
-                    "{name}: re-exported {} events of [{}, {}), {} bytes, in {} object(s):",
-                    report.events,
+                    "{name}: re-exported {} of [{}, {}), {}, in {}:",
+                    super::counted(report.events as i64, "event"),
                     from.to_rfc3339(),
                     to.to_rfc3339(),
-                    report.bytes,
-                    report.locations.len()
+                    super::counted(report.bytes as i64, "byte"),
+                    super::counted(report.locations.len() as i64, "object")
                 )?;
                 for location in &report.locations {
                     writeln!(out, "  {location}")?;
                 }
             }
             Err(error) => {
+                let error = database.store.explain(error);
                 summary.failed += 1;
                 tracing::error!(destination = %name, error = format!("{error:#}"), "Re-export failed.");
                 writeln!(out, "{name}: re-export failed: {error:#}")?;
@@ -208,6 +249,20 @@ mod tests {
             parse_time_at("2026-11-20T01:00:00+01:00", now).unwrap(),
             Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap()
         );
+        let cause = |bad: &str| parse_time_at(bad, now).unwrap_err();
+        assert!(cause("2026-13-01").contains("2026-13-01 is no date of the calendar"));
+        assert!(cause("2026-02-30").contains("2026-02-30 is no date of the calendar"));
+        assert!(cause("today").contains("\"today\": is not a time;"));
+        assert!(cause("2026-11-20T10").contains("the time after the date is incomplete"));
+        for bad in ["2026-13-01", "2026-02-30", "today", "2026-11-20T10"] {
+            assert!(!cause(bad).starts_with("premature"), "{bad}");
+        }
+        assert!(
+            parse_from_time("now")
+                .unwrap_err()
+                .contains("for --to only")
+        );
+        assert!(parse_from_time("2026-11-20").is_ok());
         for bad in ["2026-11-31", "yesterday", "2026-11-20 10:00", ""] {
             let error = parse_time_at(bad, now).unwrap_err();
             assert!(

@@ -63,7 +63,9 @@ const RECENT_RUNS: i64 = 5;
 /// version's migrations is reported, with how to apply them.
 pub async fn status(settings: &Settings, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let database = Database::connect_read_only(&settings.database).await?;
-    let result = collect_migrated(&database.store, settings).await;
+    let result = collect_migrated(&database.store, settings)
+        .await
+        .map_err(|e| database.store.explain(e));
     database.close().await;
     let status = result?;
     if json {

@@ -5,23 +5,14 @@ use std::io::Write;
 
 use super::counted;
 use super::status::{DestinationStatus, RunStatusView, Status};
+use crate::store::OpenTransaction;
 
 pub fn write_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     for d in &status.destinations {
         write_destination(d, out)?;
     }
     match &status.horizon.oldest_transaction {
-        Some(t) => writeln!(
-            out,
-            "horizon held by: pid {}, user {}, application {}, database {}, open {} s (since {}), {}",
-            t.pid,
-            t.user.as_deref().unwrap_or("?"),
-            t.application.as_deref().unwrap_or("?"),
-            t.database.as_deref().unwrap_or("?"),
-            t.age_secs.unwrap_or_default(),
-            t.started_at.map(|s| s.to_rfc3339()).unwrap_or_default(),
-            t.state.as_deref().unwrap_or("?")
-        )?,
+        Some(t) => writeln!(out, "{}", holder_line(t))?,
         None => writeln!(out, "horizon: no open transaction holds it back")?,
     }
     if let Some(p) = &status.horizon.oldest_prepared {
@@ -35,6 +26,30 @@ pub fn write_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The transaction that holds the horizon back. Without pg_read_all_stats, PostgreSQL hides
+/// another role's session details (start, state, application): say so, and which grant shows them.
+fn holder_line(t: &OpenTransaction) -> String {
+    let known = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
+    let head = format!(
+        "horizon held by: pid {}, user {}, database {}",
+        t.pid,
+        known(&t.user),
+        known(&t.database)
+    );
+    match (t.started_at, t.age_secs) {
+        (Some(since), Some(age)) => format!(
+            "{head}, application {}, open {age} s (since {}), {}",
+            t.application.as_deref().unwrap_or(""),
+            since.to_rfc3339(),
+            known(&t.state)
+        ),
+        _ => format!(
+            "{head}; its start, state and application are hidden from this role: \
+             GRANT pg_read_all_stats (or pg_monitor) TO it shows them"
+        ),
+    }
 }
 
 fn write_destination(d: &DestinationStatus, out: &mut dyn Write) -> std::io::Result<()> {
@@ -148,6 +163,40 @@ mod tests {
             duration_ms: None,
             last_error: None,
         }
+    }
+
+    #[test]
+    fn a_hidden_horizon_holder_says_what_is_unknown_and_the_grant() {
+        let mut t = OpenTransaction {
+            pid: 42,
+            user: Some("app".into()),
+            application: None,
+            database: Some("audit".into()),
+            started_at: None,
+            state: None,
+            age_secs: None,
+        };
+        assert_eq!(
+            holder_line(&t),
+            "horizon held by: pid 42, user app, database audit; its start, state and \
+             application are hidden from this role: GRANT pg_read_all_stats (or pg_monitor) TO \
+             it shows them"
+        );
+        t.started_at = Some(
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 29, 10, 0, 0)
+                .unwrap(),
+        );
+        (t.age_secs, t.state, t.application) = (
+            Some(7),
+            Some("idle in transaction".into()),
+            Some("psql".into()),
+        );
+        assert_eq!(
+            holder_line(&t),
+            "horizon held by: pid 42, user app, database audit, application psql, open 7 s \
+             (since 2026-11-29T10:00:00+00:00), idle in transaction"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub async fn verify(
                 writeln!(out, "{name}: ok, wrote a test object to {location}")?;
             }
             Err(error) => {
+                let error = database.store.explain(error);
                 summary.failed += 1;
                 tracing::error!(destination = %name, error = format!("{error:#}"), "Test delivery failed.");
                 writeln!(out, "{name}: FAILED: {error:#}")?;

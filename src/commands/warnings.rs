@@ -17,7 +17,8 @@ impl std::fmt::Display for Warning {
     }
 }
 
-/// One warning for each destination that shares its bucket and prefix (or directory).
+/// One warning for each destination that shares its bucket and prefix (or directory), or
+/// writes inside another's.
 pub fn shared_locations(settings: &Settings) -> Vec<Warning> {
     settings::shared_locations(&settings.destinations)
         .into_iter()
@@ -38,6 +39,18 @@ pub fn shared_locations(settings: &Settings) -> Vec<Warning> {
                 }
             })
         })
+        .chain(
+            settings::nested_locations(&settings.destinations)
+                .into_iter()
+                .map(|(inner, inner_at, outer, outer_at)| Warning {
+                    message: format!(
+                        "writes to {inner_at}, inside {outer_at} where {outer} writes: its \
+                         objects are among {outer}'s for whoever reads that; give each its own \
+                         prefix or directory, side by side"
+                    ),
+                    destination: inner,
+                }),
+        )
         .collect()
 }
 

@@ -89,8 +89,15 @@ impl Server {
             Some(_) => None,
             None => match tokio::time::timeout(PING_TIMEOUT, self.store.ping()).await {
                 Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(format!("{error:#}")),
-                Err(_) => Some(format!("no answer within {} ms", PING_TIMEOUT.as_millis())),
+                // The pool hides why it has no connection: one of its own says (refused, a
+                // name that does not resolve), naming the server.
+                failed => Some(match self.store.try_connect(PING_TIMEOUT).await {
+                    Err(cause) => format!("{cause:#}"),
+                    Ok(()) => match failed {
+                        Ok(Err(error)) => format!("{error:#}"),
+                        _ => format!("no answer within {} ms", PING_TIMEOUT.as_millis()),
+                    },
+                }),
             },
         };
         let failing = health.failing_longer_than(self.unready_after_failing, Utc::now());

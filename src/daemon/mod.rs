@@ -7,6 +7,7 @@ mod backoff;
 mod health;
 mod http;
 mod metrics;
+mod outage;
 mod refresh;
 mod reload;
 mod worker;

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, watch};
 
-use super::backoff;
 use super::health::Health;
 use super::metrics::Metrics;
+use super::{backoff, outage};
 use crate::export::{Exporter, Outcome, When};
 use crate::settings::{Destination, Settings};
 use crate::sink::{self, Sink};
@@ -30,6 +30,8 @@ pub struct Plan {
     pub targets: Vec<Target>,
     /// The first wait after a failed export, and the longest.
     pub backoff: (Duration, Duration),
+    /// `database.connect_timeout_secs`: how long naming a database outage's cause may take.
+    pub connect_timeout: Duration,
 }
 
 impl Plan {
@@ -41,6 +43,7 @@ impl Plan {
                 settings.run.failed_export_backoff,
                 settings.run.failed_export_backoff_max,
             ),
+            connect_timeout: settings.database.connect_timeout,
         })
     }
 }
@@ -131,11 +134,21 @@ impl Worker {
         if self.stopping.load(Ordering::SeqCst) {
             return None;
         }
-        Some(
-            exporter
-                .export(&target.destination, target.sink.as_ref(), When::IfDue)
-                .await,
-        )
+        let outcome = exporter
+            .export(&target.destination, target.sink.as_ref(), When::IfDue)
+            .await;
+        Some(match outcome {
+            Err(error) if outage::is_outage(&error) => {
+                // Said as one-shot commands say it: the server and the cause, at once.
+                let timeout = self.plan().connect_timeout;
+                let cause = match exporter.store().try_connect(timeout).await {
+                    Err(cause) => format!("{cause:#}"),
+                    Ok(()) => format!("{error:#}"),
+                };
+                Err(outage::DatabaseDown(cause).into())
+            }
+            outcome => outcome,
+        })
     }
 
     fn finish(&self, name: &str, outcome: Option<anyhow::Result<Outcome>>, started: Instant) {
@@ -158,6 +171,13 @@ impl Worker {
             return;
         };
         track.exporting = false;
+        if let Err(error) = &outcome
+            && let Some(down) = error.downcast_ref::<outage::DatabaseDown>()
+        {
+            // The process's outage, shown by /readyz: not this destination's failure.
+            tracing::warn!(destination = %name, error = %down, "Export not done; it is tried again at the next check.");
+            return;
+        }
         self.metrics.record(name, &outcome, started.elapsed(), now);
         match outcome {
             Ok(Outcome::Exported(_)) | Ok(Outcome::NotDue { .. }) => {
@@ -171,6 +191,7 @@ impl Worker {
                 tracing::info!(destination = %name, %owner, "Another exporter holds the lease.");
             }
             Err(error) => {
+                let error = self.plan().exporter.store().explain(error);
                 track.failures += 1;
                 let (first, max) = self.plan().backoff;
                 let wait = backoff::after(track.failures, first, max);
@@ -204,12 +225,13 @@ impl Worker {
         self.health.cleared(name);
     }
 
-    /// Every destination may be tried again at once (a reload, the database back).
+    /// Every destination may be tried again at once (a reload, the database back). Only the
+    /// wait is reset: the failures in a row count on until a success (or the destination's
+    /// removal), so `audit_exporter_failures_in_a_row` keeps meaning what README says.
     pub fn reset_backoff(&self) {
         for (name, track) in self.tracks().iter_mut() {
-            track.failures = 0;
             track.retry_at = None;
-            self.metrics.set_backoff(name, 0, None);
+            self.metrics.set_backoff(name, track.failures, None);
         }
     }
 
@@ -361,10 +383,25 @@ mod tests {
         worker.reset_backoff();
         assert!(worker.tracks()["acme"].retry_at.is_none());
         assert_eq!(failing(&worker), 1);
+        // ... but not the failures in a row, in the track or the metric: only a success does.
+        assert_eq!(worker.tracks()["acme"].failures, 1);
+        let text = worker.metrics.encode(Utc::now());
+        assert!(
+            text.contains("audit_exporter_failures_in_a_row{destination=\"acme\"} 1"),
+            "{text}"
+        );
         // Not while it exports: its outcome decides.
         worker.tracks().get_mut("acme").unwrap().exporting = true;
         worker.nothing_to_do("acme");
         assert_eq!(failing(&worker), 1);
+
+        // A database outage is not the destination's failure: no count, no backoff.
+        worker.tracks().get_mut("acme").unwrap().exporting = true;
+        let down = anyhow::Error::new(outage::DatabaseDown("connection refused".into()));
+        worker.finish("acme", Some(Err(down)), Instant::now());
+        let track = worker.tracks()["acme"];
+        assert_eq!((track.failures, track.exporting), (1, false));
+        assert!(track.retry_at.is_none());
 
         // Removed from the configuration: not failing any more, and its late outcome is ignored.
         let url = "postgres://exporter@127.0.0.1:1/audit".to_owned();

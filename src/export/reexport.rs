@@ -144,8 +144,8 @@ impl Exporter {
     }
 
     /// Streams the range into one object, or into several when the destination sets
-    /// max_object_bytes: an object is closed at the first event boundary where its size
-    /// reaches it, so it passes it by at most one event. Each closed object is noted with the
+    /// max_object_bytes: an object is closed at the first event boundary where its flushed
+    /// size plus `FINISH_MARGIN` reaches it, so it passes it by at most one event. Each closed object is noted with the
     /// run (`run_id`), so a crash leaves a record of what was written.
     async fn write_range(
         &self,

@@ -20,7 +20,7 @@ use secrecy::SecretString;
 pub use delivery::delivery_changes;
 pub use destination::{Destination, Target};
 use number::Int;
-pub use overlap::shared_locations;
+pub use overlap::{nested_locations, shared_locations};
 use raw::RawSettings;
 pub use s3::{
     AssumeRole, CannedAcl, CredentialSource, Credentials, ObjectLock, ObjectLockMode,

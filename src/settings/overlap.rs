@@ -1,5 +1,6 @@
 //! Destinations that can never be told apart: two that write to the same bucket and prefix (or
-//! the same directory) mix their objects, another tenant's events among them.
+//! the same directory) mix their objects, another tenant's events among them; one that writes
+//! inside another's prefix (or directory) puts its objects among the other's for every reader.
 
 use std::collections::BTreeMap;
 use std::path::{Component, PathBuf};
@@ -35,6 +36,54 @@ impl Target {
             }
         }
     }
+}
+
+impl Target {
+    /// The store and the path within it, one segment each: `(store, segments)`.
+    fn segments(&self) -> (String, Vec<String>) {
+        let place = self.place();
+        let (store, path) = match self {
+            Target::S3(s3) => (
+                format!(
+                    "s3 {} {}",
+                    s3.endpoint.as_deref().unwrap_or("aws"),
+                    s3.bucket
+                ),
+                s3.prefix.clone(),
+            ),
+            Target::File(_) => ("file".to_owned(), place["file ".len()..].to_owned()),
+        };
+        let segments = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (store, segments)
+    }
+}
+
+/// Every pair of destinations of which the first writes strictly inside the second's prefix or
+/// directory: `(inner name, inner location, outer name, outer location)`.
+pub fn nested_locations(destinations: &[Destination]) -> Vec<(String, String, String, String)> {
+    let mut found = Vec::new();
+    for inner in destinations {
+        let (store, path) = inner.target.segments();
+        for outer in destinations {
+            let (outer_store, outer_path) = outer.target.segments();
+            if outer_store == store
+                && outer_path.len() < path.len()
+                && path.starts_with(&outer_path)
+            {
+                found.push((
+                    inner.name.clone(),
+                    inner.target.location(),
+                    outer.name.clone(),
+                    outer.target.location(),
+                ));
+            }
+        }
+    }
+    found
 }
 
 /// Every place more than one destination writes to: its location and the destinations' names.
@@ -110,7 +159,7 @@ mod tests {
             &[
                 ("a", "s3://bucket/logs"),
                 ("b", "s3://bucket/logs"),
-                ("c", "s3://bucket"),
+                ("c", "s3://bucket/logs2"),
             ],
             &[(
                 "AUDIT_EXPORTER__DESTINATIONS__B__ENDPOINT",
@@ -118,5 +167,35 @@ mod tests {
             )],
         ));
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn a_destination_inside_another_is_found() {
+        let all = destinations(
+            &[
+                ("out", "file:///out"),
+                ("archive", "file:///out/./archive/"),
+                ("sibling", "file:///out2"),
+                ("exports", "s3://bkt-b/exports"),
+                ("acme", "s3://bkt-b/exports/acme"),
+                ("bucket", "s3://bkt-c"),
+                ("deep", "s3://bkt-c/x/y"),
+                ("elsewhere", "s3://bkt-b/exports/acme"),
+            ],
+            &[(
+                "AUDIT_EXPORTER__DESTINATIONS__ELSEWHERE__ENDPOINT",
+                "http://127.0.0.1:9000",
+            )],
+        );
+        let mut found: Vec<String> = nested_locations(&all)
+            .into_iter()
+            .map(|(inner, _, outer, _)| format!("{inner} in {outer}"))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            ["acme in exports", "archive in out", "deep in bucket"]
+        );
+        assert!(shared_locations(&all).is_empty());
     }
 }

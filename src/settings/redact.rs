@@ -282,7 +282,8 @@ pub fn redact_url(url: &SecretString) -> String {
             if !query.is_empty() {
                 parsed.query_pairs_mut().clear().extend_pairs(query);
             }
-            parsed.to_string()
+            // The URL encodes the brackets; print the mark as it reads.
+            parsed.to_string().replace("%5Bredacted%5D", REDACTED)
         }
         Err(_) => REDACTED.to_owned(),
     }

@@ -289,6 +289,10 @@ fn redacted_output_holds_no_secret() {
         text.contains("s3://bucket-a/p") && text.contains("[redacted]"),
         "{text}"
     );
+    assert!(
+        text.contains("postgres://app:[redacted]@db/audit?password=[redacted]"),
+        "readable: {text}"
+    );
     assert!(!format!("{settings:?}").contains("wJalrXUtnFEMI"));
 }
 

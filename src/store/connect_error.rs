@@ -40,10 +40,29 @@ pub(super) fn describe(
     anyhow::anyhow!("cannot connect to PostgreSQL {}: {cause}", server(options))
 }
 
+/// The URL's IPv6 literal host (`[::1]`) as an address: sqlx keeps the brackets, and would
+/// look the bracketed text up as a host name.
+pub(super) fn unbracket(options: PgConnectOptions) -> PgConnectOptions {
+    match options
+        .get_host()
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+    {
+        Some(address) => {
+            let address = address.to_owned();
+            options.host(&address)
+        }
+        None => options,
+    }
+}
+
 /// Where the server is, as the user configured it: host and port (or socket), database, user.
 fn server(options: &PgConnectOptions) -> String {
     let at = match options.get_socket() {
         Some(socket) => format!("socket {}", socket.display()),
+        None if options.get_host().contains(':') => {
+            format!("[{}]:{}", options.get_host(), options.get_port())
+        }
         None => format!("{}:{}", options.get_host(), options.get_port()),
     };
     format!(
@@ -87,6 +106,46 @@ pub(super) fn permission_denied(error: &(dyn std::error::Error + 'static)) -> Op
     None
 }
 
+/// An error that came from the server, said once: every context above it, then the server's
+/// message without its internal source line ("at line N"), which sqlx otherwise prints twice.
+/// A refused privilege (42501) names the role and the GRANT README's "Database roles" gives.
+/// Any other error is returned as it is.
+pub fn explain(error: anyhow::Error, role: &str) -> anyhow::Error {
+    let mut said = Vec::new();
+    for e in error.chain() {
+        if let Some(sqlx::Error::Database(db)) = e.downcast_ref::<sqlx::Error>() {
+            let mut text = db.message().to_owned();
+            if db.code().as_deref() == Some("42501") {
+                text = format!("{text} (role {role}); {}", grant_for(db.message(), role));
+            }
+            said.push(text);
+            return anyhow::anyhow!("{}", said.join(": "));
+        }
+        said.push(e.to_string());
+    }
+    error
+}
+
+/// The grant README's "Database roles" section gives for what `message` says was refused.
+fn grant_for(message: &str, role: &str) -> String {
+    let object = message.rsplit(' ').next().unwrap_or("");
+    let grant = match object {
+        "audit_events" => format!("GRANT SELECT ON audit_events TO {role}"),
+        "export_destinations" | "export_runs" => {
+            format!("GRANT SELECT, INSERT, UPDATE ON export_destinations, export_runs TO {role}")
+        }
+        "_sqlx_migrations" => format!("GRANT SELECT ON _sqlx_migrations TO {role}"),
+        _ if message.contains("for schema") => {
+            return format!(
+                "the role needs USAGE on the schema (GRANT USAGE ON SCHEMA {object} TO {role}), \
+                 and CREATE only to migrate (README: Database roles)"
+            );
+        }
+        _ => return "see README: Database roles for what each role needs".to_owned(),
+    };
+    format!("as the owner of the tables: {grant} (README: Database roles)")
+}
+
 /// The grant a role lacks to create the schema, and the way around it.
 pub(super) fn migration_denied(user: &str, message: &str) -> anyhow::Error {
     anyhow::anyhow!(
@@ -121,6 +180,24 @@ mod tests {
         for text in [text, timed_out.to_string()] {
             assert!(!text.contains("s3cret"), "{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_literal_host_is_an_address_not_a_name() {
+        let url = "postgres://a:b@[::1]:1/app";
+        let options = super::super::connect_options(url, super::super::Access::ReadWrite).unwrap();
+        assert_eq!(options.get_host(), "::1");
+        let text = probe(&options, Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        // Refused (or, without IPv6 on the machine, unreachable): never a DNS failure.
+        assert!(
+            text.starts_with("cannot connect to PostgreSQL at [::1]:1 (database app, user a): ")
+                && !text.contains("resolve")
+                && !text.contains("lookup"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::Store;
-use super::leases::Lease;
+use super::leases::{Lease, release};
 use super::runs::{CommitError, RUN_COLUMNS, Run, run_from_row};
 use super::stream::{abandon, start_binds, start_watermark};
 use crate::domain::Start;
@@ -112,7 +112,7 @@ impl Store {
             )
             .await?;
         }
-        release(&mut tx, lease).await?;
+        release(&mut *tx, lease).await?;
         tx.commit().await?;
         Ok(pending)
     }
@@ -188,7 +188,7 @@ impl Store {
             metadata,
         )
         .await?;
-        release(&mut tx, lease).await?;
+        release(&mut *tx, lease).await?;
         tx.commit().await?;
         Ok(Reset {
             old_watermark,
@@ -248,7 +248,7 @@ impl Store {
             metadata,
         )
         .await?;
-        release(&mut tx, lease).await?;
+        release(&mut *tx, lease).await?;
         tx.commit().await?;
         Ok(Forgotten::Now(pending.map(Box::new)))
     }
@@ -279,19 +279,6 @@ async fn fenced_state(
     .await?
     .ok_or_else(|| CommitError::LeaseLost(lease.destination.clone()))?;
     Ok((row.try_get(0)?, row.try_get(1)?))
-}
-
-async fn release(tx: &mut Transaction<'_, Postgres>, lease: &Lease) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE export_destinations SET lease_owner = NULL, lease_expires_at = NULL
-         WHERE name = $1 AND fencing_token = $2 AND lease_owner = $3",
-    )
-    .bind(&lease.destination)
-    .bind(lease.token)
-    .bind(&lease.owner)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// Appends the event that records an operator's action, in the action's own transaction. Its

@@ -166,16 +166,7 @@ impl Store {
     }
 
     pub async fn release(&self, lease: &Lease) -> anyhow::Result<()> {
-        sqlx::query(
-            "UPDATE export_destinations SET lease_owner = NULL, lease_expires_at = NULL
-             WHERE name = $1 AND fencing_token = $2 AND lease_owner = $3",
-        )
-        .bind(&lease.destination)
-        .bind(lease.token)
-        .bind(&lease.owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        release(&self.pool, lease).await
     }
 }
 
@@ -211,4 +202,21 @@ async fn read_state<'c>(
         fencing_token: row.try_get(7)?,
         read_at: row.try_get(10)?,
     })
+}
+
+/// Frees the lease if it is still this holder's, on the pool or inside a caller's transaction.
+pub(super) async fn release(
+    executor: impl sqlx::PgExecutor<'_>,
+    lease: &Lease,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE export_destinations SET lease_owner = NULL, lease_expires_at = NULL
+         WHERE name = $1 AND fencing_token = $2 AND lease_owner = $3",
+    )
+    .bind(&lease.destination)
+    .bind(lease.token)
+    .bind(&lease.owner)
+    .execute(executor)
+    .await?;
+    Ok(())
 }

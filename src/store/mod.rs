@@ -161,6 +161,7 @@ fn connect_options(url: &str, access: Access) -> anyhow::Result<PgConnectOptions
             IDLE_IN_TRANSACTION_TIMEOUT,
         )])
         .log_statements(tracing::log::LevelFilter::Debug);
+    let options = connect_error::unbracket(options);
     Ok(match access {
         Access::ReadOnly => options.options([("default_transaction_read_only", "on")]),
         Access::ReadWrite => options,
@@ -300,6 +301,12 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// `error` said once if the server returned it, naming this pool's role and the grant it
+    /// lacks when a privilege was refused (see [`connect_error::explain`]).
+    pub fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+        connect_error::explain(error, self.pool.connect_options().get_username())
     }
 
     /// Applies the embedded migrations; idempotent, and safe from several processes at once.

@@ -305,22 +305,39 @@ async fn run_waits_for_the_database_and_never_makes_a_scrape_wait_on_it() {
     .await;
     pool.close().await;
 
-    // The database stops while nothing is due: every scrape still answers at once, and the
-    // checks that fail on the database are counted.
+    // The database stops while nothing is due: every scrape still answers at once, /readyz
+    // names the server and the cause, and an export that could not reach the database is the
+    // process's outage, not the destination's failure (no count, no backoff).
     server.stop();
-    let text = wait_until("a failed check, counted", || async {
-        let text = scrape(port).await;
-        (metric(
-            &text,
-            r#"audit_exporter_runs_total{destination="main",outcome="failed"}"#,
-        ) >= Some(1.0))
-        .then_some(text)
-    })
-    .await;
+    let not_done = run
+        .wait_for_log("an export stopped by the outage", |l| {
+            l["message"] == "Export not done; it is tried again at the next check."
+        })
+        .await;
+    let said = not_done["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        said.contains("cannot connect to PostgreSQL at") && said.contains("connection refused"),
+        "{not_done}"
+    );
+    let text = scrape(port).await;
     assert_eq!(metric(&text, "audit_exporter_database_up"), Some(0.0));
     assert!(metric(&text, "audit_exporter_database_read_age_seconds").unwrap() > 1.0);
+    let failed = r#"audit_exporter_runs_total{destination="main",outcome="failed"}"#;
+    assert!(metric(&text, failed).unwrap_or(0.0) == 0.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            r#"audit_exporter_failures_in_a_row{destination="main"}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
     let (status, body, _) = try_get(port, "/readyz").await.unwrap();
     assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("cannot connect to PostgreSQL at") && body.contains("connection refused"),
+        "{body}"
+    );
 
     // It comes back: nothing was due, so the failure is over and the process is ready again.
     // Blocks for the second it takes; the run process is another process.

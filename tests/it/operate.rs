@@ -426,10 +426,12 @@ async fn three_replicas_share_the_destinations_through_kills_and_stops() {
     let (code, _) = replicas.pop().unwrap().stop().await;
     assert_eq!(code, Some(0));
 
-    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM export_runs")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+    // A full hour passing during the test makes the next slot due: its run is a heartbeat.
+    let runs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM export_runs WHERE heartbeat_event_id IS NULL")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
     assert_eq!(
         runs, 2,
         "each window was planned once and exported by one replica"

@@ -37,6 +37,16 @@ async fn run_sql(url: &str, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// `text` says "permission denied" once, with no "at line N", naming `role` and `grant`.
+fn assert_denied_once(text: &str, role: &str, grant: &str) {
+    assert_eq!(text.matches("permission denied").count(), 1, "{text}");
+    assert!(!text.contains(" at line "), "{text}");
+    assert!(
+        text.contains(&format!("(role {role})")) && text.contains(grant),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn the_readme_roles_migrate_export_and_only_append() {
     let db = TestDb::unmigrated().await;
@@ -82,6 +92,26 @@ async fn the_readme_roles_migrate_export_and_only_append() {
 
     let output = run(&["migrate"], &env_as(&db.url_as(&owner), true));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    // Before the owner's grants: each refused privilege is said once, without PostgreSQL's
+    // source line, naming the role and the grant README gives for it.
+    let exporter_env = env_as(&db.url_as(&exporter), false);
+    let output = run(&["export"], &exporter_env);
+    assert_eq!(output.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_denied_once(
+        &said,
+        &exporter,
+        "GRANT SELECT, INSERT, UPDATE ON export_destinations",
+    );
+    let output = run(&["status"], &exporter_env);
+    assert_eq!(output.status.code(), Some(1));
+    assert_denied_once(
+        &stderr(&output),
+        &exporter,
+        &format!("GRANT SELECT ON _sqlx_migrations TO {exporter}"),
+    );
+
     run_sql(&db.url_as(&owner), &as_owner).await;
 
     // The application appends with a plain INSERT and can change nothing.
@@ -91,7 +121,19 @@ async fn the_readme_roles_migrate_export_and_only_append() {
         "INSERT INTO audit_events (tenant_id, action, actor) VALUES ('acme', 'user.login', '{\"type\":\"user\",\"id\":\"u1\"}')",
     )
     .await;
+    // README's grant for `INSERT ... RETURNING event_id`.
+    run_sql(
+        &db.url_as(&owner),
+        &format!("GRANT SELECT (event_id) ON audit_events TO {app}"),
+    )
+    .await;
+    run_sql(
+        &app_url,
+        "INSERT INTO audit_events (tenant_id, action, actor) VALUES ('acme', 'user.login', '{\"type\":\"user\",\"id\":\"u2\"}') RETURNING event_id",
+    )
+    .await;
     for sql in [
+        "SELECT actor FROM audit_events",
         "UPDATE audit_events SET action = 'x'",
         "DELETE FROM audit_events",
         "TRUNCATE audit_events",
@@ -108,11 +150,10 @@ async fn the_readme_roles_migrate_export_and_only_append() {
     }
 
     // The exporter exports and reports without migrating, and cannot rewrite the log.
-    let exporter_env = env_as(&db.url_as(&exporter), false);
     let output = run(&["export"], &exporter_env);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(
-        String::from_utf8_lossy(&output.stdout).starts_with("archive: exported 1 event,"),
+        String::from_utf8_lossy(&output.stdout).starts_with("archive: exported 2 events,"),
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
