@@ -216,7 +216,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
         if let Some(at) = already {
-            release(&mut tx, lease).await?;
+            release(&mut *tx, lease).await?;
             tx.commit().await?;
             return Ok(Forgotten::Already(at));
         }
