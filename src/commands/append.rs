@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 use super::UsageError;
 use crate::settings::Settings;
@@ -47,6 +47,11 @@ fn parse(args: &AppendArgs) -> Result<NewEvent, UsageError> {
             .map_err(|e| UsageError(format!("--occurred-at: {text:?} is not an RFC 3339 time ({e}); e.g. 2026-11-21T09:30:00Z")))?
             .with_timezone(&Utc),
     };
+    if !(1..=9999).contains(&occurred_at.year()) {
+        return Err(UsageError(format!(
+            "--occurred-at: {occurred_at} is out of range; allowed: a time in the years 0001 to 9999 (UTC)"
+        )));
+    }
     Ok(NewEvent {
         event_id: None,
         occurred_at,
@@ -124,6 +129,18 @@ mod tests {
         let mut bad = args();
         bad.occurred_at = Some("yesterday".into());
         assert!(parse(&bad).unwrap_err().0.starts_with("--occurred-at:"));
+        for out_of_range in ["0000-01-01T00:00:00Z", "0001-01-01T00:30:00+01:00"] {
+            bad.occurred_at = Some(out_of_range.into());
+            let error = parse(&bad).unwrap_err().0;
+            assert!(
+                error.starts_with("--occurred-at:") && error.contains("years 0001 to 9999"),
+                "{error}"
+            );
+        }
+        bad.occurred_at = Some("0001-01-01T00:00:00Z".into());
+        assert!(parse(&bad).is_ok());
+        bad.occurred_at = Some("9999-12-31T23:59:59Z".into());
+        assert!(parse(&bad).is_ok());
         assert!(parse(&args()).is_ok());
         // jsonb refuses U+0000: bad input, said before the database is asked.
         for (actor, metadata) in [

@@ -8,7 +8,7 @@ use super::UsageError;
 use crate::domain::Start;
 use crate::export::Exporter;
 use crate::settings::{Destination, Settings};
-use crate::store::{Claim, KnownDestination, Lease, Operator, Run, Store};
+use crate::store::{Claim, Forgotten, KnownDestination, Lease, Operator, Run, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DestinationAction {
@@ -64,8 +64,26 @@ fn configured<'a>(settings: &'a Settings, name: &str) -> Result<&'a Destination,
 
 async fn list(store: &Store, settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
     let known = store.known_destinations().await?;
+    let cluster = store.cluster_id().await?;
     for destination in &known {
-        writeln!(out, "{}", describe(destination, settings))?;
+        let mut line = describe(destination, settings);
+        let current = settings
+            .destinations
+            .iter()
+            .find(|d| d.name == destination.name);
+        if let Some(current) = current
+            && destination.forgotten_at.is_none()
+            && let Some(refused) = store
+                .stream_refusal(
+                    &current.name,
+                    current.tenant_id.as_deref(),
+                    cluster.as_deref(),
+                )
+                .await?
+        {
+            line.push_str(&format!("; refused: {refused}"));
+        }
+        writeln!(out, "{line}")?;
     }
     for configured in &settings.destinations {
         if !known.iter().any(|k| k.name == configured.name) {
@@ -196,7 +214,17 @@ async fn forget(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let lease = lease(store, settings, name, "forget").await?;
-    let abandoned = store.forget_destination(&lease, &operator()).await?;
+    let abandoned = match store.forget_destination(&lease, &operator()).await? {
+        Forgotten::Now(abandoned) => abandoned,
+        Forgotten::Already(at) => {
+            writeln!(
+                out,
+                "{name}: already forgotten at {}; nothing changed",
+                at.to_rfc3339()
+            )?;
+            return Ok(());
+        }
+    };
     write!(
         out,
         "{name}: forgotten; its runs stay in the log, and it starts anew per its `start` if configured again"

@@ -29,6 +29,8 @@ pub struct DestinationStatus {
     pub recent_runs: Vec<RunStatusView>,
     /// The latest test deliveries (`verify`) and re-exports, newest first.
     pub recent_test_and_reexport_runs: Vec<RunStatusView>,
+    /// Why its exports are refused (the message an export gives), if they are.
+    pub refused: Option<String>,
     /// What makes the destination suspicious: a tenant with no event ever, a shared location.
     pub warnings: Vec<String>,
 }
@@ -102,8 +104,17 @@ pub async fn collect(store: &Store, settings: &Settings) -> anyhow::Result<Statu
     let now = Utc::now();
     let mut warnings = warnings::shared_locations(settings);
     warnings.extend(warnings::tenants_without_events(store, settings).await?);
+    let cluster = store.cluster_id().await?;
     let mut destinations = Vec::new();
     for destination in &settings.destinations {
+        let refused = store
+            .stream_refusal(
+                &destination.name,
+                destination.tenant_id.as_deref(),
+                cluster.as_deref(),
+            )
+            .await?
+            .map(|refusal| refusal.to_string());
         let state = store.destination_state(&destination.name).await?;
         let watermark = state.as_ref().map_or(0, |s| s.watermark);
         let (waiting, oldest) = store
@@ -135,6 +146,7 @@ pub async fn collect(store: &Store, settings: &Settings) -> anyhow::Result<Statu
             oldest_waiting_age_secs: oldest.map(|at| (now - at).num_seconds()),
             recent_runs: scheduled.iter().map(view).collect(),
             recent_test_and_reexport_runs: others.iter().map(view).collect(),
+            refused,
             warnings: warnings::of(&warnings, name),
         });
     }

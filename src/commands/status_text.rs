@@ -63,6 +63,9 @@ fn write_destination(d: &DestinationStatus, out: &mut dyn Write) -> std::io::Res
             .map(|t| format!(" (tenant {t})"))
             .unwrap_or_default()
     )?;
+    if let Some(refused) = &d.refused {
+        writeln!(out, "  refused: {refused}")?;
+    }
     for warning in &d.warnings {
         writeln!(out, "  warning: {warning}")?;
     }

@@ -16,14 +16,33 @@ pub enum Start {
 impl Start {
     pub const ALLOWED: &'static str =
         "beginning | now | an RFC 3339 time such as 2026-11-20T00:00:00Z";
+    const ALLOWED_PAST: &'static str = "beginning | now | an RFC 3339 time not after now";
 
+    /// Parses a start as of the current time (a future time is refused).
     pub fn parse(value: &str) -> Result<Self, String> {
+        Self::parse_at(value, Utc::now())
+    }
+
+    /// Parses a start as of `now`: a time after `now` is refused, since no event recorded
+    /// later than the stream's start could be told apart from one recorded at it.
+    pub fn parse_at(value: &str, now: DateTime<Utc>) -> Result<Self, String> {
         match value {
             "beginning" => Ok(Self::Beginning),
             "now" => Ok(Self::Now),
-            time => DateTime::parse_from_rfc3339(time)
-                .map(|t| Self::Time(t.with_timezone(&Utc)))
-                .map_err(|e| format!("{value:?} is not allowed ({e}); allowed: {}", Self::ALLOWED)),
+            time => {
+                let time = DateTime::parse_from_rfc3339(time)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| {
+                        format!("{value:?} is not allowed ({e}); allowed: {}", Self::ALLOWED)
+                    })?;
+                if time > now {
+                    return Err(format!(
+                        "{value:?} is in the future; a stream cannot start later than now (use \"now\", or add the destination when its time has come); allowed: {}",
+                        Self::ALLOWED_PAST
+                    ));
+                }
+                Ok(Self::Time(time))
+            }
         }
     }
 }
@@ -55,5 +74,19 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn a_future_time_is_refused() {
+        let now = DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert!(matches!(
+            Start::parse_at("2026-11-29T12:00:00Z", now),
+            Ok(Start::Time(_))
+        ));
+        let error = Start::parse_at("2026-11-29T12:00:01Z", now).unwrap_err();
+        assert!(error.contains("is in the future"), "{error}");
+        assert!(Start::parse("2999-01-01T00:00:00Z").is_err());
     }
 }

@@ -186,6 +186,10 @@ fn other_invalid_values_name_their_key() {
             "log.format: \"xml\" is not allowed; allowed: text | json",
         ),
         ("[run]\ncheck_cron = \"every minute\"\n", "run.check_cron:"),
+        (
+            "[defaults]\nstart = \"2999-01-01T00:00:00Z\"\n[destinations.a]\nurl = \"s3://bucket-a\"\n",
+            "defaults.start: \"2999-01-01T00:00:00Z\" is in the future",
+        ),
     ];
     for (toml, expect) in cases {
         let msg = error(toml);

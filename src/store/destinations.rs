@@ -201,14 +201,25 @@ impl Store {
 
     /// `destination forget`: abandons a pending run and marks the stream forgotten, keeping its
     /// runs for the record. If the name is configured again, it starts anew per its `start`.
+    /// On a stream already forgotten it changes and records nothing but frees the lease.
     #[tracing::instrument(skip_all, fields(destination = %lease.destination), err)]
     pub async fn forget_destination(
         &self,
         lease: &Lease,
         by: &Operator,
-    ) -> anyhow::Result<Option<Run>> {
+    ) -> anyhow::Result<Forgotten> {
         let mut tx = self.pool.begin().await?;
         let (watermark, tenant) = fenced_state(&mut tx, lease).await?;
+        let already: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT forgotten_at FROM export_destinations WHERE name = $1")
+                .bind(&lease.destination)
+                .fetch_one(&mut *tx)
+                .await?;
+        if let Some(at) = already {
+            release(&mut *tx, lease).await?;
+            tx.commit().await?;
+            return Ok(Forgotten::Already(at));
+        }
         let pending = self.pending_run(&lease.destination).await?;
         if let Some(run) = &pending {
             let reason = format!("forgotten by {}@{}", by.os_user, by.host);
@@ -239,8 +250,17 @@ impl Store {
         .await?;
         release(&mut *tx, lease).await?;
         tx.commit().await?;
-        Ok(pending)
+        Ok(Forgotten::Now(pending.map(Box::new)))
     }
+}
+
+/// What `destination forget` did.
+#[derive(Debug)]
+pub enum Forgotten {
+    /// The stream was forgotten before, at this time: nothing changed, nothing recorded.
+    Already(DateTime<Utc>),
+    /// Forgotten now; the pending run it abandoned, if any.
+    Now(Option<Box<Run>>),
 }
 
 /// The watermark and tenant filter, locked, while the lease is still ours.

@@ -23,7 +23,7 @@ use sqlx::{ConnectOptions, PgPool};
 
 pub use copy::{CopyDecoder, Irregular};
 pub use copy_out::CopyOut;
-pub use destinations::{KnownDestination, Operator, Reset};
+pub use destinations::{Forgotten, KnownDestination, Operator, Reset};
 pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;
 pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};

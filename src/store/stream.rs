@@ -172,23 +172,49 @@ impl Store {
         .await?;
         let (covered, recorded): (Option<String>, Option<String>) =
             (row.try_get(0)?, row.try_get(1)?);
-        if covered.as_deref() != tenant {
-            anyhow::bail!(StreamError::TenantChanged {
-                destination: name.to_owned(),
-                old: covered,
-                new: tenant.map(str::to_owned),
-            });
+        match refusal(name, covered, recorded, tenant, cluster) {
+            Some(refused) => Err(refused.into()),
+            None => Ok(()),
         }
-        if let (Some(recorded), Some(current)) = (recorded, cluster)
-            && recorded != current
-        {
-            anyhow::bail!(StreamError::ClusterMoved {
-                destination: name.to_owned(),
-                recorded,
-                current: current.to_owned(),
-            });
-        }
-        Ok(())
+    }
+
+    /// What an export would refuse for this destination (`check_stream`, or a horizon below
+    /// the watermark), reading only, for `status` and `destination list`. None for a
+    /// destination not recorded yet.
+    #[tracing::instrument(skip_all, fields(destination = name), err)]
+    pub async fn stream_refusal(
+        &self,
+        name: &str,
+        tenant: Option<&str>,
+        cluster: Option<&str>,
+    ) -> anyhow::Result<Option<StreamError>> {
+        let row = sqlx::query(
+            "SELECT CASE WHEN EXISTS (
+                     SELECT 1 FROM export_runs r
+                     WHERE r.destination = d.name AND r.kind = 'scheduled' AND r.status = 'done'
+                       AND r.finished_at >= d.stream_since)
+                   THEN d.tenant_id ELSE $2 END,
+                 COALESCE(d.cluster_id, $3),
+                 d.watermark::text::bigint,
+                 pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             FROM export_destinations d WHERE name = $1",
+        )
+        .bind(name)
+        .bind(tenant)
+        .bind(cluster)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (watermark, horizon): (i64, i64) = (row.try_get(2)?, row.try_get(3)?);
+        Ok(
+            refusal(name, row.try_get(0)?, row.try_get(1)?, tenant, cluster).or((horizon
+                < watermark)
+                .then(|| StreamError::HorizonBehind {
+                    destination: name.to_owned(),
+                    horizon,
+                    watermark,
+                })),
+        )
     }
 
     /// Abandons the pending run `run_id` (its delivery changed): the watermark stays, and the
@@ -230,4 +256,30 @@ pub(super) async fn abandon(
         anyhow::bail!(CommitError::LeaseLost(lease.destination.clone()));
     }
     Ok(())
+}
+
+/// Why a destination's stream may not go on: the tenant filter its watermark covers is not the
+/// configured one, or the recorded cluster is not the current one.
+fn refusal(
+    name: &str,
+    covered: Option<String>,
+    recorded: Option<String>,
+    tenant: Option<&str>,
+    cluster: Option<&str>,
+) -> Option<StreamError> {
+    if covered.as_deref() != tenant {
+        return Some(StreamError::TenantChanged {
+            destination: name.to_owned(),
+            old: covered,
+            new: tenant.map(str::to_owned),
+        });
+    }
+    match (recorded, cluster) {
+        (Some(recorded), Some(current)) if recorded != current => Some(StreamError::ClusterMoved {
+            destination: name.to_owned(),
+            recorded,
+            current: current.to_owned(),
+        }),
+        _ => None,
+    }
 }

@@ -120,6 +120,18 @@ async fn a_database_moved_to_a_new_cluster_is_refused_until_reset_and_then_loses
             && out.contains("audit-exporter destination reset main --start TIME"),
         "{out}"
     );
+    // status and destination list say so too, with the same message.
+    let (code, out) = run(&["status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("  refused: destination `main`: the database is not the cluster"),
+        "{out}"
+    );
+    let (_, out) = run(&["destination", "list"]);
+    assert!(
+        out.contains("; refused: destination `main`: the database is not the cluster"),
+        "{out}"
+    );
     // Where the identity cannot be read, by the transaction ids: a horizon below the watermark.
     sqlx::query("UPDATE export_destinations SET cluster_id = NULL")
         .execute(b.pool())
@@ -130,6 +142,11 @@ async fn a_database_moved_to_a_new_cluster_is_refused_until_reset_and_then_loses
     assert!(
         out.contains(&format!("are below the watermark {watermark}"))
             && out.contains("destination reset main --start TIME"),
+        "{out}"
+    );
+    let (_, out) = run(&["status"]);
+    assert!(
+        out.contains("  refused: destination `main`: the database's transaction ids (horizon"),
         "{out}"
     );
 

@@ -241,6 +241,37 @@ async fn a_tenant_change_after_committed_runs_is_refused_until_reset() {
         "{refusal}"
     );
     assert!(out.contains("other: exported 3 events"), "{out}");
+    // status and destination list show the refusal, and change nothing.
+    let (code, out, err) = cli(&["status"], &base("acme-eu"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(
+            r#"  refused: destination `acme`: tenant_id changed from "acme" to "acme-eu""#
+        ),
+        "{out}"
+    );
+    let (_, out, _) = cli(&["status", "--json"], &base("acme-eu"));
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let refused = status["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap(), d["refused"].as_str()))
+        .collect::<Vec<_>>();
+    assert!(
+        refused.contains(&("other", None))
+            && refused
+                .iter()
+                .any(|(n, r)| *n == "acme"
+                    && r.is_some_and(|r| r.contains("destination reset acme"))),
+        "{refused:?}"
+    );
+    let (_, out, _) = cli(&["destination", "list"], &base("acme-eu"));
+    let line = out.lines().find(|l| l.starts_with("acme:")).unwrap();
+    assert!(
+        line.contains("; refused: destination `acme`: tenant_id changed"),
+        "{out}"
+    );
     // Removing the filter is a change too.
     let mut removed = base("acme");
     removed.retain(|(k, _)| !k.ends_with("__TENANT_ID"));

@@ -136,6 +136,17 @@ async fn forget_drops_a_removed_destination_and_a_re_added_one_starts_anew() {
     );
     let (_, _, metadata) = operator_event(&db, "system.export.forgotten").await;
     assert_eq!(metadata["destination"], "gone");
+    // Forgetting it again changes and records nothing.
+    let (code, out, err) = cli(&["destination", "forget", "gone"], &only_keep);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("gone: already forgotten at"), "{out}");
+    let records: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'system.export.forgotten'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(records, 1);
 
     // Re-added with start = "now": a new stream, from now on.
     append(&db, 2, None).await;
