@@ -6,7 +6,7 @@ use std::io::Write;
 
 use super::UsageError;
 use crate::domain::Start;
-use crate::export::Exporter;
+use crate::export::{Exporter, discard_leftovers};
 use crate::settings::{Destination, Settings};
 use crate::store::{Claim, Forgotten, KnownDestination, Lease, Operator, Run, Store};
 
@@ -149,14 +149,17 @@ async fn cancel(
 ) -> anyhow::Result<()> {
     let lease = lease(store, settings, name, "cancel").await?;
     match store.cancel_run(&lease, &operator()).await? {
-        Some(run) => writeln!(
-            out,
-            "{name}: cancelled the pending run {}; an object may already have been written at {}{}; the watermark stays at {}",
-            run.id,
-            run.object_key,
-            place(&run),
-            lease.watermark
-        )?,
+        Some(run) => {
+            discard_leftovers(&run).await;
+            writeln!(
+                out,
+                "{name}: cancelled the pending run {}; an object may already have been written at {}{}; the watermark stays at {}",
+                run.id,
+                run.object_key,
+                place(&run),
+                lease.watermark
+            )?
+        }
         None => writeln!(out, "{name}: no pending run; nothing to cancel")?,
     }
     Ok(())
@@ -230,6 +233,7 @@ async fn forget(
         "{name}: forgotten; its runs stay in the log, and it starts anew per its `start` if configured again"
     )?;
     if let Some(run) = abandoned {
+        discard_leftovers(&run).await;
         write!(
             out,
             "; abandoned the pending run {} (may have written {}{})",

@@ -20,6 +20,7 @@ use tracing::Instrument;
 pub use encode::{Encoded, Framer, ObjectEncoder};
 pub use pipeline::{Delivered, Stopped, deliver, heartbeat};
 pub use reexport::ReexportReport;
+pub use stream::discard_leftovers;
 pub use verify::TestDelivery;
 
 use crate::domain::KeyParts;

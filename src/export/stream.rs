@@ -2,8 +2,11 @@
 //! tenant filter and cluster are those its watermark covers, and a pending run still delivers
 //! where and how the config says.
 
+use std::path::PathBuf;
+
 use super::Exporter;
 use crate::settings::{Destination, delivery_changes};
+use crate::sink::{FileSink, Sink};
 use crate::store::{Lease, Run};
 
 impl Exporter {
@@ -56,6 +59,24 @@ impl Exporter {
             "Abandoned a pending run: its delivery changed. An object may be at its key, at the old place; the watermark stays and a new run is planned."
         );
         self.store.abandon_run(lease, run.id, &reason).await?;
+        discard_leftovers(run).await;
         Ok(false)
+    }
+}
+
+/// Removes what a killed attempt of an abandoned or cancelled run left in a directory
+/// destination (its temp file), at the place the run was planned for, which may no longer be
+/// the configured one. No later attempt of that run would ever remove it. A failure is logged:
+/// the run is abandoned all the same.
+pub async fn discard_leftovers(run: &Run) {
+    let directory = run
+        .delivery
+        .as_ref()
+        .and_then(|d| d.pointer("/url/directory"))
+        .and_then(|d| d.as_str());
+    let Some(directory) = directory else { return };
+    let sink = FileSink::new(PathBuf::from(directory));
+    if let Err(error) = sink.discard_partial(&run.object_key).await {
+        tracing::warn!(run_id = %run.id, directory, error = format!("{error:#}"), "Could not remove the temporary file of an abandoned run.");
     }
 }

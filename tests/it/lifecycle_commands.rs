@@ -22,6 +22,15 @@ async fn cancel_abandons_a_pending_run_and_the_next_export_loses_and_doubles_not
         panic!("lease")
     };
     let (run, _) = crashed.plan_or_resume(&lease, dest, None).await.unwrap();
+    // What a SIGKILLed attempt leaves: the object's temp file beside where it would be linked.
+    let target = dir.path().join(&run.object_key);
+    let leftover = target.parent().unwrap().join(format!(
+        ".{}.{}.tmp",
+        target.file_name().unwrap().to_string_lossy(),
+        "0123456789abcdef0123456789abcdef"
+    ));
+    std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    std::fs::write(&leftover, b"half an object").unwrap();
 
     // Not while a live exporter holds the lease.
     let (code, _, err) = cli(&["destination", "cancel", "main"], &env);
@@ -44,6 +53,10 @@ async fn cancel_abandons_a_pending_run_and_the_next_export_loses_and_doubles_not
     assert!(
         out.contains(&run.object_key) && out.contains("cancelled"),
         "{out}"
+    );
+    assert!(
+        !leftover.exists(),
+        "the cancelled run's temp file is removed"
     );
     let (_, out, _) = cli(&["destination", "list"], &env);
     assert!(out.contains(&format!("abandoned run {}", run.id)), "{out}");
