@@ -9,6 +9,7 @@ mod number;
 mod overlap;
 mod raw;
 mod redact;
+pub use redact::SQLX_URL_PARAMETERS;
 mod s3;
 
 use std::collections::HashMap;

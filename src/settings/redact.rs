@@ -237,9 +237,9 @@ fn s3_object_options(options: &ObjectOptions, table: &mut Table) {
     }
 }
 
-/// Connection parameters whose values are safe to show: places, names and modes. The value of
-/// any other (`password`, `sslpassword`, `options`, one this list does not know) is redacted.
-const SHOWN_PARAMETERS: [&str; 18] = [
+/// The connection parameters sqlx reads from a URL; the store drops any other before connecting
+/// (sqlx would log it with its value).
+pub const SQLX_URL_PARAMETERS: [&str; 18] = [
     "sslmode",
     "ssl-mode",
     "sslrootcert",
@@ -255,10 +255,18 @@ const SHOWN_PARAMETERS: [&str; 18] = [
     "port",
     "dbname",
     "user",
+    "password",
     "application_name",
-    "connect_timeout",
-    "target_session_attrs",
+    "options",
 ];
+
+/// Whether a connection parameter's value is safe to show: places, names and modes. The value of
+/// any other (`password`, `sslpassword`, `options`, one this does not know) is redacted.
+fn shown(parameter: &str) -> bool {
+    let secret = matches!(parameter, "password" | "options");
+    (SQLX_URL_PARAMETERS.contains(&parameter) && !secret)
+        || matches!(parameter, "connect_timeout" | "target_session_attrs")
+}
 
 /// The database URL with its password and every parameter value that may be secret replaced,
 /// so it can be shown.
@@ -271,7 +279,7 @@ pub fn redact_url(url: &SecretString) -> String {
             let query: Vec<(String, String)> = parsed
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if SHOWN_PARAMETERS.contains(&k.as_ref()) {
+                    let v = if shown(k.as_ref()) {
                         v.into_owned()
                     } else {
                         REDACTED.to_owned()

@@ -34,7 +34,7 @@ pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
 pub use side_runs::part_key;
 pub use stream::StreamError;
 
-use crate::settings::DatabaseSettings;
+use crate::settings::{DatabaseSettings, SQLX_URL_PARAMETERS};
 
 /// How long a session of the exporter may sit idle inside a transaction before PostgreSQL ends
 /// it: a second line of defence against a transaction left open by a connection whose answers
@@ -197,29 +197,6 @@ pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The connection parameters sqlx reads from a URL. sqlx logs any other with its value (which
-/// may be a secret, e.g. `sslpassword`): those are dropped here and named without their value.
-const SQLX_PARAMETERS: [&str; 18] = [
-    "sslmode",
-    "ssl-mode",
-    "sslrootcert",
-    "ssl-root-cert",
-    "ssl-ca",
-    "sslcert",
-    "ssl-cert",
-    "sslkey",
-    "ssl-key",
-    "statement-cache-capacity",
-    "host",
-    "hostaddr",
-    "port",
-    "dbname",
-    "user",
-    "password",
-    "application_name",
-    "options",
-];
-
 /// The URL without the parameters sqlx does not read, and their names.
 fn known_parameters_only(url: &str) -> (String, Vec<String>) {
     let Ok(mut parsed) = url::Url::parse(url) else {
@@ -228,7 +205,7 @@ fn known_parameters_only(url: &str) -> (String, Vec<String>) {
     let (known, unknown): (Vec<_>, Vec<_>) = parsed
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .partition(|(k, _)| SQLX_PARAMETERS.contains(&k.as_str()) || k.starts_with("options["));
+        .partition(|(k, _)| SQLX_URL_PARAMETERS.contains(&k.as_str()) || k.starts_with("options["));
     if unknown.is_empty() {
         return (url.to_owned(), Vec::new());
     }
