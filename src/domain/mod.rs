@@ -4,11 +4,13 @@ mod event;
 mod format;
 mod json;
 mod object_key;
+mod retention;
 mod schedule;
 mod start;
 
 pub use event::{Event, EventRef, HEARTBEAT_ACTION, TEST_ACTION, Timestamp};
 pub use format::{Compression, Encoding, Format};
 pub use object_key::{KeyLayout, KeyParts, SideFolder, check_key_path, side_key};
+pub use retention::{Hold, StreamKnown, hold_of, parse_older_than, prune_due};
 pub use schedule::{Schedule, TimeOfDay};
 pub use start::Start;

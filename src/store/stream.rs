@@ -128,10 +128,10 @@ impl Store {
         let (kind, time) = start_binds(start);
         let sql = format!(
             "UPDATE export_destinations
-             SET watermark = {}, tenant_id = $2, cluster_id = $5, stream_started = true,
-                 stream_since = clock_timestamp(), forgotten_at = NULL
+             SET watermark = {start}, stream_lo = {start}, tenant_id = $2, cluster_id = $5,
+                 stream_started = true, stream_since = clock_timestamp(), forgotten_at = NULL
              WHERE name = $1 AND NOT stream_started",
-            start_watermark("$3", "$4")
+            start = start_watermark("$3", "$4")
         );
         let done = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(name)
