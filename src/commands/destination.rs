@@ -295,7 +295,7 @@ fn place(run: &Run) -> String {
 }
 
 /// The OS user and host running this command.
-pub(crate) fn operator() -> Operator {
+pub fn operator() -> Operator {
     let os_user = nix::unistd::User::from_uid(nix::unistd::getuid())
         .ok()
         .flatten()

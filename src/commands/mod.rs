@@ -13,7 +13,7 @@ mod warnings;
 use std::io::Write;
 
 pub use append::{AppendArgs, append};
-pub use destination::{DestinationAction, destination};
+pub use destination::{DestinationAction, destination, operator};
 pub use export::{ExportSummary, export};
 pub use prune::{Cutoff, PruneOutcome, config_holds, held_line, prune, prune_store, write_held};
 pub use reexport::{ReexportSummary, check_range, parse_from_time, parse_time, reexport};
