@@ -22,6 +22,7 @@ mod proxy;
 mod readonly;
 mod recovery;
 mod reexport;
+mod retention;
 mod roles;
 mod schedule;
 mod schema;
