@@ -72,7 +72,10 @@ pub async fn prune(
 
 /// The holds of the configured destinations whose stream the database has not started as
 /// configured (see [`hold_of`]).
-pub async fn config_holds(store: &Store, destinations: &[Destination]) -> anyhow::Result<Vec<Hold>> {
+pub async fn config_holds(
+    store: &Store,
+    destinations: &[Destination],
+) -> anyhow::Result<Vec<Hold>> {
     let states = store.stream_states().await?;
     Ok(destinations
         .iter()
@@ -229,8 +232,13 @@ mod tests {
             now - Duration::days(1)
         );
         assert_eq!(Cutoff::Before(now).at(now).unwrap(), now);
-        let e = Cutoff::Before(now + Duration::seconds(1)).at(now).unwrap_err();
-        assert!(e.0.contains("in the future; allowed: a time up to now"), "{e}");
+        let e = Cutoff::Before(now + Duration::seconds(1))
+            .at(now)
+            .unwrap_err();
+        assert!(
+            e.0.contains("in the future; allowed: a time up to now"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -246,8 +254,10 @@ mod tests {
             line(HoldReason::NotExported { watermark: 7 }),
             "old: 3 events not exported yet (watermark txid 7)"
         );
-        assert!(line(HoldReason::NotConfigured { watermark: 7 })
-            .contains("`audit-exporter destination forget old` releases them"));
+        assert!(
+            line(HoldReason::NotConfigured { watermark: 7 })
+                .contains("`audit-exporter destination forget old` releases them")
+        );
         assert!(line(HoldReason::NotStarted).contains("has not started"));
     }
 }

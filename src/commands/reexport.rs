@@ -196,7 +196,13 @@ fn pruned_note(name: &str, pruned: &crate::store::PrunedDeliveries) -> String {
     let prunes: Vec<String> = pruned
         .prunes
         .iter()
-        .map(|(at, n)| format!("{} ({} in all)", at.to_rfc3339(), super::counted(*n, "event")))
+        .map(|(at, n)| {
+            format!(
+                "{} ({} in all)",
+                at.to_rfc3339(),
+                super::counted(*n, "event")
+            )
+        })
         .collect();
     let mut note = format!(
         "{name}: events of this range were pruned from the database by the prune of {}, so the \

@@ -183,8 +183,11 @@ async fn retention(
     let held_back = match cutoff {
         Some(cutoff) => {
             let holds = super::config_holds(store, &settings.destinations).await?;
-            let configured: Vec<&str> =
-                settings.destinations.iter().map(|d| d.name.as_str()).collect();
+            let configured: Vec<&str> = settings
+                .destinations
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect();
             store.held_back(cutoff, &configured, &holds).await?
         }
         None => Vec::new(),

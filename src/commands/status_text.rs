@@ -50,11 +50,7 @@ fn write_retention(r: &RetentionStatus, out: &mut dyn Write) -> std::io::Result<
     writeln!(out, "retention: {keep}{last}")?;
     if let Some(cutoff) = r.cutoff {
         if r.held_back.is_empty() {
-            writeln!(
-                out,
-                "  held back before {}: nothing",
-                cutoff.to_rfc3339()
-            )?;
+            writeln!(out, "  held back before {}: nothing", cutoff.to_rfc3339())?;
         }
         for h in &r.held_back {
             writeln!(

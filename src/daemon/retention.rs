@@ -47,7 +47,11 @@ async fn prune_if_due(worker: &Worker, store: &Store) -> anyhow::Result<()> {
         &crate::commands::operator(),
     )
     .await?;
-    let held: Vec<String> = outcome.held.iter().map(crate::commands::held_line).collect();
+    let held: Vec<String> = outcome
+        .held
+        .iter()
+        .map(crate::commands::held_line)
+        .collect();
     tracing::info!(
         keep_days = days,
         cutoff = %cutoff.to_rfc3339(),

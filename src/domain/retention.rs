@@ -25,9 +25,16 @@ pub fn parse_older_than(text: &str) -> Result<Duration, String> {
         "m" => 60,
         "s" => 1,
         "" => return Err(format!("{text:?} has no unit; {ALLOWED}")),
-        other => return Err(format!("{text:?}: unit {other:?} is not allowed; {ALLOWED}")),
+        other => {
+            return Err(format!(
+                "{text:?}: unit {other:?} is not allowed; {ALLOWED}"
+            ));
+        }
     };
-    match n.checked_mul(seconds).filter(|s| *s > 0 && *s <= 100 * 366 * 86_400) {
+    match n
+        .checked_mul(seconds)
+        .filter(|s| *s > 0 && *s <= 100 * 366 * 86_400)
+    {
         Some(s) => Ok(Duration::seconds(s)),
         None => Err(format!(
             "{text:?} is out of range; {ALLOWED}, more than 0 and at most 100 years"
@@ -97,9 +104,21 @@ mod tests {
         assert_eq!(parse_older_than(" 12h "), Ok(Duration::hours(12)));
         assert_eq!(parse_older_than("90m"), Ok(Duration::minutes(90)));
         assert_eq!(parse_older_than("1s"), Ok(Duration::seconds(1)));
-        for bad in ["", "d", "30", "30 d", "30w", "-3d", "0d", "99999999999999999d"] {
+        for bad in [
+            "",
+            "d",
+            "30",
+            "30 d",
+            "30w",
+            "-3d",
+            "0d",
+            "99999999999999999d",
+        ] {
             let e = parse_older_than(bad).unwrap_err();
-            assert!(e.contains("allowed: a whole number and a unit"), "{bad}: {e}");
+            assert!(
+                e.contains("allowed: a whole number and a unit"),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -115,7 +134,10 @@ mod tests {
     fn a_changed_filter_holds_back_all_of_the_new_one() {
         let started = StreamKnown::Started { tenant_id: None };
         let hold = hold_of("a", Some("acme"), Start::Now, &started).unwrap();
-        assert_eq!((hold.tenant_id.as_deref(), hold.since), (Some("acme"), None));
+        assert_eq!(
+            (hold.tenant_id.as_deref(), hold.since),
+            (Some("acme"), None)
+        );
     }
 
     #[test]

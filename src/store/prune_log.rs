@@ -221,9 +221,7 @@ impl Store {
         .await?;
         let mut found = PrunedDeliveries::default();
         for prune in &prunes {
-            found
-                .prunes
-                .push((prune.try_get(0)?, prune.try_get(1)?));
+            found.prunes.push((prune.try_get(0)?, prune.try_get(1)?));
             let (lo, hi, cutoff): (i64, i64, DateTime<Utc>) =
                 (prune.try_get(2)?, prune.try_get(3)?, prune.try_get(4)?);
             let keys: Vec<String> = sqlx::query_scalar(

@@ -169,7 +169,11 @@ impl Store {
             let (tenant, reason, lo) = match &state.known {
                 StreamKnown::NotStarted => (None, HoldReason::NotStarted, 0),
                 StreamKnown::Started { tenant_id } if configured.contains(&state.name.as_str()) => {
-                    (tenant_id.clone(), HoldReason::NotExported { watermark }, watermark)
+                    (
+                        tenant_id.clone(),
+                        HoldReason::NotExported { watermark },
+                        watermark,
+                    )
                 }
                 StreamKnown::Started { tenant_id } => (
                     tenant_id.clone(),
@@ -186,7 +190,9 @@ impl Store {
                 StreamKnown::Started { .. } => state.id_floor,
                 StreamKnown::NotStarted => None,
             };
-            let events = self.count_held(cutoff, tenant.as_deref(), lo, floor, None).await?;
+            let events = self
+                .count_held(cutoff, tenant.as_deref(), lo, floor, None)
+                .await?;
             if events > 0 {
                 held.push(HeldBack {
                     destination: state.name,

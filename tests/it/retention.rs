@@ -123,7 +123,10 @@ async fn prune_removes_exactly_what_every_destination_delivered_and_exports_go_o
 
     let (code, out, err) = cli(&["prune", "--before", &cutoff, "--dry-run"], &env);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.starts_with("dry run: would prune 31 events recorded before"), "{out}");
+    assert!(
+        out.starts_with("dry run: would prune 31 events recorded before"),
+        "{out}"
+    );
     for line in [
         "gone: 6 events (watermark txid",
         "not in the configuration: `audit-exporter destination forget gone` releases them",
@@ -160,10 +163,19 @@ async fn prune_removes_exactly_what_every_destination_delivered_and_exports_go_o
     .fetch_one(db.pool())
     .await
     .unwrap();
-    assert_eq!((kind.as_str(), status.as_str(), count, who), ("prune", "done", 31, None));
+    assert_eq!(
+        (kind.as_str(), status.as_str(), count, who),
+        ("prune", "done", 31, None)
+    );
     let (_, status, _) = cli(&["status"], &env);
-    assert!(status.contains("retention: retention.keep_days unset"), "{status}");
-    assert!(status.contains("last prune") && status.contains("done, 31 events"), "{status}");
+    assert!(
+        status.contains("retention: retention.keep_days unset"),
+        "{status}"
+    );
+    assert!(
+        status.contains("last prune") && status.contains("done, 31 events"),
+        "{status}"
+    );
     assert!(status.contains("destination forget gone"), "{status}");
 
     // A re-export of the pruned range says so and names the objects that carry the events.
@@ -177,11 +189,22 @@ async fn prune_removes_exactly_what_every_destination_delivered_and_exports_go_o
     assert_eq!(acme_keys.len(), 2);
     let hour_ago = (now(&db).await - chrono::Duration::hours(1)).to_rfc3339();
     let (code, out, err) = cli(
-        &["reexport", "--from", &hour_ago, "--to", &cutoff, "--destination", "acme"],
+        &[
+            "reexport",
+            "--from",
+            &hour_ago,
+            "--to",
+            &cutoff,
+            "--destination",
+            "acme",
+        ],
         &env,
     );
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("acme: events of this range were pruned from the database"), "{out}");
+    assert!(
+        out.contains("acme: events of this range were pruned from the database"),
+        "{out}"
+    );
     for key in &acme_keys {
         assert!(out.contains(&format!("  {key}\n")), "{key}: {out}");
     }
@@ -269,4 +292,44 @@ async fn what_no_destination_delivered_stays_and_rows_below_the_id_floor_count_a
     assert!(out.contains("fresh: 1 event not exported yet"), "{out}");
     let left: Vec<String> = actions(&db).await.into_iter().map(|(a, _)| a).collect();
     assert_eq!(left, ["system.retention.pruned"; 2]);
+}
+
+#[tokio::test]
+async fn run_prunes_what_is_older_than_keep_days() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = crate::harness::file_destination_env("main", dir.path());
+    env.extend([
+        ("AUDIT_EXPORTER__DATABASE__URL".to_owned(), db.url.clone()),
+        ("AUDIT_EXPORTER__RUN__LISTEN".to_owned(), String::new()),
+        (
+            "AUDIT_EXPORTER__RETENTION__KEEP_DAYS".to_owned(),
+            "2".to_owned(),
+        ),
+    ]);
+    sqlx::query(
+        "INSERT INTO audit_events (occurred_at, recorded_at, action, actor)
+         SELECT now() - interval '3 days', now() - interval '3 days', 'user.login', '{\"type\":\"user\"}'
+         FROM generate_series(1, 3)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    append(&db, 2, None).await;
+    let settings = settings(&db, env.clone());
+    export_now(&exporter(&db, &settings), &settings, "main").await;
+
+    let running = crate::operate::Running::start(None, &env);
+    let pruned = running
+        .wait_for_log("the daily prune", |l| {
+            l["message"]
+                == "Pruned the events older than retention.keep_days that every destination has delivered."
+        })
+        .await;
+    running.stop().await;
+    assert_eq!(pruned["deleted"], 3, "{pruned}");
+    assert_eq!(pruned["keep_days"], 2, "{pruned}");
+    let left: Vec<String> = actions(&db).await.into_iter().map(|(a, _)| a).collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert_eq!(left[2], "system.retention.pruned");
 }
