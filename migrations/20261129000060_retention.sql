@@ -43,22 +43,23 @@ ALTER TABLE export_runs
 -- One prune at a time, whichever replica or operator starts it.
 CREATE UNIQUE INDEX export_runs_one_pending_prune ON export_runs (kind)
     WHERE kind = 'prune' AND status = 'pending';
+-- A prune reads the pending runs once a batch, however long the log.
+CREATE INDEX export_runs_pending ON export_runs (kind) WHERE status = 'pending';
 CREATE INDEX export_runs_prune_finished ON export_runs (finished_at DESC) WHERE kind = 'prune';
 
 -- The append-only trigger lets a DELETE through only inside audit_prune_batch, which sets this
 -- transaction-local flag around its own statement. The flag alone grants nothing: DELETE
 -- needs the table privilege, which only the owner has, and the owner could drop the trigger
--- anyway. TRUNCATE and UPDATE stay refused for every role.
-CREATE OR REPLACE FUNCTION audit_events_reject_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'DELETE' AND current_setting('audit_exporter.pruning', true) = 'on' THEN
-        RETURN OLD;
-    END IF;
-    RAISE EXCEPTION 'audit_events is append-only: % is not allowed', TG_OP
-        USING ERRCODE = 'insufficient_privilege';
-END
-$$;
+-- anyway. UPDATE and TRUNCATE stay refused for every role. The condition is the trigger's
+-- WHEN clause, so a pruned row costs no call of the PL/pgSQL function.
+DROP TRIGGER audit_events_append_only ON audit_events;
+CREATE TRIGGER audit_events_no_update
+    BEFORE UPDATE ON audit_events
+    FOR EACH ROW EXECUTE FUNCTION audit_events_reject_change();
+CREATE TRIGGER audit_events_no_delete
+    BEFORE DELETE ON audit_events
+    FOR EACH ROW WHEN (current_setting('audit_exporter.pruning', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION audit_events_reject_change();
 
 -- Deletes, among the events with id in [id_from, id_to) recorded before `cutoff`, those that
 -- are delivered everywhere:
@@ -81,36 +82,43 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     PERFORM 1 FROM export_destinations ORDER BY name FOR SHARE;
     PERFORM set_config('audit_exporter.pruning', 'on', true);
+    -- What the rule compares each row with, read once a batch: the destinations, the pending
+    -- windows, the holds (a handful of rows each).
     RETURN QUERY
-    WITH gone AS (
+    WITH live AS MATERIALIZED (
+        SELECT d.tenant_id, d.stream_started, d.stream_lo, d.watermark, d.id_floor
+        FROM export_destinations d WHERE d.forgotten_at IS NULL
+    ), pending AS MATERIALIZED (
+        SELECT r.kind, r.tenant_id, r.window_lo, r.window_hi, r.id_floor, r.range_from, r.range_to
+        FROM export_runs r
+        WHERE r.status = 'pending'
+          AND (r.kind = 'scheduled'
+               OR (r.kind = 'reexport' AND (r.alive_until IS NULL OR r.alive_until > clock_timestamp())))
+    ), held AS MATERIALIZED (
+        SELECT h.tenant_id, h.since FROM jsonb_to_recordset(holds) AS h(tenant_id text, since timestamptz)
+    ), gone AS (
         DELETE FROM audit_events e
         WHERE e.id >= id_from AND e.id < id_to AND e.recorded_at < cutoff
           AND EXISTS (
-              SELECT 1 FROM export_destinations d
-              WHERE d.forgotten_at IS NULL AND d.stream_started
+              SELECT 1 FROM live d
+              WHERE d.stream_started
                 AND (d.tenant_id IS NULL OR d.tenant_id = e.tenant_id)
                 AND ((d.id_floor IS NOT NULL AND e.id <= d.id_floor)
                      OR (e.txid >= d.stream_lo AND e.txid < d.watermark)))
           AND NOT EXISTS (
-              SELECT 1 FROM export_destinations d
-              WHERE d.forgotten_at IS NULL
-                AND (d.tenant_id IS NULL OR d.tenant_id = e.tenant_id)
+              SELECT 1 FROM live d
+              WHERE (d.tenant_id IS NULL OR d.tenant_id = e.tenant_id)
                 AND NOT (d.stream_started
                          AND ((d.id_floor IS NOT NULL AND e.id <= d.id_floor) OR e.txid < d.watermark)))
           AND NOT EXISTS (
-              SELECT 1 FROM export_runs r
-              WHERE r.status = 'pending' AND r.kind = 'scheduled'
-                AND (r.tenant_id IS NULL OR r.tenant_id = e.tenant_id)
-                AND e.txid >= r.window_lo AND e.txid < r.window_hi
-                AND (r.id_floor IS NULL OR e.id > r.id_floor))
+              SELECT 1 FROM pending r
+              WHERE (r.tenant_id IS NULL OR r.tenant_id = e.tenant_id)
+                AND CASE WHEN r.kind = 'scheduled'
+                         THEN e.txid >= r.window_lo AND e.txid < r.window_hi
+                              AND (r.id_floor IS NULL OR e.id > r.id_floor)
+                         ELSE e.occurred_at >= r.range_from AND e.occurred_at < r.range_to END)
           AND NOT EXISTS (
-              SELECT 1 FROM export_runs r
-              WHERE r.status = 'pending' AND r.kind = 'reexport'
-                AND (r.alive_until IS NULL OR r.alive_until > clock_timestamp())
-                AND (r.tenant_id IS NULL OR r.tenant_id = e.tenant_id)
-                AND e.occurred_at >= r.range_from AND e.occurred_at < r.range_to)
-          AND NOT EXISTS (
-              SELECT 1 FROM jsonb_to_recordset(holds) AS h(tenant_id text, since timestamptz)
+              SELECT 1 FROM held h
               WHERE (h.tenant_id IS NULL OR h.tenant_id = e.tenant_id)
                 AND (h.since IS NULL OR e.recorded_at >= h.since))
         RETURNING e.txid, e.occurred_at
