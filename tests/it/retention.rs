@@ -333,3 +333,49 @@ async fn run_prunes_what_is_older_than_keep_days() {
     assert_eq!(left.len(), 3, "{left:?}");
     assert_eq!(left[2], "system.retention.pruned");
 }
+
+#[tokio::test]
+async fn a_running_reexport_holds_its_range_and_an_interrupted_one_does_not() {
+    let db = TestDb::new().await;
+    let bucket = TestBucket::new();
+    let mut env = destinations_env(&bucket, &[("all", None)]);
+    env.push(("AUDIT_EXPORTER__DATABASE__URL".into(), db.url.clone()));
+    let settings = settings(&db, env.clone());
+    append(&db, 4, None).await;
+    export_now(&exporter(&db, &settings), &settings, "all").await;
+    let at = now(&db).await;
+    let run = db
+        .store
+        .start_reexport_run(
+            "all",
+            audit_exporter::store::Range {
+                from: at - chrono::Duration::hours(1),
+                to: at,
+                watermark: db.watermark_of("all").await,
+                tenant_id: None,
+            },
+            destination(&settings, "all").format,
+            600,
+            |id, _| format!("all/reexport/{id}.jsonl"),
+        )
+        .await
+        .unwrap();
+
+    let (code, out, err) = cli(&["prune", "--before", &at.to_rfc3339()], &env);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with("pruned 0 events"),
+        "a re-export is reading them: {out}"
+    );
+    sqlx::query("UPDATE export_runs SET alive_until = now() - interval '1 second' WHERE id = $1")
+        .bind(run.id)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let (code, out, err) = cli(&["prune", "--before", &at.to_rfc3339()], &env);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with("pruned 4 events"),
+        "its process died: {out}"
+    );
+}
