@@ -117,7 +117,7 @@ pub async fn prune_store(
                 let batch = store
                     .prune_batch(cutoff, (from, to), &holds, dry_run)
                     .await?;
-                total = total.add(batch);
+                total = total.and(batch);
                 if let Some(id) = run_id {
                     store.renew_prune_run(id).await?;
                 }

@@ -256,28 +256,3 @@ impl Operator {
         format!("{}@{}", self.os_user, self.host)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::super::retention::PruneBatch;
-    use chrono::{TimeZone, Utc};
-
-    #[test]
-    fn batches_add_up_to_the_span_of_both() {
-        let t = |s| Utc.timestamp_opt(s, 0).unwrap();
-        let a = PruneBatch {
-            deleted: 2,
-            txids: Some((10, 20)),
-            occurred: Some((t(5), t(9))),
-        };
-        let b = PruneBatch {
-            deleted: 3,
-            txids: Some((4, 12)),
-            occurred: Some((t(7), t(11))),
-        };
-        let sum = a.add(b).add(PruneBatch::default());
-        assert_eq!(sum.deleted, 5);
-        assert_eq!(sum.txids, Some((4, 20)));
-        assert_eq!(sum.occurred, Some((t(5), t(11))));
-    }
-}

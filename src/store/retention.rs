@@ -31,7 +31,7 @@ pub struct PruneBatch {
 
 impl PruneBatch {
     /// Both batches' events together.
-    pub fn add(self, other: Self) -> Self {
+    pub fn and(self, other: Self) -> Self {
         fn span<T: Ord + Copy>(a: Option<(T, T)>, b: Option<(T, T)>) -> Option<(T, T)> {
             match (a, b) {
                 (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
@@ -249,5 +249,30 @@ impl Store {
         .bind(since)
         .fetch_one(&self.pool)
         .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PruneBatch;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn batches_add_up_to_the_span_of_both() {
+        let t = |s| Utc.timestamp_opt(s, 0).unwrap();
+        let a = PruneBatch {
+            deleted: 2,
+            txids: Some((10, 20)),
+            occurred: Some((t(5), t(9))),
+        };
+        let b = PruneBatch {
+            deleted: 3,
+            txids: Some((4, 12)),
+            occurred: Some((t(7), t(11))),
+        };
+        let sum = a.and(b).and(PruneBatch::default());
+        assert_eq!(sum.deleted, 5);
+        assert_eq!(sum.txids, Some((4, 20)));
+        assert_eq!(sum.occurred, Some((t(5), t(11))));
     }
 }
