@@ -379,3 +379,38 @@ async fn a_running_reexport_holds_its_range_and_an_interrupted_one_does_not() {
         "its process died: {out}"
     );
 }
+
+#[tokio::test]
+async fn bad_cutoffs_exit_2_naming_the_flag() {
+    let db = TestDb::new().await;
+    let env = vec![("AUDIT_EXPORTER__DATABASE__URL".to_owned(), db.url.clone())];
+    let future = (now(&db).await + chrono::Duration::hours(1)).to_rfc3339();
+    for (args, said) in [
+        (vec!["prune"], "--before <TIME>"),
+        (
+            vec!["prune", "--before", "2026-01-01", "--older-than", "1d"],
+            "cannot be used with",
+        ),
+        (
+            vec!["prune", "--older-than", "3w"],
+            "unit \"w\" is not allowed; allowed: a whole number and a unit",
+        ),
+        (
+            vec!["prune", "--before", "yesterday"],
+            "allowed: an RFC 3339 time",
+        ),
+        (
+            vec!["prune", "--before", &future],
+            "is in the future; allowed: a time up to now",
+        ),
+    ] {
+        let (code, _, err) = cli(&args, &env);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(said), "{args:?}: {err}");
+    }
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM export_runs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(runs, 0, "a refused prune logs nothing");
+}
