@@ -32,9 +32,10 @@ async fn prune_if_due(worker: &Worker, store: &Store) -> anyhow::Result<()> {
     let Some(days) = plan.keep_days else {
         return Ok(());
     };
-    let last = store.recent_prunes(1).await?;
+    // A failed prune is not counted: the next check tries again.
+    let last = store.last_done_prune().await?;
     let now = store.now().await?;
-    if !prune_due(last.first().and_then(|p| p.started_at), now) {
+    if !prune_due(last, now) {
         return Ok(());
     }
     let destinations: Vec<_> = plan.targets.iter().map(|t| t.destination.clone()).collect();

@@ -89,7 +89,7 @@ pub fn hold_of(
     }
 }
 
-/// Whether a daily prune is due: none was started within the last day.
+/// Whether a daily prune is due: the last one that finished started a day ago or more.
 pub fn prune_due(last_started: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     last_started.is_none_or(|at| now - at >= Duration::days(1))
 }

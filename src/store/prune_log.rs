@@ -174,6 +174,15 @@ impl Store {
         Ok(())
     }
 
+    /// When the latest prune that finished started.
+    pub async fn last_done_prune(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT max(started_at) FROM export_runs WHERE kind = 'prune' AND status = 'done'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// The latest prunes, newest first.
     pub async fn recent_prunes(&self, limit: i64) -> anyhow::Result<Vec<PruneRecord>> {
         let rows = sqlx::query(
