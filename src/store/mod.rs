@@ -12,6 +12,7 @@ mod overview;
 mod prune_log;
 mod ranges;
 mod retention;
+mod run_objects;
 mod runs;
 mod side_runs;
 mod stream;
@@ -34,8 +35,8 @@ pub use overview::Overview;
 pub use prune_log::{PruneRecord, PrunedDeliveries};
 pub use ranges::Range;
 pub use retention::{HeldBack, HoldReason, PruneBatch, StreamState};
+pub use run_objects::RunObject;
 pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
-pub use side_runs::part_key;
 pub use stream::StreamError;
 
 use crate::settings::{DatabaseSettings, SQLX_URL_PARAMETERS};

@@ -32,7 +32,7 @@ pub struct PrunedDeliveries {
     /// Each prune whose events occurred in the range: when it ran, and how many it deleted
     /// (in all, not only of the range).
     pub prunes: Vec<(DateTime<Utc>, i64)>,
-    /// The keys of the destination's scheduled objects that carry them.
+    /// The keys of the destination's scheduled objects (`export_run_objects`) that carry them.
     pub keys: Vec<String>,
 }
 
@@ -233,20 +233,26 @@ impl Store {
             found.prunes.push((prune.try_get(0)?, prune.try_get(1)?));
             let (lo, hi, cutoff): (i64, i64, DateTime<Utc>) =
                 (prune.try_get(2)?, prune.try_get(3)?, prune.try_get(4)?);
+            // The objects of the destination's scheduled runs whose window overlaps what the
+            // prune deleted, and whose events occurred in the range.
             let keys: Vec<String> = sqlx::query_scalar(
-                "SELECT object_key FROM export_runs
-                 WHERE destination = $1 AND kind = 'scheduled' AND status = 'done'
-                   AND heartbeat_event_id IS NULL
-                   AND window_lo < $3::text::xid8 AND window_hi > $2::text::xid8
-                   AND (window_start IS NULL OR window_start < $4)
-                   AND ($5::text IS NULL OR tenant_id IS NULL OR tenant_id = $5)
-                 ORDER BY window_lo, object_key",
+                "SELECT o.key FROM export_runs r JOIN export_run_objects o ON o.run_id = r.id
+                 WHERE r.destination = $1 AND r.kind = 'scheduled' AND r.status = 'done'
+                   AND r.window_lo < $3::text::xid8 AND r.window_hi > $2::text::xid8
+                   AND (r.window_start IS NULL OR r.window_start < $4)
+                   AND ($5::text IS NULL OR r.tenant_id IS NULL OR r.tenant_id = $5)
+                   AND o.events > 0
+                   AND (o.oldest_at IS NULL OR o.oldest_at < $7)
+                   AND (o.newest_at IS NULL OR o.newest_at >= $6)
+                 ORDER BY r.window_lo, o.seq",
             )
             .bind(destination)
             .bind(lo)
             .bind(hi)
             .bind(cutoff)
             .bind(tenant)
+            .bind(from)
+            .bind(to)
             .fetch_all(&self.pool)
             .await?;
             for key in keys {

@@ -36,8 +36,9 @@ async fn actions(db: &TestDb) -> Vec<(String, Option<String>)> {
 async fn delivered(db: &TestDb, bucket: &TestBucket, name: &str) -> Vec<Uuid> {
     let objects = bucket.objects(name).await;
     let keys: Vec<String> = sqlx::query_scalar(
-        "SELECT object_key FROM export_runs WHERE destination = $1 AND kind = 'scheduled'
-           AND status = 'done' ORDER BY window_lo, window_end",
+        "SELECT o.key FROM export_runs r JOIN export_run_objects o ON o.run_id = r.id
+         WHERE r.destination = $1 AND r.kind = 'scheduled' AND r.status = 'done'
+         ORDER BY r.window_lo, r.window_end, o.seq",
     )
     .bind(name)
     .fetch_all(db.pool())
@@ -180,8 +181,9 @@ async fn prune_removes_exactly_what_every_destination_delivered_and_exports_go_o
 
     // A re-export of the pruned range says so and names the objects that carry the events.
     let acme_keys: Vec<String> = sqlx::query_scalar(
-        "SELECT object_key FROM export_runs WHERE destination = 'acme' AND status = 'done'
-         AND kind = 'scheduled' ORDER BY window_lo",
+        "SELECT o.key FROM export_runs r JOIN export_run_objects o ON o.run_id = r.id
+         WHERE r.destination = 'acme' AND r.status = 'done' AND r.kind = 'scheduled'
+         ORDER BY r.window_lo, o.seq",
     )
     .fetch_all(db.pool())
     .await
