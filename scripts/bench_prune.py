@@ -2,7 +2,8 @@
 """The prune benchmark: on a table of N seeded events of which a destination has delivered the
 first half, `audit-exporter prune` deletes that half while an application keeps inserting
 (pgbench, one event a transaction at a steady rate). It reports the prune's time, the worst and
-the 99th-percentile insert latency during it, and the table's size before and after; then
+the 99th-percentile insert latency during it (the database's time: pgbench's schedule lag, a
+busy client's own wait, taken out) against inserts alone just before, and the table's size before and after; then
 cycles of steady insert + prune show whether the space is reused (the size stays flat).
 
 Run it through scripts/bench_prune.sh, which builds the binaries first.
@@ -79,8 +80,11 @@ class Inserts:
                         continue  # a line pgbench is still writing
                     # client, transaction, latency us, script, epoch s, us [, schedule lag us]
                     at = int(parts[4]) + int(parts[5]) / 1e6
+                    # With -R, the latency counts from the scheduled start: take the wait for
+                    # a busy client (schedule lag) out, keeping the database's own time.
+                    lag = int(parts[6]) if len(parts) > 6 else 0
                     if start <= at <= end:
-                        found.append(int(parts[2]) / 1000.0)
+                        found.append((int(parts[2]) - lag) / 1000.0)
         return sorted(found)
 
 
@@ -118,7 +122,10 @@ def main():
 
         with tempfile.TemporaryDirectory() as tmp:
             inserts = Inserts(url, args.rate, tmp)
-            time.sleep(2)  # pgbench connected and inserting before the prune starts
+            # Inserts alone first: what latency the machine gives without a prune.
+            baseline_started = time.time()
+            time.sleep(20)
+            baseline = inserts.latencies_ms(baseline_started, time.time())
             start, end, wall, rss, _ = prune(args.exporter, url, f"N={n}")
             during = inserts.latencies_ms(start, end)
             vacuum_started = time.time()
@@ -158,6 +165,8 @@ def main():
             "| measure | value |",
             "|---|---|",
             f"| prune of {n // 2:,} events | {wall:.1f} s ({n // 2 / wall:,.0f} events/s), peak RSS {rss / 1024:.0f} MiB |",
+            f"| inserts alone for 20 s before it ({args.rate}/s asked) | {len(baseline):,} done, "
+            f"p99 {pct(baseline, 0.99):.1f} ms, worst {max(baseline, default=float('nan')):.1f} ms |",
             f"| inserts during the prune ({args.rate}/s asked) | {len(during):,} done, "
             f"p99 {pct(during, 0.99):.1f} ms, worst {max(during, default=float('nan')):.1f} ms |",
             f"| plain VACUUM after the prune | {vacuum_wall:.1f} s; inserts meanwhile worst "
