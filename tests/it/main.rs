@@ -23,6 +23,7 @@ mod readonly;
 mod recovery;
 mod reexport;
 mod retention;
+mod retention_run;
 mod roles;
 mod schedule;
 mod schema;
