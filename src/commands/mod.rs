@@ -3,6 +3,7 @@
 mod append;
 mod destination;
 mod export;
+mod integrity;
 mod reexport;
 mod status;
 mod status_text;
@@ -14,6 +15,7 @@ use std::io::Write;
 pub use append::{AppendArgs, append};
 pub use destination::{DestinationAction, destination};
 pub use export::{ExportSummary, export};
+pub use integrity::{VerifyChainArgs, public_key, verify_chain};
 pub use reexport::{ReexportSummary, check_range, parse_from_time, parse_time, reexport};
 pub use status::status;
 pub use verify::{VerifySummary, verify};
@@ -87,6 +89,14 @@ pub async fn config_check(settings: &Settings, out: &mut dyn Write) -> anyhow::R
         out,
         "# configuration is valid; effective values, secrets redacted:"
     )?;
+    if let Some(signing) = &settings.exporter.signing {
+        writeln!(
+            out,
+            "# integrity: digests are signed with the Ed25519 key in {}, public key SHA-256 {}",
+            signing.file.display(),
+            signing.signer.public_key().fingerprint()
+        )?;
+    }
     for warning in warnings::shared_locations(settings) {
         writeln!(out, "# warning: {warning}")?;
     }

@@ -254,7 +254,11 @@ mod tests {
             signature: "g".into(),
         });
         assert_eq!(DigestDoc::parse(&doc.to_bytes()).unwrap(), doc);
-        assert!(DigestDoc::parse(b"{}").unwrap_err().contains("not a digest"));
+        assert!(
+            DigestDoc::parse(b"{}")
+                .unwrap_err()
+                .contains("not a digest")
+        );
         doc.version = 2;
         assert!(
             DigestDoc::parse(&doc.to_bytes())
@@ -263,7 +267,10 @@ mod tests {
         );
         assert_eq!(
             sample().window_end(),
-            Some(Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap() + chrono::Duration::microseconds(412_077))
+            Some(
+                Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap()
+                    + chrono::Duration::microseconds(412_077)
+            )
         );
     }
 
@@ -279,10 +286,18 @@ mod tests {
             digest_key("", DigestKind::Reexport, at, id),
             "digest/reexport/2026/03/04/20260304T050607Z_0190b9a4-1111-7222-8333-444455556666.json"
         );
-        let later = digest_key("p", DigestKind::Scheduled, at + chrono::Duration::hours(1), id);
+        let later = digest_key(
+            "p",
+            DigestKind::Scheduled,
+            at + chrono::Duration::hours(1),
+            id,
+        );
         assert!(digest_key("p", DigestKind::Scheduled, at, id) < later);
         assert_eq!(digest_folder(""), "digest/");
         assert_eq!(digest_folder("p/q"), "p/q/digest/");
-        assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

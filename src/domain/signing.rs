@@ -10,8 +10,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use super::digest::sha256_hex;
 
 /// What a key file must hold, for error messages.
-pub const PRIVATE_KEY_ALLOWED: &str =
-    "allowed: an Ed25519 private key in PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes it";
+pub const PRIVATE_KEY_ALLOWED: &str = "allowed: an Ed25519 private key in PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes it";
 pub const PUBLIC_KEY_ALLOWED: &str =
     "allowed: an Ed25519 public key in PEM, as `openssl pkey -in key.pem -pubout` writes it";
 

@@ -10,7 +10,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Encoded, Exporter, Framer, ObjectEncoder};
-use crate::domain::{KeyParts, SideFolder, side_key};
+use crate::domain::{DigestObject, KeyParts, SideFolder, side_key};
 use crate::settings::Destination;
 use crate::sink::{ObjectWriter, PutOutcome, Sink};
 use crate::store::{CopyDecoder, Range, Run, RunStatus};
@@ -22,6 +22,8 @@ pub struct ReexportReport {
     pub bytes: u64,
     /// Where each object went, in order.
     pub locations: Vec<String>,
+    /// Where its signed digest went, when digests are signed.
+    pub digest: Option<String>,
 }
 
 /// An object being written, with the encoder that feeds it.
@@ -103,8 +105,28 @@ impl Exporter {
             )
             .instrument(span)
             .await;
-        match written {
+        let written = match written {
             Ok((encoded, locations)) => {
+                let objects = encoded
+                    .iter()
+                    .enumerate()
+                    .map(|(n, e)| DigestObject {
+                        key: key(run.id, run.window_end, n as u32 + 1),
+                        bytes: e.bytes,
+                        sha256: e.sha256.clone(),
+                        events: e.events,
+                        oldest_occurred_at: None,
+                        newest_occurred_at: None,
+                    })
+                    .collect();
+                self.seal_reexport(destination, &run, (from, to), objects, sink)
+                    .await
+                    .map(|digest| (encoded, locations, digest))
+            }
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok((encoded, locations, digest)) => {
                 let sha256 = match encoded.as_slice() {
                     [one] => Some(one.sha256.as_str()),
                     _ => None,
@@ -132,6 +154,7 @@ impl Exporter {
                     events,
                     bytes,
                     locations,
+                    digest: digest.map(|key| sink.location(&key)),
                 })
             }
             Err(error) => {

@@ -17,6 +17,8 @@ pub(super) struct RawSettings {
     pub log: RawLog,
     pub defaults: RawDefaults,
     #[serde(default)]
+    pub integrity: RawIntegrity,
+    #[serde(default)]
     pub destinations: BTreeMap<String, RawDestination>,
 }
 
@@ -60,6 +62,12 @@ pub(super) struct RawRun {
 pub(super) struct RawLog {
     pub format: String,
     pub level: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIntegrity {
+    pub signing_key_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
