@@ -296,7 +296,10 @@ async fn each_kind_of_tampering_is_reported_by_name() {
             "an object deleted",
             Box::new(|root: &Path| {
                 std::fs::remove_file(root.join(object(0))).unwrap();
-                vec![format!("{}: missing (named by digest", at(root, &object(0)))]
+                vec![format!(
+                    "{}: missing (named by digest",
+                    at(root, &object(0))
+                )]
             }),
         ),
         (
@@ -336,11 +339,8 @@ async fn each_kind_of_tampering_is_reported_by_name() {
                 let mut bytes = serde_json::to_vec_pretty(&forged).unwrap();
                 bytes.push(b'\n');
                 std::fs::write(root.join(&digests[1]), &bytes).unwrap();
-                std::fs::write(
-                    root.join(format!("{}.sig", digests[1])),
-                    other.sign(&bytes),
-                )
-                .unwrap();
+                std::fs::write(root.join(format!("{}.sig", digests[1])), other.sign(&bytes))
+                    .unwrap();
                 vec![
                     format!(
                         "{}: signed with a key that was not given",
@@ -359,7 +359,10 @@ async fn each_kind_of_tampering_is_reported_by_name() {
             Box::new(|root: &Path| {
                 let extra = object(3).replace(".jsonl", "_extra.jsonl");
                 std::fs::write(root.join(&extra), b"{}\n").unwrap();
-                vec![format!("{}: extra object: no digest names it", at(root, &extra))]
+                vec![format!(
+                    "{}: extra object: no digest names it",
+                    at(root, &extra)
+                )]
             }),
         ),
     ];
@@ -388,7 +391,10 @@ async fn each_kind_of_tampering_is_reported_by_name() {
         );
         assert_eq!(output.status.code(), Some(1), "{case}");
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(stdout.contains(&format!("FINDING: {}", expected[0])), "{case}: {stdout}");
+        assert!(
+            stdout.contains(&format!("FINDING: {}", expected[0])),
+            "{case}: {stdout}"
+        );
     }
 
     // The newest digest deleted: offline nothing can tell, online the head can.
@@ -442,7 +448,10 @@ async fn a_run_resumed_after_its_digest_was_written_writes_the_same_bytes_and_ke
         panic!("the lease is free");
     };
     let (run, _) = exporter1.plan_or_resume(&lease, dest, None).await.unwrap();
-    let delivered = exporter1.deliver(&lease, &run, sink.as_ref()).await.unwrap();
+    let delivered = exporter1
+        .deliver(&lease, &run, sink.as_ref())
+        .await
+        .unwrap();
     let key = exporter1
         .seal(&lease, dest, &run, &delivered, sink.as_ref())
         .await
@@ -460,7 +469,10 @@ async fn a_run_resumed_after_its_digest_was_written_writes_the_same_bytes_and_ke
     assert!(report.resumed);
     assert_eq!(report.run.id, run.id);
     assert_eq!(std::fs::read(dir.join(&key)).unwrap(), written);
-    assert_eq!(std::fs::read(dir.join(format!("{key}.sig"))).unwrap(), signature);
+    assert_eq!(
+        std::fs::read(dir.join(format!("{key}.sig"))).unwrap(),
+        signature
+    );
     let head = db.store.chain_head("files").await.unwrap().unwrap();
     assert_eq!(head.key, key);
     assert_eq!(head.sha256, audit_exporter::domain::sha256_hex(&written));
@@ -470,8 +482,7 @@ async fn a_run_resumed_after_its_digest_was_written_writes_the_same_bytes_and_ke
     export_now(&exporter2, &second, "files").await;
     let digests = digest_files(&dir);
     let last: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join(digests.last().unwrap())).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join(digests.last().unwrap())).unwrap()).unwrap();
     assert_eq!(
         last["public_key_sha256"],
         public_key(&second_public).fingerprint()
@@ -483,7 +494,11 @@ async fn a_run_resumed_after_its_digest_was_written_writes_the_same_bytes_and_ke
     assert_eq!((v.digests, v.events), (3, 9));
     let v = verify_dir(&dir, &both[..1]).await;
     assert_eq!(v.findings.len(), 1, "{:#?}", v.findings);
-    assert!(v.findings[0].problem.contains("signed with a key that was not given"));
+    assert!(
+        v.findings[0]
+            .problem
+            .contains("signed with a key that was not given")
+    );
 
     // Online, the keys come from the database: no --public-key needed.
     let mut env: Vec<(String, String)> = env.clone();
@@ -560,7 +575,10 @@ fn integrity_keys_are_checked_and_shared() {
         stdout.contains(&format!("SHA-256 fingerprint: {fingerprint}")),
         "{stdout}"
     );
-    let output = audit_exporter(&["config", "check"], &[(key_env, private.to_str().unwrap())]);
+    let output = audit_exporter(
+        &["config", "check"],
+        &[(key_env, private.to_str().unwrap())],
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains(&fingerprint), "{stdout}");
     assert!(!stdout.contains("PRIVATE KEY"));
@@ -569,7 +587,14 @@ fn integrity_keys_are_checked_and_shared() {
     let ec = keys.path().join("ec.pem");
     assert!(
         Command::new("openssl")
-            .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out"
+            ])
             .arg(&ec)
             .status()
             .unwrap()
@@ -595,14 +620,30 @@ fn integrity_keys_are_checked_and_shared() {
     let output = audit_exporter(&["verify-chain"], &[]);
     assert_eq!(output.status.code(), Some(2));
     let output = audit_exporter(
-        &["verify-chain", "--url", "file:///nonexistent-dir", "--public-key", public.to_str().unwrap()],
+        &[
+            "verify-chain",
+            "--url",
+            "file:///nonexistent-dir",
+            "--public-key",
+            public.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     let output = audit_exporter(
-        &["verify-chain", "--url", "file:///tmp", "--public-key", private.to_str().unwrap()],
+        &[
+            "verify-chain",
+            "--url",
+            "file:///tmp",
+            "--public-key",
+            private.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("--public-key"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--public-key"),
+        "{}",
+        stderr(&output)
+    );
 }
