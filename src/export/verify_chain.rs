@@ -330,14 +330,22 @@ pub fn walk<'a>(
         };
         match by_key.get(previous.key.as_str()) {
             None => {
-                if span.from.is_none() || in_span {
+                // Go on from the next older digest there is.
+                let next = chain.iter().rev().find(|f| f.key < previous.key);
+                // With --from, the link out of the span is not checked.
+                if span.from.is_none() || next.is_some_and(|n| span.contains(end_of(n))) {
                     report.findings.push(Finding {
                         subject: location(&previous.key),
                         problem: format!("missing: named as previous by {}", digest.key),
                     });
+                } else {
+                    report.notes.push(format!(
+                        "the link from {} to {} (before the span) was not checked",
+                        location(&digest.key),
+                        previous.key
+                    ));
                 }
-                // Go on from the next older digest there is.
-                current = chain.iter().rev().find(|f| f.key < previous.key);
+                current = next;
             }
             Some(prior) => {
                 if prior.key >= digest.key {
