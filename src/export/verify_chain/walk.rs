@@ -1,207 +1,13 @@
-//! `verify-chain`: reads a destination back (List + Get) and checks its digests: signatures,
-//! links, contiguous windows, every object's size and SHA-256, and objects no digest names.
-//! The walk over the digests is pure ([`walk`]); reading is the caller's [`BucketReader`].
+//! The pure part of `verify-chain`: each digest's signature, and the walk back along the
+//! chain's links from its newest digest.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
-
-use crate::domain::{DigestDoc, PublicKey, SIGNATURE_SUFFIX, digest_folder, sha256_hex};
-use crate::sink::{BucketReader, Listed};
+use super::{ChainSpan, Fetched, Finding, Verification};
+use crate::domain::{DigestDoc, PublicKey, SIGNATURE_SUFFIX, sha256_hex};
 use crate::store::ChainRecord;
 
-/// What to verify.
-#[derive(Debug, Clone, Default)]
-pub struct ChainSpan {
-    /// Only digests whose window ends at or after this time.
-    pub from: Option<DateTime<Utc>>,
-    /// Only digests whose window ends before this time.
-    pub to: Option<DateTime<Utc>>,
-}
-
-impl ChainSpan {
-    fn contains(&self, at: Option<DateTime<Utc>>) -> bool {
-        let Some(at) = at else { return true };
-        self.from.is_none_or(|from| at >= from) && self.to.is_none_or(|to| at < to)
-    }
-}
-
-/// Something wrong, naming the object or digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub subject: String,
-    pub problem: String,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Verification {
-    pub findings: Vec<Finding>,
-    /// What was seen and is no fault: a declared break, an abandoned run's leftovers.
-    pub notes: Vec<String>,
-    pub digests: usize,
-    pub objects: usize,
-    pub events: u64,
-    pub first: Option<String>,
-    pub last: Option<String>,
-}
-
-/// A digest as read from the bucket.
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    pub key: String,
-    pub bytes: Vec<u8>,
-    pub signature: Option<Vec<u8>>,
-    /// The document, when the bytes are one.
-    pub doc: Option<DigestDoc>,
-}
-
-/// Verifies everything under `prefix` (the destination's key prefix, possibly empty) with
-/// `keys`; `record` is what the database holds (online), `None` offline.
-pub async fn verify_chain(
-    reader: &BucketReader,
-    prefix: &str,
-    keys: &[PublicKey],
-    span: &ChainSpan,
-    record: Option<&ChainRecord>,
-) -> anyhow::Result<Verification> {
-    let folder = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{}/", prefix.trim_matches('/'))
-    };
-    let listed = reader.list(&folder).await?;
-    let digest_folder = digest_folder(prefix);
-    let reexport_folder = format!("{digest_folder}reexport/");
-    let mut fetched = Vec::new();
-    for item in listed.iter().filter(|l| l.key.starts_with(&digest_folder)) {
-        if !item.key.ends_with(".json") {
-            continue;
-        }
-        let bytes = reader.read(&item.key).await?.unwrap_or_default();
-        let signature = reader
-            .read(&format!("{}{SIGNATURE_SUFFIX}", item.key))
-            .await?;
-        fetched.push(Fetched {
-            key: item.key.clone(),
-            doc: DigestDoc::parse(&bytes).ok(),
-            bytes,
-            signature,
-        });
-    }
-    let (reexports, chain): (Vec<_>, Vec<_>) = fetched
-        .into_iter()
-        .partition(|f| f.key.starts_with(&reexport_folder));
-    let mut report = Verification::default();
-    let location = |key: &str| reader.location(key);
-    for digest in chain.iter().chain(&reexports) {
-        check_signature(digest, keys, &location, &mut report.findings);
-    }
-    let walked = walk(&chain, span, record, &location, &mut report);
-    if walked.is_empty() && record.is_none_or(|r| r.head.is_some()) && span.from.is_none() {
-        report.findings.push(Finding {
-            subject: reader.location(&digest_folder),
-            problem: "no digest of the chain is there".into(),
-        });
-    }
-
-    // Every object the verified digests name: there, with its size and SHA-256.
-    let sizes: BTreeMap<&str, &Listed> = listed.iter().map(|l| (l.key.as_str(), l)).collect();
-    let mut named = BTreeSet::new();
-    let in_span_reexports = reexports.iter().filter(|d| {
-        d.doc
-            .as_ref()
-            .is_some_and(|doc| span.contains(doc.window_end()))
-    });
-    for digest in walked.iter().copied().chain(in_span_reexports) {
-        let Some(doc) = &digest.doc else { continue };
-        report.digests += 1;
-        let end = &doc.window.end;
-        let start = doc.window.start.as_ref().unwrap_or(end);
-        if report.first.as_ref().is_none_or(|f| start < f) {
-            report.first = Some(start.clone());
-        }
-        if report.last.as_ref().is_none_or(|l| end > l) {
-            report.last = Some(end.clone());
-        }
-        for object in &doc.objects {
-            let key = object.key.clone();
-            named.insert(key.clone());
-            report.objects += 1;
-            report.events += object.events;
-            let subject = reader.location(&key);
-            let problem = match sizes.get(key.as_str()) {
-                None => Some(format!("missing (named by digest {})", digest.key)),
-                Some(l) if l.size != object.bytes => Some(format!(
-                    "altered: {} bytes, digest {} says {}",
-                    l.size, digest.key, object.bytes
-                )),
-                Some(_) => match reader.hash(&key).await? {
-                    None => Some(format!("missing (named by digest {})", digest.key)),
-                    Some((_, sha)) if sha != object.sha256 => Some(format!(
-                        "altered: SHA-256 {sha}, digest {} says {}",
-                        digest.key, object.sha256
-                    )),
-                    Some(_) => None,
-                },
-            };
-            if let Some(problem) = problem {
-                report.findings.push(Finding { subject, problem });
-            }
-        }
-    }
-
-    // Objects that no digest names, written since the chain began.
-    let since = walked
-        .iter()
-        .filter(|d| d.doc.as_ref().is_some_and(|doc| doc.previous.is_none()))
-        .filter_map(|d| d.doc.as_ref()?.window_end())
-        .min()
-        .or(record.and_then(|r| r.first_signed_at))
-        .map(|t| t - chrono::Duration::seconds(1))
-        .max(span.from);
-    let test_folder = format!("{folder}test/");
-    let abandoned: BTreeSet<&str> = record
-        .map(|r| r.abandoned_keys.iter().map(String::as_str).collect())
-        .unwrap_or_default();
-    let mut older = 0;
-    for item in &listed {
-        if item.key.starts_with(&digest_folder)
-            || item.key.starts_with(&test_folder)
-            || named.contains(&item.key)
-            || item.key.ends_with(SIGNATURE_SUFFIX)
-                && named.contains(item.key.trim_end_matches(SIGNATURE_SUFFIX))
-        {
-            continue;
-        }
-        let written = item.modified;
-        if since.is_none() || written.is_some_and(|w| since.is_some_and(|s| w < s)) {
-            older += 1;
-            continue;
-        }
-        if span.to.is_some_and(|to| written.is_some_and(|w| w >= to)) {
-            continue;
-        }
-        if abandoned.contains(item.key.as_str()) {
-            report.notes.push(format!(
-                "{}: written by a run that was then abandoned (the database knows it); not part of the chain",
-                reader.location(&item.key)
-            ));
-            continue;
-        }
-        report.findings.push(Finding {
-            subject: reader.location(&item.key),
-            problem: "extra object: no digest names it".into(),
-        });
-    }
-    if older > 0 {
-        report.notes.push(format!(
-            "{older} object(s) written before the verified span of the chain were not checked"
-        ));
-    }
-    Ok(report)
-}
-
-fn check_signature(
+pub(super) fn check_signature(
     digest: &Fetched,
     keys: &[PublicKey],
     location: &impl Fn(&str) -> String,
@@ -416,4 +222,165 @@ pub fn walk<'a>(
     }
     on_chain.reverse();
     on_chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{
+        DIGEST_VERSION, DigestKind, DigestWindow, PreviousDigest, SIGNATURE_ALGORITHM, Signer,
+    };
+    use crate::store::ChainHead;
+
+    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g
+-----END PRIVATE KEY-----
+";
+
+    /// A chain of `n` digests, one an hour, windows [10 i, 10 i + 10).
+    fn chain(signer: &Signer, n: usize) -> Vec<Fetched> {
+        let mut out: Vec<Fetched> = Vec::new();
+        for i in 0..n {
+            let previous = out.last().map(|p| PreviousDigest {
+                key: p.key.clone(),
+                sha256: sha256_hex(&p.bytes),
+                signature: hex::encode(p.signature.as_ref().unwrap()),
+            });
+            let doc = DigestDoc {
+                version: DIGEST_VERSION,
+                kind: DigestKind::Scheduled,
+                destination: "d".into(),
+                run_id: uuid::Uuid::now_v7(),
+                created_at: format!("2026-11-29T{i:02}:00:01.000000Z"),
+                signature_algorithm: SIGNATURE_ALGORITHM.into(),
+                public_key_sha256: signer.public_key().fingerprint().into(),
+                window: DigestWindow {
+                    lo: (10 * i).to_string(),
+                    hi: (10 * i + 10).to_string(),
+                    start: None,
+                    end: format!("2026-11-29T{i:02}:00:00.000000Z"),
+                    follows_previous: true,
+                },
+                range: None,
+                heartbeat: true,
+                objects: vec![],
+                previous,
+            };
+            let bytes = doc.to_bytes();
+            out.push(Fetched {
+                key: format!("digest/2026/11/29/20261129T{i:02}0000Z.json"),
+                signature: Some(signer.sign(&bytes).to_vec()),
+                bytes,
+                doc: Some(doc),
+            });
+        }
+        out
+    }
+
+    fn run(
+        chain: &[Fetched],
+        span: &ChainSpan,
+        record: Option<&ChainRecord>,
+    ) -> (Vec<String>, usize) {
+        let mut report = Verification::default();
+        let on = walk(chain, span, record, &|k: &str| k.to_owned(), &mut report);
+        let found = report
+            .findings
+            .iter()
+            .map(|f| format!("{}: {}", f.subject, f.problem))
+            .collect();
+        (found, on.len())
+    }
+
+    #[test]
+    fn an_intact_chain_has_no_finding_and_a_span_limits_it() {
+        let signer = Signer::from_pem(PRIVATE).unwrap();
+        let digests = chain(&signer, 4);
+        assert_eq!(run(&digests, &ChainSpan::default(), None), (vec![], 4));
+        let from = "2026-11-29T02:00:00Z".parse().ok();
+        let (found, on) = run(&digests, &ChainSpan { from, to: None }, None);
+        assert_eq!((found, on), (vec![], 2));
+        let mut findings = Vec::new();
+        for digest in &digests {
+            check_signature(
+                digest,
+                &[signer.public_key().clone()],
+                &|k: &str| k.to_owned(),
+                &mut findings,
+            );
+        }
+        assert!(findings.is_empty());
+    }
+
+    #[test]
+    fn a_missing_digest_a_stray_one_and_a_gap_are_found() {
+        let signer = Signer::from_pem(PRIVATE).unwrap();
+        let mut digests = chain(&signer, 4);
+        let removed = digests.remove(1);
+        let (found, on) = run(&digests, &ChainSpan::default(), None);
+        assert_eq!(on, 3);
+        assert_eq!(
+            found,
+            [format!(
+                "{}: missing: named as previous by {}",
+                removed.key, digests[1].key
+            )]
+        );
+
+        // A digest no later one links to; a window that does not follow its previous one.
+        let mut digests = chain(&signer, 3);
+        let mut stray = digests[1].clone();
+        stray.key = "digest/2026/11/29/20261129T013000Z.json".into();
+        digests.insert(2, stray);
+        let doc = digests[1].doc.as_mut().unwrap();
+        doc.window.lo = "11".into();
+        let (found, _) = run(&digests, &ChainSpan::default(), None);
+        assert!(
+            found.contains(&format!(
+                "{}: not part of the chain: no later digest links to it",
+                digests[2].key
+            )),
+            "{found:?}"
+        );
+
+        // The database's head is not there: the newest digest was removed.
+        let digests = chain(&signer, 3);
+        let record = ChainRecord {
+            head: Some(ChainHead {
+                key: "digest/2026/11/29/20261129T030000Z.json".into(),
+                sha256: String::new(),
+                signature: String::new(),
+                hi: 40,
+            }),
+            ..ChainRecord::default()
+        };
+        let (found, on) = run(&digests, &ChainSpan::default(), Some(&record));
+        assert_eq!(on, 3);
+        assert_eq!(
+            found,
+            [
+                "digest/2026/11/29/20261129T030000Z.json: missing: the database recorded it as the chain's newest digest"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_window_gap_is_found_unless_declared() {
+        let signer = Signer::from_pem(PRIVATE).unwrap();
+        let mut digests = chain(&signer, 2);
+        let later = &mut digests[1];
+        let doc = later.doc.as_mut().unwrap();
+        doc.window.lo = "12".into();
+        let (found, _) = run(&digests, &ChainSpan::default(), None);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("gap between windows: it starts at transaction 12"),
+            "{found:?}"
+        );
+        digests[1].doc.as_mut().unwrap().window.follows_previous = false;
+        assert_eq!(
+            run(&digests, &ChainSpan::default(), None).0,
+            Vec::<String>::new()
+        );
+    }
 }
