@@ -58,7 +58,10 @@ async fn a_run_resumed_after_its_digest_was_written_writes_the_same_bytes_and_ke
     let report = export_now(&exporter2, &second, "files").await;
     assert!(report.resumed);
     assert_eq!(report.run.id, run.id);
-    assert_eq!(std::fs::read(dir.join(&key)).unwrap(), written);
+    assert_eq!(
+        String::from_utf8(std::fs::read(dir.join(&key)).unwrap()).unwrap(),
+        String::from_utf8(written.clone()).unwrap()
+    );
     assert_eq!(
         std::fs::read(dir.join(format!("{key}.sig"))).unwrap(),
         signature
