@@ -1,8 +1,11 @@
-//! An intact chain over several runs and two destinations, and a reset's declared break.
+//! An intact chain over several runs and two destinations; a reset's declared break and a
+//! cancelled run's leftovers.
 
 use audit_exporter::commands::{self, DestinationAction};
 use audit_exporter::domain::Start;
-use audit_exporter::sink::{self};
+use audit_exporter::export::{ChainSpan, verify_chain};
+use audit_exporter::sink::{self, BucketReader};
+use audit_exporter::store::Claim;
 
 use crate::cli::{audit_exporter, stderr};
 use crate::harness::{S3_ACCESS_KEY, S3_SECRET_KEY, TestBucket, TestDb, settings};
@@ -162,7 +165,7 @@ async fn an_intact_chain_verifies_online_offline_and_with_openssl() {
 }
 
 #[tokio::test]
-async fn a_reset_is_a_declared_break_and_the_chain_goes_on() {
+async fn a_reset_is_a_declared_break_and_a_cancelled_run_is_no_part_of_the_chain() {
     let db = TestDb::new().await;
     let keys = tempfile::tempdir().unwrap();
     let (private, public) = openssl_key(keys.path(), "k1");
@@ -195,5 +198,67 @@ async fn a_reset_is_a_declared_break_and_the_chain_goes_on() {
         v.notes.iter().any(|n| n.contains("a declared break")),
         "{:?}",
         v.notes
+    );
+
+    // A run that wrote its object and digest, then was cancelled: the next run links to the
+    // head, not to it. Online it is known as abandoned; offline it is a stray.
+    crate::append(&db, 2, None).await;
+    let dest = destination(&settings, "files");
+    let sink = sink::connect(dest, &settings.exporter).await.unwrap();
+    let Claim::Granted(lease) = exporter.claim(dest).await.unwrap() else {
+        panic!("the lease is free");
+    };
+    let (run, _) = exporter.plan_or_resume(&lease, dest, None).await.unwrap();
+    let delivered = exporter.deliver(&lease, &run, sink.as_ref()).await.unwrap();
+    let cancelled = exporter
+        .seal(&lease, dest, &run, &delivered, sink.as_ref())
+        .await
+        .unwrap()
+        .unwrap();
+    db.store.release(&lease).await.unwrap();
+    let cancel = DestinationAction::Cancel {
+        name: "files".into(),
+    };
+    commands::destination(&settings, &cancel, &mut Vec::new())
+        .await
+        .unwrap();
+    export_now(&exporter, &settings, "files").await;
+    let digests = digest_files(&dir);
+    assert_eq!(digests.len(), 4);
+    let last: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(&digests[3])).unwrap()).unwrap();
+    assert_eq!(last["previous"]["key"], digests[1].as_str());
+    assert_eq!(digests[2], cancelled);
+
+    let record = db.store.chain_record("files").await.unwrap();
+    let online = verify_chain(
+        &BucketReader::File(dir.clone()),
+        "",
+        &[public_key(&public)],
+        &ChainSpan::default(),
+        Some(&record),
+    )
+    .await
+    .unwrap();
+    assert!(online.findings.is_empty(), "{:#?}", online.findings);
+    assert_eq!(
+        online
+            .notes
+            .iter()
+            .filter(|n| n.contains("a run that was then abandoned"))
+            .count(),
+        2,
+        "{:#?}",
+        online.notes
+    );
+    let offline = problems(&verify_dir(&dir, &[public_key(&public)]).await);
+    let stray = dir.join(&cancelled).display().to_string();
+    let object = dir.join(&run.object_key).display().to_string();
+    assert_eq!(
+        offline,
+        [
+            format!("{stray}: not part of the chain: no later digest links to it"),
+            format!("{object}: extra object: no digest names it"),
+        ]
     );
 }
