@@ -13,7 +13,7 @@ use crate::domain::{
 };
 use crate::settings::Destination;
 use crate::sink::{PutOutcome, Sink};
-use crate::store::{ChainHead, KeptDigest, Lease, Run};
+use crate::store::{ChainHead, KeptDigest, Lease, Run, RunObject};
 
 /// How digests are stored: plain JSON.
 const DIGEST_FORMAT: Format = Format {
@@ -43,7 +43,7 @@ impl Exporter {
                 let head = store.chain_head(&run.destination).await?;
                 let doc = scheduled_digest(
                     run,
-                    run_objects(run, delivered),
+                    digest_objects(run, &delivered.objects),
                     head.as_ref(),
                     store.now().await?,
                     &signing.signer,
@@ -69,7 +69,7 @@ impl Exporter {
         destination: &Destination,
         run: &Run,
         (from, to): (DateTime<Utc>, DateTime<Utc>),
-        objects: Vec<DigestObject>,
+        objects: &[RunObject],
         sink: &dyn Sink,
     ) -> anyhow::Result<Option<String>> {
         let Some(signing) = &self.settings.signing else {
@@ -96,7 +96,7 @@ impl Exporter {
                 to: digest_time(to),
             }),
             heartbeat: false,
-            objects,
+            objects: digest_objects(run, objects),
             previous: None,
         };
         let key = digest_key(
@@ -114,20 +114,24 @@ impl Exporter {
     }
 }
 
-/// The objects a scheduled run delivered, as its digest names them.
-fn run_objects(run: &Run, delivered: &Delivered) -> Vec<DigestObject> {
-    vec![DigestObject {
-        key: run.object_key.clone(),
-        bytes: delivered.encoded.bytes,
-        sha256: delivered.encoded.sha256.clone(),
-        events: if run.heartbeat_event_id.is_some() {
-            0
-        } else {
-            delivered.encoded.events
-        },
-        oldest_occurred_at: None,
-        newest_occurred_at: None,
-    }]
+/// The objects a run delivered, as its digest names them.
+fn digest_objects(run: &Run, objects: &[RunObject]) -> Vec<DigestObject> {
+    objects
+        .iter()
+        .map(|o| DigestObject {
+            key: o.key.clone(),
+            bytes: o.bytes.max(0) as u64,
+            sha256: o.sha256.clone(),
+            // A heartbeat is no audit event.
+            events: if run.heartbeat_event_id.is_some() {
+                0
+            } else {
+                o.events.max(0) as u64
+            },
+            oldest_occurred_at: o.oldest_at.map(digest_time),
+            newest_occurred_at: o.newest_at.map(digest_time),
+        })
+        .collect()
 }
 
 /// A scheduled run's digest: its window, its objects, and the link to the chain's head.

@@ -162,17 +162,23 @@ impl Store {
         .bind(destination)
         .fetch_all(&self.pool)
         .await?;
-        let abandoned: Vec<(String, Option<String>, Option<i32>)> = sqlx::query_as(
-            "SELECT object_key, digest_key, object_count FROM export_runs
-             WHERE destination = $1 AND status IN ('abandoned', 'failed')",
+        // Each object such a run delivered is recorded; the one it was writing when it stopped
+        // may be there too.
+        let abandoned: Vec<(String, Option<String>, Vec<String>)> = sqlx::query_as(
+            "SELECT r.object_key, r.digest_key,
+                    COALESCE(array_agg(o.key ORDER BY o.seq) FILTER (WHERE o.key IS NOT NULL), '{}')
+             FROM export_runs r LEFT JOIN export_run_objects o ON o.run_id = r.id
+             WHERE r.destination = $1 AND r.status IN ('abandoned', 'failed')
+             GROUP BY r.id",
         )
         .bind(destination)
         .fetch_all(&self.pool)
         .await?;
         let mut abandoned_keys = Vec::new();
-        for (object_key, digest_key, count) in abandoned {
-            let count = count.unwrap_or(1).max(1) as u32;
-            abandoned_keys.extend((1..=count).map(|n| super::part_key(&object_key, n)));
+        for (first, digest_key, objects) in abandoned {
+            let next = crate::domain::part_key(&first, objects.len() as u32 + 1);
+            abandoned_keys.extend(objects);
+            abandoned_keys.push(next);
             if let Some(key) = digest_key {
                 abandoned_keys.push(format!("{key}{}", crate::domain::SIGNATURE_SUFFIX));
                 abandoned_keys.push(key);
