@@ -24,11 +24,16 @@ async fn an_intact_chain_verifies_online_offline_and_with_openssl() {
     let mut env = bucket.destination_env("bucket", "audit/eu");
     env.extend(crate::harness::file_destination_env("files", &dir));
     env.push(signing_env(&private));
+    // The directory's runs are split into objects of about 1 MiB.
+    env.push((
+        "AUDIT_EXPORTER__DESTINATIONS__FILES__MAX_OBJECT_BYTES".into(),
+        "1048576".into(),
+    ));
     let settings = settings(&db, env.clone());
     let exporter = exporter(&db, &settings);
 
     // Events, an empty window (a heartbeat), events again; then a re-export.
-    crate::append(&db, 20, None).await;
+    crate::append(&db, 3000, None).await;
     for name in ["bucket", "files"] {
         let report = export_now(&exporter, &settings, name).await;
         assert!(report.digest.is_some());
@@ -87,6 +92,12 @@ async fn an_intact_chain_verifies_online_offline_and_with_openssl() {
         .map(|k| serde_json::from_slice(&std::fs::read(dir.join(k)).unwrap()).unwrap())
         .collect();
     assert!(docs[0]["previous"].is_null());
+    let split = docs[0]["objects"].as_array().unwrap();
+    assert!(split.len() >= 2, "{split:?}");
+    assert!(split[0]["key"].as_str().unwrap().contains("_part0001"));
+    assert!(split[1]["oldest_occurred_at"].is_string());
+    let events: u64 = split.iter().map(|o| o["events"].as_u64().unwrap()).sum();
+    assert_eq!(events, 3000);
     assert_eq!(docs[1]["previous"]["key"], digests[0].as_str());
     assert_eq!(docs[1]["window"]["lo"], docs[0]["window"]["hi"]);
     assert_eq!(docs[1]["heartbeat"], true);
@@ -115,7 +126,7 @@ async fn an_intact_chain_verifies_online_offline_and_with_openssl() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}{}", stderr(&output));
     assert!(
-        stdout.contains("4 digests, 4 objects, 50 events"),
+        stdout.contains("4 digests, ") && stdout.contains(" objects, 6010 events"),
         "{stdout}"
     );
     let s3_url = format!("s3://{}/audit/eu", bucket.name);
@@ -138,7 +149,7 @@ async fn an_intact_chain_verifies_online_offline_and_with_openssl() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}{}", stderr(&output));
     assert!(
-        stdout.contains("3 digests, 3 objects, 25 events"),
+        stdout.contains("3 digests, 3 objects, 3005 events"),
         "{stdout}"
     );
 
