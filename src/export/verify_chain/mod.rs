@@ -78,6 +78,7 @@ pub async fn verify_chain(
     let digest_folder = digest_folder(prefix);
     let reexport_folder = format!("{digest_folder}reexport/");
     let mut fetched = Vec::new();
+    let mut stray = Vec::new();
     for item in listed.iter().filter(|l| l.key.starts_with(&digest_folder)) {
         if !item.key.ends_with(".json") {
             continue;
@@ -93,10 +94,24 @@ pub async fn verify_chain(
             signature,
         });
     }
+    // Anything else in the digest folder is no digest's doing.
+    for item in listed.iter().filter(|l| l.key.starts_with(&digest_folder)) {
+        let digest = item.key.strip_suffix(SIGNATURE_SUFFIX).unwrap_or(&item.key);
+        if !fetched.iter().any(|f| f.key == digest) {
+            stray.push(item.key.clone());
+        }
+    }
     let (reexports, chain): (Vec<_>, Vec<_>) = fetched
         .into_iter()
         .partition(|f| f.key.starts_with(&reexport_folder));
     let mut report = Verification::default();
+    for key in stray {
+        report.findings.push(Finding {
+            subject: reader.location(&key),
+            problem: "extra object in the digest folder: neither a digest nor a digest's signature"
+                .into(),
+        });
+    }
     let location = |key: &str| reader.location(key);
     for digest in chain.iter().chain(&reexports) {
         check_signature(digest, keys, &location, &mut report.findings);
@@ -173,8 +188,6 @@ pub async fn verify_chain(
         if item.key.starts_with(&digest_folder)
             || item.key.starts_with(&test_folder)
             || named.contains(&item.key)
-            || item.key.ends_with(SIGNATURE_SUFFIX)
-                && named.contains(item.key.trim_end_matches(SIGNATURE_SUFFIX))
         {
             continue;
         }

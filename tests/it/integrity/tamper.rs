@@ -127,6 +127,17 @@ async fn each_kind_of_tampering_is_reported_by_name() {
                 )]
             }),
         ),
+        (
+            "a file slipped into the digest folder",
+            Box::new(|root: &Path| {
+                let extra = digests[2].replace(".json", ".txt");
+                std::fs::write(root.join(&extra), b"note\n").unwrap();
+                vec![format!(
+                    "{}: extra object in the digest folder",
+                    at(root, &extra)
+                )]
+            }),
+        ),
     ];
     for (case, tamper) in cases {
         let copy = tempfile::tempdir().unwrap();
