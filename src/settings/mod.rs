@@ -20,7 +20,7 @@ use secrecy::SecretString;
 
 use crate::domain::{PRIVATE_KEY_ALLOWED, Signer};
 
-pub use delivery::delivery_changes;
+pub use delivery::{delivery_changes, same_place};
 pub use destination::{Destination, Target};
 use number::Int;
 pub use overlap::{nested_locations, shared_locations};
