@@ -11,6 +11,12 @@ if [ -z "${DATABASE_URL:-}" ] && ! command -v initdb >/dev/null && ! ls /usr/lib
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 
+# The integrity tests make keys and check signatures with openssl, as an auditor would.
+if ! command -v openssl >/dev/null; then
+  echo "openssl not found; installing it from Debian's packages" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
+
 # shellcheck source=scripts/python-tools.sh
 . scripts/python-tools.sh
 export AUDIT_EXPORTER_TEST_PYTHON="$PYTHON_TOOLS/bin/python"

@@ -144,6 +144,21 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Check a destination's signed digest chain: every digest's signature, every object's size
+    /// and SHA-256, the chain's links, that consecutive windows are contiguous, and that no
+    /// object is in the bucket that no digest names.
+    ///
+    /// Online, with --destination: the destination's bucket (read with List and Get) and the
+    /// chain head the database recorded, so removing the newest digests is caught. Offline, with
+    /// --url and --public-key: a copy of the bucket and the public keys alone, no database.
+    /// Prints each finding and a summary line. Exit 0 when intact, 1 when anything is found,
+    /// 2 for bad usage.
+    VerifyChain(VerifyChainArgs),
+    /// Integrity tools.
+    Integrity {
+        #[command(subcommand)]
+        command: IntegrityCommand,
+    },
     /// Append an audit event (for scripts and smoke tests).
     Append(AppendArgs),
     /// Configuration tools.
@@ -182,6 +197,42 @@ pub enum DestinationCommand {
         /// The destination's name (it must not be in the configuration).
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IntegrityCommand {
+    /// Print the public half of integrity.signing_key_file (PEM) and its SHA-256 fingerprint,
+    /// to share out of band with the bucket's owner.
+    PublicKey,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["destination", "url"]))]
+pub struct VerifyChainArgs {
+    /// Verify this configured destination, against the chain head its database recorded.
+    #[arg(long, value_name = "NAME")]
+    pub destination: Option<String>,
+    /// Verify a copy of a bucket offline: s3://bucket[/prefix] (credentials from the AWS
+    /// default chain) or file:///path. Needs --public-key.
+    #[arg(long, value_name = "URL", requires = "public_keys")]
+    pub url: Option<String>,
+    /// An Ed25519 public key in PEM (`audit-exporter integrity public-key`); repeat it for
+    /// every key the chain was signed with (a rotated signing key). With --destination, added
+    /// to the keys the database recorded.
+    #[arg(long = "public-key", value_name = "FILE")]
+    pub public_keys: Vec<std::path::PathBuf>,
+    /// With --url s3://…: the S3 endpoint (an S3-compatible store), addressed path-style.
+    #[arg(long, value_name = "URL", requires = "url")]
+    pub endpoint: Option<String>,
+    /// With --url s3://…: the bucket's region (default: from the AWS environment, else us-east-1).
+    #[arg(long, value_name = "REGION", requires = "url")]
+    pub region: Option<String>,
+    /// Verify only the digests whose window ends at or after this time (RFC 3339 or a date).
+    #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_from_time)]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Verify only the digests whose window ends before this time (RFC 3339, a date, or now).
+    #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_time)]
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,7 +2,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use audit_exporter::cli::{Cli, Command, ConfigCommand, DestinationCommand};
+use audit_exporter::cli::{Cli, Command, ConfigCommand, DestinationCommand, IntegrityCommand};
 use audit_exporter::commands::{self, DestinationAction, exit_code};
 use audit_exporter::export::When;
 use audit_exporter::settings::Settings;
@@ -101,6 +101,23 @@ async fn dispatch(
             };
             commands::destination(&settings, &action, &mut out).await?
         }
+        Command::VerifyChain(args) => {
+            let args = commands::VerifyChainArgs {
+                destination: args.destination,
+                url: args.url,
+                public_keys: args.public_keys,
+                endpoint: args.endpoint,
+                region: args.region,
+                from: args.from,
+                to: args.to,
+            };
+            let code = commands::verify_chain(&settings, &args, &mut out).await?;
+            out.flush()?;
+            return Ok(code);
+        }
+        Command::Integrity {
+            command: IntegrityCommand::PublicKey,
+        } => commands::public_key(&settings, &mut out)?,
         Command::Append(args) => {
             let args = commands::AppendArgs {
                 action: args.action,

@@ -4,6 +4,7 @@ mod append;
 mod destination;
 mod export;
 mod prune;
+mod integrity;
 mod reexport;
 mod status;
 mod status_text;
@@ -16,6 +17,7 @@ pub use append::{AppendArgs, append};
 pub use destination::{DestinationAction, destination, operator};
 pub use export::{ExportSummary, export};
 pub use prune::{Cutoff, PruneOutcome, config_holds, held_line, prune, prune_store, write_held};
+pub use integrity::{VerifyChainArgs, public_key, verify_chain};
 pub use reexport::{ReexportSummary, check_range, parse_from_time, parse_time, reexport};
 pub use status::status;
 pub use verify::{VerifySummary, verify};
@@ -89,6 +91,14 @@ pub async fn config_check(settings: &Settings, out: &mut dyn Write) -> anyhow::R
         out,
         "# configuration is valid; effective values, secrets redacted:"
     )?;
+    if let Some(signing) = &settings.exporter.signing {
+        writeln!(
+            out,
+            "# integrity: digests are signed with the Ed25519 key in {}, public key SHA-256 {}",
+            signing.file.display(),
+            signing.signer.public_key().fingerprint()
+        )?;
+    }
     for warning in warnings::shared_locations(settings) {
         writeln!(out, "# warning: {warning}")?;
     }

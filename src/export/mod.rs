@@ -4,6 +4,7 @@
 //! Each step is public so tests (and a crash) can stop between any two of them; a pending run
 //! left behind is finished by the next attempt with the same window, key and bytes.
 
+mod digest;
 mod encode;
 mod objects;
 mod pipeline;
@@ -11,6 +12,7 @@ mod reexport;
 mod side;
 mod stream;
 mod verify;
+mod verify_chain;
 
 use std::time::Duration;
 
@@ -18,12 +20,14 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use digest::scheduled_digest;
 pub use encode::{Encoded, ObjectEncoder};
 pub use objects::split_limit;
 pub use pipeline::{Delivered, Stopped, deliver, heartbeat};
 pub use reexport::ReexportReport;
 pub use stream::discard_leftovers;
 pub use verify::TestDelivery;
+pub use verify_chain::{ChainSpan, Fetched, Finding, Verification, verify_chain, walk};
 
 use crate::domain::{KeyParts, with_part};
 use crate::settings::{Destination, ExporterSettings};
@@ -67,6 +71,8 @@ pub struct Report {
     /// Audit events in its objects (0 for a heartbeat).
     pub events: u64,
     pub bytes: u64,
+    /// Where the run's signed digest went, when digests are signed.
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -181,8 +187,12 @@ impl Exporter {
             tracing::Span::current().record("run_id", tracing::field::display(run.id));
             planned = Some(run.id);
             let delivered = self.deliver(&lease, &run, sink).await?;
+            let digest = self
+                .seal(&lease, destination, &run, &delivered, sink)
+                .await?;
             let run = self.commit(&lease, &run, &delivered).await?;
             Ok::<_, anyhow::Error>(Report {
+                digest: digest.map(|key| sink.location(&key)),
                 locations: delivered
                     .objects
                     .iter()
@@ -309,7 +319,8 @@ impl Exporter {
         }
     }
 
-    /// Step 4: the watermark moves to the run's end, if the lease is still ours.
+    /// Step 4: the watermark moves to the run's end, if the lease is still ours, and the
+    /// chain's head to the digest kept with the run, if any (see [`Exporter::seal`]).
     pub async fn commit(
         &self,
         lease: &Lease,

@@ -23,6 +23,8 @@ pub struct ReexportReport {
     /// Where each object went, in order.
     pub locations: Vec<String>,
     pub objects: Vec<RunObject>,
+    /// Where its signed digest went, when digests are signed.
+    pub digest: Option<String>,
 }
 
 impl Exporter {
@@ -93,8 +95,15 @@ impl Exporter {
             })
             .instrument(span)
             .await;
+        let written = match written {
+            Ok(delivered) => self
+                .seal_reexport(destination, &run, (from, to), &delivered.objects, sink)
+                .await
+                .map(|digest| (delivered, digest)),
+            Err(e) => Err(e),
+        };
         match written {
-            Ok(delivered) => {
+            Ok((delivered, digest)) => {
                 let events = delivered.events();
                 let bytes = delivered.bytes();
                 let sha256 = delivered.sha256();
@@ -119,6 +128,7 @@ impl Exporter {
                         .map(|o| sink.location(&o.key))
                         .collect(),
                     objects: delivered.objects,
+                    digest: digest.map(|key| sink.location(&key)),
                 })
             }
             Err(error) => {

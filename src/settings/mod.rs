@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
 
+use crate::domain::{PRIVATE_KEY_ALLOWED, Signer};
+
 pub use delivery::{delivery_changes, same_place};
 pub use destination::{Destination, Target};
 use number::Int;
@@ -75,6 +77,16 @@ pub struct ExporterSettings {
     pub part_size: usize,
     pub uploads_in_flight: usize,
     pub retry: RetrySettings,
+    /// `[integrity] signing_key_file`: when set, every scheduled run is chained by a signed
+    /// digest, and every re-export gets one.
+    pub signing: Option<SigningKey>,
+}
+
+/// The signing key and the file it was read from. Debug shows the fingerprint only.
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub file: PathBuf,
+    pub signer: Signer,
 }
 
 /// How S3 and STS requests that fail for a passing reason (throttling, 5xx, a dropped
@@ -227,6 +239,7 @@ impl Settings {
                     3600,
                 )?),
             },
+            signing: signing_key(raw.integrity.signing_key_file.as_deref())?,
         };
         if tokio_cron_scheduler::Job::new_async(raw.run.check_cron.as_str(), |_, _| {
             Box::pin(async {})
@@ -361,6 +374,26 @@ impl Settings {
     pub fn to_redacted_toml(&self) -> String {
         redact::to_toml(self)
     }
+}
+
+/// Reads `integrity.signing_key_file` (unset or empty: no signing). The message names the key
+/// and the file, never the key's text.
+fn signing_key(file: Option<&str>) -> Result<Option<SigningKey>, SettingsError> {
+    let Some(file) = file.filter(|f| !f.is_empty()) else {
+        return Ok(None);
+    };
+    let error = |msg: String| {
+        SettingsError(format!(
+            "integrity.signing_key_file: {file}: {msg}; {PRIVATE_KEY_ALLOWED}"
+        ))
+    };
+    let pem = std::fs::read(file).map_err(|e| error(format!("cannot be read ({e})")))?;
+    let pem = String::from_utf8(pem).map_err(|_| error("is not a PEM text file".into()))?;
+    let signer = Signer::from_pem(&pem).map_err(error)?;
+    Ok(Some(SigningKey {
+        file: PathBuf::from(file),
+        signer,
+    }))
 }
 
 /// A PostgreSQL URL, checked here so a wrong one exits 2 naming the key; the message never

@@ -19,6 +19,8 @@ pub(super) struct RawSettings {
     pub retention: RawRetention,
     pub defaults: RawDefaults,
     #[serde(default)]
+    pub integrity: RawIntegrity,
+    #[serde(default)]
     pub destinations: BTreeMap<String, RawDestination>,
 }
 
@@ -68,6 +70,12 @@ pub(super) struct RawRetention {
 pub(super) struct RawLog {
     pub format: String,
     pub level: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIntegrity {
+    pub signing_key_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

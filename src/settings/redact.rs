@@ -97,6 +97,15 @@ pub(super) fn to_toml(settings: &Settings) -> String {
     );
     root.insert("run".into(), run.into());
 
+    if let Some(signing) = &settings.exporter.signing {
+        let mut integrity = Table::new();
+        integrity.insert(
+            "signing_key_file".into(),
+            signing.file.display().to_string().into(),
+        );
+        root.insert("integrity".into(), integrity.into());
+    }
+
     let mut log = Table::new();
     let format = match settings.log.format {
         LogFormat::Text => "text",

@@ -1,12 +1,14 @@
 //! Where objects go: the one seam between the exporter and storage.
 
 mod file;
+mod reader;
 mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use file::FileSink;
+pub use reader::{BucketReader, Listed};
 pub use s3::{RemoteError, S3Sink, hint};
 
 use crate::domain::Format;

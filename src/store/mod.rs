@@ -1,5 +1,6 @@
 //! PostgreSQL: the event store and the coordination engine (leases, run log, watermarks).
 
+mod chain;
 mod connect_error;
 mod copy;
 mod copy_out;
@@ -24,6 +25,7 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
+pub use chain::{ChainHead, ChainRecord, KeptDigest};
 pub use copy::{CopyDecoder, Irregular};
 pub use copy_out::CopyOut;
 pub use destinations::{Forgotten, KnownDestination, Operator, Reset};

@@ -272,11 +272,19 @@ impl Store {
         objects: i32,
     ) -> Result<(), CommitError> {
         let mut tx = self.pool.begin().await?;
+        // The chain's head moves to the run's digest, if one was kept with it: in this
+        // transaction, fenced like the watermark, so two holders never fork the chain.
         let moved = sqlx::query(
-            "UPDATE export_destinations
-             SET watermark = $5::text::xid8, last_slot = GREATEST(last_slot, $6),
-                 lease_owner = NULL, lease_expires_at = NULL
-             WHERE name = $1 AND fencing_token = $2 AND lease_owner = $3 AND watermark = $4::text::xid8",
+            "UPDATE export_destinations d
+             SET watermark = $5::text::xid8, last_slot = GREATEST(d.last_slot, $6),
+                 lease_owner = NULL, lease_expires_at = NULL,
+                 chain_head_key = COALESCE(r.digest_key, d.chain_head_key),
+                 chain_head_sha256 = COALESCE(encode(sha256(r.digest), 'hex'), d.chain_head_sha256),
+                 chain_head_signature = COALESCE(encode(r.digest_signature, 'hex'), d.chain_head_signature),
+                 chain_head_hi = CASE WHEN r.digest IS NULL THEN d.chain_head_hi ELSE r.window_hi END
+             FROM export_runs r
+             WHERE d.name = $1 AND d.fencing_token = $2 AND d.lease_owner = $3
+               AND d.watermark = $4::text::xid8 AND r.id = $7",
         )
         .bind(&lease.destination)
         .bind(lease.token)
@@ -284,6 +292,7 @@ impl Store {
         .bind(run.window_lo)
         .bind(run.window_hi)
         .bind(run.slot)
+        .bind(run.id)
         .execute(&mut *tx)
         .await?;
         let done = sqlx::query(

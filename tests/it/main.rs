@@ -10,6 +10,7 @@ mod delivery;
 mod export;
 mod faults;
 mod harness;
+mod integrity;
 mod keys;
 mod lifecycle;
 mod lifecycle_commands;

@@ -9,6 +9,7 @@
 mod credentials;
 mod error;
 mod hints;
+mod read;
 mod request;
 mod writer;
 
@@ -25,6 +26,7 @@ use aws_sdk_s3::config::Region;
 
 pub use error::RemoteError;
 pub use hints::hint;
+pub use read::S3Read;
 use writer::S3Writer;
 
 use super::{ObjectWriter, Sink};

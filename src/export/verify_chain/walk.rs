@@ -1,0 +1,386 @@
+//! The pure part of `verify-chain`: each digest's signature, and the walk back along the
+//! chain's links from its newest digest.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{ChainSpan, Fetched, Finding, Verification};
+use crate::domain::{DigestDoc, PublicKey, SIGNATURE_SUFFIX, sha256_hex};
+use crate::store::ChainRecord;
+
+pub(super) fn check_signature(
+    digest: &Fetched,
+    keys: &[PublicKey],
+    location: &impl Fn(&str) -> String,
+    findings: &mut Vec<Finding>,
+) {
+    let subject = location(&digest.key);
+    let Some(doc) = &digest.doc else {
+        let problem = match DigestDoc::parse(&digest.bytes) {
+            Err(e) => format!("altered: {e}"),
+            Ok(_) => "altered".into(),
+        };
+        findings.push(Finding { subject, problem });
+        return;
+    };
+    let Some(signature) = &digest.signature else {
+        findings.push(Finding {
+            subject,
+            problem: format!("unsigned: {}{SIGNATURE_SUFFIX} is missing", digest.key),
+        });
+        return;
+    };
+    match keys
+        .iter()
+        .find(|k| k.fingerprint() == doc.public_key_sha256)
+    {
+        None => findings.push(Finding {
+            subject,
+            problem: format!(
+                "signed with a key that was not given (public key SHA-256 {}): wrong key",
+                doc.public_key_sha256
+            ),
+        }),
+        Some(key) if !key.verifies(&digest.bytes, signature) => findings.push(Finding {
+            subject,
+            problem: format!(
+                "the signature does not verify with public key {}: the digest or its signature was altered",
+                key.fingerprint()
+            ),
+        }),
+        Some(_) => {}
+    }
+}
+
+/// Walks the chain back from its newest digest (the database's head online, else the last
+/// digest in key order) through the `previous` links, and reports missing, altered,
+/// re-ordered and stray digests and gaps between windows. Returns the digests on the chain
+/// within `span`, oldest first.
+pub fn walk<'a>(
+    chain: &'a [Fetched],
+    span: &ChainSpan,
+    record: Option<&ChainRecord>,
+    location: &impl Fn(&str) -> String,
+    report: &mut Verification,
+) -> Vec<&'a Fetched> {
+    let by_key: BTreeMap<&str, &Fetched> = chain.iter().map(|f| (f.key.as_str(), f)).collect();
+    let end_of = |f: &Fetched| f.doc.as_ref().and_then(DigestDoc::window_end);
+    let before_to = |f: &&Fetched| span.to.is_none_or(|to| end_of(f).is_none_or(|e| e < to));
+    let mut tip = chain.iter().rev().find(before_to);
+    if let Some(head) = record.and_then(|r| r.head.as_ref())
+        && span.to.is_none()
+    {
+        match by_key.get(head.key.as_str()) {
+            Some(found) => {
+                if let Some(last) = chain.last()
+                    && last.key != head.key
+                {
+                    report.findings.push(Finding {
+                        subject: location(&last.key),
+                        problem: format!(
+                            "after the chain's head that the database recorded ({}): slipped in",
+                            head.key
+                        ),
+                    });
+                }
+                tip = Some(found);
+            }
+            None => report.findings.push(Finding {
+                subject: location(&head.key),
+                problem: "missing: the database recorded it as the chain's newest digest".into(),
+            }),
+        }
+    }
+    let recorded: BTreeMap<String, &str> = record
+        .map(|r| {
+            r.digests
+                .iter()
+                .map(|(id, sha)| (id.to_string(), sha.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut visited = BTreeSet::new();
+    let mut on_chain = Vec::new();
+    let mut current = tip;
+    while let Some(digest) = current {
+        visited.insert(digest.key.as_str());
+        let in_span = span.contains(end_of(digest));
+        if !in_span
+            && span
+                .from
+                .is_some_and(|from| end_of(digest).is_some_and(|e| e < from))
+        {
+            break;
+        }
+        if in_span {
+            on_chain.push(digest);
+        }
+        let Some(doc) = &digest.doc else {
+            current = chain.iter().rev().find(|f| f.key < digest.key);
+            continue;
+        };
+        if let Some(sha) = recorded.get(&doc.run_id.to_string())
+            && *sha != sha256_hex(&digest.bytes)
+        {
+            report.findings.push(Finding {
+                subject: location(&digest.key),
+                problem: "altered: differs from the digest the database recorded for its run"
+                    .into(),
+            });
+        }
+        let Some(previous) = &doc.previous else {
+            report
+                .notes
+                .push(format!("the chain starts at {}", location(&digest.key)));
+            current = None;
+            continue;
+        };
+        match by_key.get(previous.key.as_str()) {
+            None => {
+                // Go on from the next older digest there is.
+                let next = chain.iter().rev().find(|f| f.key < previous.key);
+                // With --from, the link out of the span is not checked.
+                if span.from.is_none() || next.is_some_and(|n| span.contains(end_of(n))) {
+                    report.findings.push(Finding {
+                        subject: location(&previous.key),
+                        problem: format!("missing: named as previous by {}", digest.key),
+                    });
+                } else {
+                    report.notes.push(format!(
+                        "the link from {} to {} (before the span) was not checked",
+                        location(&digest.key),
+                        previous.key
+                    ));
+                }
+                current = next;
+            }
+            Some(prior) => {
+                if prior.key >= digest.key {
+                    report.findings.push(Finding {
+                        subject: location(&digest.key),
+                        problem: format!(
+                            "out of order: its previous digest {} does not sort before it",
+                            prior.key
+                        ),
+                    });
+                }
+                if sha256_hex(&prior.bytes) != previous.sha256 {
+                    report.findings.push(Finding {
+                        subject: location(&prior.key),
+                        problem: format!(
+                            "altered: its SHA-256 differs from the one {} recorded",
+                            digest.key
+                        ),
+                    });
+                }
+                if prior.signature.as_deref().map(hex::encode).as_deref()
+                    != Some(previous.signature.as_str())
+                {
+                    report.findings.push(Finding {
+                        subject: location(&format!("{}{SIGNATURE_SUFFIX}", prior.key)),
+                        problem: format!(
+                            "altered: differs from the signature {} recorded",
+                            digest.key
+                        ),
+                    });
+                }
+                if let Some(prior_doc) = &prior.doc {
+                    if !doc.window.follows_previous {
+                        report.notes.push(format!(
+                            "{}: its window starts at {}, not where the previous one ended ({}): a declared break (a reset, or runs without a signing key)",
+                            location(&digest.key), doc.window.lo, prior_doc.window.hi
+                        ));
+                    } else if doc.window.lo != prior_doc.window.hi {
+                        report.findings.push(Finding {
+                            subject: location(&digest.key),
+                            problem: format!(
+                                "gap between windows: it starts at transaction {}, the previous digest {} ended at {}",
+                                doc.window.lo, prior.key, prior_doc.window.hi
+                            ),
+                        });
+                    }
+                }
+                current = (!visited.contains(prior.key.as_str())).then_some(*prior);
+            }
+        }
+    }
+    for digest in chain {
+        if visited.contains(digest.key.as_str()) || !span.contains(end_of(digest)) {
+            continue;
+        }
+        let abandoned = record.is_some_and(|r| r.abandoned_keys.contains(&digest.key));
+        if abandoned {
+            report.notes.push(format!(
+                "{}: the digest of a run that was then abandoned (the database knows it); not part of the chain",
+                location(&digest.key)
+            ));
+        } else {
+            report.findings.push(Finding {
+                subject: location(&digest.key),
+                problem: "not part of the chain: no later digest links to it".into(),
+            });
+        }
+    }
+    on_chain.reverse();
+    on_chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{
+        DIGEST_VERSION, DigestKind, DigestWindow, PreviousDigest, SIGNATURE_ALGORITHM, Signer,
+    };
+    use crate::store::ChainHead;
+
+    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g
+-----END PRIVATE KEY-----
+";
+
+    /// A chain of `n` digests, one an hour, windows [10 i, 10 i + 10).
+    fn chain(signer: &Signer, n: usize) -> Vec<Fetched> {
+        let mut out: Vec<Fetched> = Vec::new();
+        for i in 0..n {
+            let previous = out.last().map(|p| PreviousDigest {
+                key: p.key.clone(),
+                sha256: sha256_hex(&p.bytes),
+                signature: hex::encode(p.signature.as_ref().unwrap()),
+            });
+            let doc = DigestDoc {
+                version: DIGEST_VERSION,
+                kind: DigestKind::Scheduled,
+                destination: "d".into(),
+                run_id: uuid::Uuid::now_v7(),
+                created_at: format!("2026-11-29T{i:02}:00:01.000000Z"),
+                signature_algorithm: SIGNATURE_ALGORITHM.into(),
+                public_key_sha256: signer.public_key().fingerprint().into(),
+                window: DigestWindow {
+                    lo: (10 * i).to_string(),
+                    hi: (10 * i + 10).to_string(),
+                    start: None,
+                    end: format!("2026-11-29T{i:02}:00:00.000000Z"),
+                    follows_previous: true,
+                },
+                range: None,
+                heartbeat: true,
+                objects: vec![],
+                previous,
+            };
+            let bytes = doc.to_bytes();
+            out.push(Fetched {
+                key: format!("digest/2026/11/29/20261129T{i:02}0000Z.json"),
+                signature: Some(signer.sign(&bytes).to_vec()),
+                bytes,
+                doc: Some(doc),
+            });
+        }
+        out
+    }
+
+    fn run(
+        chain: &[Fetched],
+        span: &ChainSpan,
+        record: Option<&ChainRecord>,
+    ) -> (Vec<String>, usize) {
+        let mut report = Verification::default();
+        let on = walk(chain, span, record, &|k: &str| k.to_owned(), &mut report);
+        let found = report
+            .findings
+            .iter()
+            .map(|f| format!("{}: {}", f.subject, f.problem))
+            .collect();
+        (found, on.len())
+    }
+
+    #[test]
+    fn an_intact_chain_has_no_finding_and_a_span_limits_it() {
+        let signer = Signer::from_pem(PRIVATE).unwrap();
+        let digests = chain(&signer, 4);
+        assert_eq!(run(&digests, &ChainSpan::default(), None), (vec![], 4));
+        let from = "2026-11-29T02:00:00Z".parse().ok();
+        let (found, on) = run(&digests, &ChainSpan { from, to: None }, None);
+        assert_eq!((found, on), (vec![], 2));
+        let mut findings = Vec::new();
+        for digest in &digests {
+            check_signature(
+                digest,
+                &[signer.public_key().clone()],
+                &|k: &str| k.to_owned(),
+                &mut findings,
+            );
+        }
+        assert!(findings.is_empty());
+    }
+
+    #[test]
+    fn a_missing_digest_a_stray_one_and_a_gap_are_found() {
+        let signer = Signer::from_pem(PRIVATE).unwrap();
+        let mut digests = chain(&signer, 4);
+        let removed = digests.remove(1);
+        let (found, on) = run(&digests, &ChainSpan::default(), None);
+        assert_eq!(on, 3);
+        assert_eq!(
+            found,
+            [format!(
+                "{}: missing: named as previous by {}",
+                removed.key, digests[1].key
+            )]
+        );
+
+        // A digest no later one links to; a window that does not follow its previous one.
+        let mut digests = chain(&signer, 3);
+        let mut stray = digests[1].clone();
+        stray.key = "digest/2026/11/29/20261129T013000Z.json".into();
+        digests.insert(2, stray);
+        let doc = digests[1].doc.as_mut().unwrap();
+        doc.window.lo = "11".into();
+        let (found, _) = run(&digests, &ChainSpan::default(), None);
+        assert!(
+            found.contains(&format!(
+                "{}: not part of the chain: no later digest links to it",
+                digests[2].key
+            )),
+            "{found:?}"
+        );
+
+        // The database's head is not there: the newest digest was removed.
+        let digests = chain(&signer, 3);
+        let record = ChainRecord {
+            head: Some(ChainHead {
+                key: "digest/2026/11/29/20261129T030000Z.json".into(),
+                sha256: String::new(),
+                signature: String::new(),
+                hi: 40,
+            }),
+            ..ChainRecord::default()
+        };
+        let (found, on) = run(&digests, &ChainSpan::default(), Some(&record));
+        assert_eq!(on, 3);
+        assert_eq!(
+            found,
+            [
+                "digest/2026/11/29/20261129T030000Z.json: missing: the database recorded it as the chain's newest digest"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_window_gap_is_found_unless_declared() {
+        let signer = Signer::from_pem(PRIVATE).unwrap();
+        let mut digests = chain(&signer, 2);
+        let later = &mut digests[1];
+        let doc = later.doc.as_mut().unwrap();
+        doc.window.lo = "12".into();
+        let (found, _) = run(&digests, &ChainSpan::default(), None);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("gap between windows: it starts at transaction 12"),
+            "{found:?}"
+        );
+        digests[1].doc.as_mut().unwrap().window.follows_previous = false;
+        assert_eq!(
+            run(&digests, &ChainSpan::default(), None).0,
+            Vec::<String>::new()
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! Reading a destination back (List + Get), for `verify-chain`: a reader of its own beside the
+//! write-only [`Sink`](super::Sink), for an S3 bucket or a directory.
+
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use super::s3::{S3Read, S3Sink};
+use crate::settings::{Destination, ExporterSettings, Target};
+
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum BucketReader {
+    S3(Box<S3Read>),
+    /// A directory: keys are paths relative to it.
+    File(PathBuf),
+}
+
+impl BucketReader {
+    /// Reads the destination with its configured credentials: they need `s3:ListBucket` and
+    /// `s3:GetObject` (README: Integrity).
+    pub async fn for_destination(destination: &Destination, exporter: &ExporterSettings) -> Self {
+        match &destination.target {
+            Target::File(dir) => Self::File(dir.clone()),
+            Target::S3(target) => {
+                let sink =
+                    S3Sink::connect(target, exporter.uploads_in_flight, exporter.retry).await;
+                Self::S3(Box::new(S3Read::from_sink(&sink)))
+            }
+        }
+    }
+
+    pub async fn offline_s3(bucket: &str, endpoint: Option<&str>, region: Option<&str>) -> Self {
+        Self::S3(Box::new(S3Read::offline(bucket, endpoint, region).await))
+    }
+
+    pub fn location(&self, key: &str) -> String {
+        match self {
+            Self::S3(s3) => s3.location(key),
+            Self::File(root) => root.join(key).display().to_string(),
+        }
+    }
+
+    /// Every object whose key starts with `prefix` (a folder, ending in `/`, or empty).
+    pub async fn list(&self, prefix: &str) -> anyhow::Result<Vec<Listed>> {
+        let mut listed = match self {
+            Self::S3(s3) => s3.list(prefix).await?,
+            Self::File(root) => {
+                let root = root.clone();
+                let prefix = prefix.to_owned();
+                tokio::task::spawn_blocking(move || list_dir(&root, &prefix)).await??
+            }
+        };
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listed)
+    }
+
+    /// The object's size and SHA-256, streamed; `None` when there is none at `key`.
+    pub async fn hash(&self, key: &str) -> anyhow::Result<Option<(u64, String)>> {
+        match self {
+            Self::S3(s3) => s3.hash(key).await,
+            Self::File(root) => {
+                let Some(mut file) = open(root, key).await? else {
+                    return Ok(None);
+                };
+                let mut hasher = Sha256::new();
+                let mut buffer = vec![0; 1 << 20];
+                let mut size = 0;
+                loop {
+                    let n = file.read(&mut buffer).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    size += n as u64;
+                    hasher.update(&buffer[..n]);
+                }
+                Ok(Some((size, hex::encode(hasher.finalize()))))
+            }
+        }
+    }
+
+    /// The whole object (a digest or a signature: small); `None` when there is none.
+    pub async fn read(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        match self {
+            Self::S3(s3) => s3.read(key).await,
+            Self::File(root) => {
+                let Some(mut file) = open(root, key).await? else {
+                    return Ok(None);
+                };
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes).await?;
+                Ok(Some(bytes))
+            }
+        }
+    }
+}
+
+async fn open(root: &Path, key: &str) -> anyhow::Result<Option<tokio::fs::File>> {
+    // A key from a digest is data: it may not climb out of the directory.
+    if !Path::new(key)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
+        return Ok(None);
+    }
+    let path = root.join(key);
+    match tokio::fs::File::open(&path).await {
+        Ok(file) if file.metadata().await?.is_file() => Ok(Some(file)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("Failed to open {}", path.display())),
+    }
+}
+
+/// The files below `root` whose relative path starts with `prefix`, skipping the hidden
+/// temporary files of writes in progress.
+fn list_dir(root: &Path, prefix: &str) -> anyhow::Result<Vec<Listed>> {
+    fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<Listed>) -> anyhow::Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("Failed to list {}", dir.display())),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                walk(root, &path, prefix, out)?;
+                continue;
+            }
+            let name = entry.file_name();
+            if !kind.is_file() || name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Some(key) = path.strip_prefix(root).ok().and_then(|p| p.to_str()) else {
+                continue;
+            };
+            if key.starts_with(prefix) {
+                let meta = entry.metadata()?;
+                out.push(Listed {
+                    key: key.to_owned(),
+                    size: meta.len(),
+                    modified: meta.modified().ok().map(DateTime::<Utc>::from),
+                });
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(root, root, prefix, &mut out)?;
+    Ok(out)
+}
