@@ -73,8 +73,11 @@ pub async fn shutdown_signal() {
 
 pub async fn migrate(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
     let database = Database::connect(&settings.database).await?;
-    database.store.migrate().await?;
+    let mended = database.store.migrate().await;
     database.close().await;
+    for note in mended? {
+        writeln!(out, "{note}")?;
+    }
     writeln!(out, "migrations applied")?;
     Ok(())
 }

@@ -26,6 +26,7 @@ mod roles;
 mod schedule;
 mod schema;
 mod sts;
+mod tenants;
 
 use audit_exporter::export::{Exporter, Outcome, Report, When};
 use audit_exporter::settings::{Destination, Settings};
