@@ -53,12 +53,16 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Database> {
     Ok(database)
 }
 
-/// Destinations exported at once, from the pool that exists (not a reloaded setting): each
-/// export holds one connection while it streams its window and needs at most one more at a
-/// time (its lease's renewal, a step of the run log), so half the pool lets every export have
-/// both and a renewal is never starved by the streams.
-pub fn parallel_exports(store: &Store) -> usize {
-    (store.max_connections() as usize / 2).max(1)
+/// Destinations exported at once: `run.parallel_exports`, within the pool that exists (not a
+/// reloaded setting). Each export holds one connection while it streams its window and needs
+/// at most one more at a time (its lease's renewal, a step of the run log), so at most half the
+/// pool lets every export have both and a renewal is never starved by the streams.
+pub fn parallel_exports(store: &Store, configured: u32) -> usize {
+    let most = (store.max_connections() as usize / 2).max(1);
+    match configured as usize {
+        0 => most,
+        n => n.min(most),
+    }
 }
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C).

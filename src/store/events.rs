@@ -60,14 +60,20 @@ impl Store {
         .await
     }
 
-    /// Whether any event of `tenant` was ever recorded (by the `(tenant_id, occurred_at)` index).
-    pub async fn tenant_has_events(&self, tenant: &str) -> anyhow::Result<bool> {
-        Ok(
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_events WHERE tenant_id = $1)")
-                .bind(tenant)
-                .fetch_one(&self.pool)
-                .await?,
+    /// Those of `tenants` of which no event was ever recorded, in one statement (by the
+    /// `(tenant_id, occurred_at)` index).
+    pub async fn tenants_without_events(
+        &self,
+        tenants: &[&str],
+    ) -> anyhow::Result<std::collections::BTreeSet<String>> {
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT t FROM unnest($1::text[]) t
+             WHERE NOT EXISTS (SELECT 1 FROM audit_events WHERE tenant_id = t)",
         )
+        .bind(tenants)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(found.into_iter().collect())
     }
 }
 
