@@ -41,9 +41,11 @@ impl Store {
     /// each said in a sentence; it is also logged.
     pub async fn migrate(&self) -> anyhow::Result<Vec<String>> {
         let mut conn = self.pool.acquire().await?;
-        // Whatever happens, the session (its advisory lock, its settings) ends with this call.
-        conn.close_on_drop();
         let result = self.migrate_on(&mut conn).await;
+        // Whatever happened, the session ends here, its advisory lock and setting with it; and
+        // awaited, not left to a task on drop: a caller that then blocks its thread (waiting
+        // for a child process that migrates too) would hold the lock until it returns.
+        let _ = conn.close().await;
         match result {
             Err(e) => match connect_error::permission_denied(&e) {
                 Some(denied) => {
@@ -65,11 +67,16 @@ impl Store {
     ) -> Result<Vec<String>, sqlx::migrate::MigrateError> {
         // An index build may take long on a large table: no role's timeout may cut it short.
         conn.execute("SET statement_timeout = 0").await?;
+        let mut said = false;
         while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
             .bind(MIGRATE_LOCK)
             .fetch_one(&mut **conn)
             .await?
         {
+            if !said {
+                tracing::info!("Another process is applying the migrations; waiting for it.");
+                said = true;
+            }
             tokio::time::sleep(LOCK_POLL).await;
         }
         let mended = mend_interrupted_builds(conn).await?;
