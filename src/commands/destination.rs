@@ -151,11 +151,26 @@ async fn cancel(
     match store.cancel_run(&lease, &operator()).await? {
         Some(run) => {
             discard_leftovers(&run).await;
+            let delivered = store.run_objects(run.id).await?;
+            let written = match delivered.as_slice() {
+                [] => format!(
+                    "an object may already have been written at {}",
+                    run.object_key
+                ),
+                objects => format!(
+                    "it had delivered {} object(s), which stay, and whose events the next run exports again: {}",
+                    objects.len(),
+                    objects
+                        .iter()
+                        .map(|o| o.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
             writeln!(
                 out,
-                "{name}: cancelled the pending run {}; an object may already have been written at {}{}; the watermark stays at {}",
+                "{name}: cancelled the pending run {}; {written}{}; the watermark stays at {}",
                 run.id,
-                run.object_key,
                 place(&run),
                 lease.watermark
             )?

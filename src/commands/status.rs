@@ -9,7 +9,7 @@ use super::warnings;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::settings::{Destination, Settings};
-use crate::store::{Database, Horizon, Run, RunKind, Store};
+use crate::store::{Database, Horizon, Run, RunKind, RunObject, Store};
 
 #[derive(Debug, Serialize)]
 pub struct DestinationStatus {
@@ -51,6 +51,8 @@ pub struct RunStatusView {
     pub attempts: i32,
     pub duration_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// The objects it delivered so far, in order (several when max_object_bytes cut it).
+    pub objects: Vec<RunObject>,
 }
 
 #[derive(Debug, Serialize)]
@@ -109,11 +111,12 @@ pub async fn collect(store: &Store, settings: &Settings) -> anyhow::Result<Statu
     let cluster = store.cluster_id().await?;
     // Each destination's reads are independent: hundreds of destinations are read a pool's
     // worth at a time, in the configured order.
-    let destinations: Vec<DestinationStatus> = futures::stream::iter(&settings.destinations)
+    let mut destinations: Vec<DestinationStatus> = futures::stream::iter(&settings.destinations)
         .map(|destination| collect_one(store, destination, cluster.as_deref(), &warnings, now))
         .buffered(store.max_connections() as usize)
         .try_collect()
         .await?;
+    attach_objects(store, &mut destinations).await?;
     Ok(Status {
         destinations,
         horizon: store.horizon().await?,
@@ -168,6 +171,29 @@ async fn collect_one(
     })
 }
 
+/// Every listed run's objects, in one query.
+async fn attach_objects(
+    store: &Store,
+    destinations: &mut [DestinationStatus],
+) -> anyhow::Result<()> {
+    let ids: Vec<uuid::Uuid> = destinations
+        .iter()
+        .flat_map(|d| d.recent_runs.iter().chain(&d.recent_test_and_reexport_runs))
+        .map(|v| v.id)
+        .collect();
+    let mut objects = store.objects_of_runs(&ids).await?;
+    for destination in destinations.iter_mut() {
+        let runs = destination
+            .recent_runs
+            .iter_mut()
+            .chain(&mut destination.recent_test_and_reexport_runs);
+        for view in runs {
+            view.objects = objects.remove(&view.id).unwrap_or_default();
+        }
+    }
+    Ok(())
+}
+
 fn view(run: &Run) -> RunStatusView {
     RunStatusView {
         id: run.id,
@@ -185,5 +211,6 @@ fn view(run: &Run) -> RunStatusView {
             .zip(run.finished_at)
             .map(|(s, f)| (f - s).num_milliseconds()),
         last_error: run.last_error.clone(),
+        objects: Vec::new(),
     }
 }

@@ -1,7 +1,8 @@
 //! Turns events into the bytes of an object: JSON framing, then compression, cut into parts.
 //!
-//! The framing (`Framer`) writes events into batches where they are read; the `ObjectEncoder`
-//! compresses batches, hashes the result and cuts it into parts, on a thread of its own.
+//! The reader writes each event's JSON where it is read; the `ObjectEncoder` frames the events
+//! (a JSON array's separators), compresses them, hashes the result and cuts it into parts, on a
+//! thread of its own.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -9,42 +10,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Compression, Encoding, EventRef, Format};
+use crate::domain::{Compression, Encoding, Format};
 
-/// Frames events for an object's encoding: one a line for ndjson, array elements for json.
-#[derive(Debug)]
-pub struct Framer {
-    encoding: Encoding,
-    events: u64,
-}
-
-impl Framer {
-    pub fn new(encoding: Encoding) -> Self {
-        Self {
-            encoding,
-            events: 0,
-        }
-    }
-
-    /// Appends one event, with its separator, to `out`.
-    pub fn push(&mut self, event: &EventRef<'_>, out: &mut Vec<u8>) {
-        if self.encoding == Encoding::Json {
-            out.extend_from_slice(if self.events == 0 { b"\n" } else { b",\n" });
-        }
-        event.write_json(out);
-        if self.encoding == Encoding::Ndjson {
-            out.push(b'\n');
-        }
-        self.events += 1;
-    }
-
-    /// Events pushed so far.
-    pub fn events(&self) -> u64 {
-        self.events
-    }
-}
-
-/// Writes framed events into compressed parts of at least `part_size` bytes (the last may be
+/// Writes events into compressed parts of at least `part_size` bytes (the last may be
 /// smaller), and keeps the object's length and SHA-256.
 pub struct ObjectEncoder {
     encoding: Encoding,
@@ -115,12 +83,25 @@ impl ObjectEncoder {
         Ok(encoder)
     }
 
-    /// Adds `framed`, `events` events as a [`Framer`] wrote them; returns a part when one is
-    /// full.
-    pub fn write(&mut self, framed: &[u8], events: u64) -> std::io::Result<Option<Bytes>> {
-        self.write_raw(framed)?;
-        self.events += events;
-        Ok(self.take_part(self.part_size))
+    /// Adds one event, as [`crate::domain::EventRef::write_json`] wrote it (with its newline for ndjson): the
+    /// encoder writes a JSON array's separators itself, so an object may start at any event.
+    pub fn write_event(&mut self, event: &[u8]) -> std::io::Result<()> {
+        if self.encoding == Encoding::Json {
+            self.write_raw(if self.events == 0 { b"\n" } else { b",\n" })?;
+        }
+        self.write_raw(event)?;
+        self.events += 1;
+        Ok(())
+    }
+
+    /// A part, once the output holds `part_size` bytes.
+    pub fn take_full_part(&mut self) -> Option<Bytes> {
+        self.take_part(self.part_size)
+    }
+
+    /// Events written so far.
+    pub fn events(&self) -> u64 {
+        self.events
     }
 
     /// Ends the object; returns the last part (possibly empty) and the totals.

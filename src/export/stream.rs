@@ -52,11 +52,19 @@ impl Exporter {
             "the configuration changed while the run was pending: {}",
             changes.join("; ")
         );
+        let delivered: Vec<String> = self
+            .store
+            .run_objects(run.id)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         tracing::warn!(
             run_id = %run.id,
             key = %run.object_key,
             reason = %reason,
-            "Abandoned a pending run: its delivery changed. An object may be at its key, at the old place; the watermark stays and a new run is planned."
+            delivered = %delivered.join(","),
+            "Abandoned a pending run: its delivery changed. The objects it delivered (if any) stay at the old place, and an object may be at the key it was writing; the watermark stays and a new run is planned."
         );
         self.store.abandon_run(lease, run.id, &reason).await?;
         discard_leftovers(run).await;

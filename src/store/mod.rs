@@ -11,6 +11,7 @@ mod leases;
 mod migrate;
 mod overview;
 mod ranges;
+mod run_objects;
 mod runs;
 mod side_runs;
 mod stream;
@@ -33,8 +34,8 @@ pub use leases::{Claim, DestinationState, Lease};
 pub use migrate::migration_count;
 pub use overview::Overview;
 pub use ranges::Range;
+pub use run_objects::RunObject;
 pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
-pub use side_runs::part_key;
 pub use stream::StreamError;
 pub use waiting::Waiting;
 

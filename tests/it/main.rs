@@ -25,6 +25,7 @@ mod reexport;
 mod roles;
 mod schedule;
 mod schema;
+mod split;
 mod sts;
 mod tenants;
 

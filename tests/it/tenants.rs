@@ -52,7 +52,7 @@ async fn a_tenant_window_and_its_waiting_count_read_by_the_tenant_index() {
 
     let mut copy = db
         .store
-        .copy_window(lo, hi, Some("tenant-7"), None)
+        .copy_window(lo, hi, Some("tenant-7"), None, None)
         .await
         .unwrap();
     let plan = copy.plan().await.unwrap();
@@ -60,13 +60,17 @@ async fn a_tenant_window_and_its_waiting_count_read_by_the_tenant_index() {
     drop(copy);
     let mut copy = db
         .store
-        .copy_window(lo, hi, Some("tenant-7"), Some(5))
+        .copy_window(lo, hi, Some("tenant-7"), Some(5), Some((lo, 20_010)))
         .await
         .unwrap();
     let plan = copy.plan().await.unwrap();
     assert!(plan.contains(TENANT_INDEX), "a resumed window too: {plan}");
     drop(copy);
-    let mut copy = db.store.copy_window(lo, hi, None, None).await.unwrap();
+    let mut copy = db
+        .store
+        .copy_window(lo, hi, None, None, None)
+        .await
+        .unwrap();
     let plan = copy.plan().await.unwrap();
     assert!(!plan.contains(TENANT_INDEX), "all events: {plan}");
     drop(copy);
