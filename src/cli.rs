@@ -120,6 +120,30 @@ pub enum Command {
         #[command(subcommand)]
         command: DestinationCommand,
     },
+    /// Delete from the database the events recorded before a cutoff that every destination has
+    /// delivered, and log it.
+    ///
+    /// An event goes only when at least one destination delivered it and every destination
+    /// the database knows (and has not forgotten) whose tenant filter selects it has committed
+    /// it (its transaction id is below that destination's watermark); never while it lies in a
+    /// pending run's window or a running re-export's range. A destination no longer in the
+    /// configuration holds events back until `destination forget`. Deletes in short batches
+    /// while the application keeps writing; logs a run of kind `prune` and appends one
+    /// `system.retention.pruned` event. Prints which destination holds how much back.
+    #[command(group(clap::ArgGroup::new("cutoff").required(true).args(["before", "older_than"])))]
+    Prune {
+        /// Prune events recorded before this time: an RFC 3339 time or a date (midnight UTC),
+        /// not in the future.
+        #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_from_time)]
+        before: Option<chrono::DateTime<chrono::Utc>>,
+        /// Prune events recorded longer ago than this: a number and a unit, d, h, m or s
+        /// (30d, 12h).
+        #[arg(long, value_name = "DURATION", value_parser = crate::domain::parse_older_than)]
+        older_than: Option<chrono::Duration>,
+        /// Print what would be deleted and what holds the rest back; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Append an audit event (for scripts and smoke tests).
     Append(AppendArgs),
     /// Configuration tools.

@@ -77,6 +77,18 @@ async fn dispatch(
                 return Ok(1);
             }
         }
+        Command::Prune {
+            before,
+            older_than,
+            dry_run,
+        } => {
+            let cutoff = match (before, older_than) {
+                (Some(time), _) => commands::Cutoff::Before(time),
+                (None, Some(age)) => commands::Cutoff::OlderThan(age),
+                (None, None) => unreachable!("clap requires --before or --older-than"),
+            };
+            commands::prune(&settings, cutoff, dry_run, &mut out).await?
+        }
         Command::Status { json } => commands::status(&settings, json, &mut out).await?,
         Command::Destination { command } => {
             let action = match command {

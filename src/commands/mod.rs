@@ -3,6 +3,7 @@
 mod append;
 mod destination;
 mod export;
+mod prune;
 mod reexport;
 mod status;
 mod status_text;
@@ -12,8 +13,9 @@ mod warnings;
 use std::io::Write;
 
 pub use append::{AppendArgs, append};
-pub use destination::{DestinationAction, destination};
+pub use destination::{DestinationAction, destination, operator};
 pub use export::{ExportSummary, export};
+pub use prune::{Cutoff, PruneOutcome, config_holds, held_line, prune, prune_store, write_held};
 pub use reexport::{ReexportSummary, check_range, parse_from_time, parse_time, reexport};
 pub use status::status;
 pub use verify::{VerifySummary, verify};

@@ -170,9 +170,58 @@ pub async fn reexport(
                 writeln!(out, "{name}: re-export failed: {error:#}")?;
             }
         }
+        match database
+            .store
+            .pruned_deliveries(name, (from, to), tenant)
+            .await
+        {
+            Ok(pruned) if !pruned.prunes.is_empty() => {
+                write!(out, "{}", pruned_note(name, &pruned))?
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                destination = %name,
+                error = format!("{error:#}"),
+                "Could not tell whether events of the range were pruned."
+            ),
+        }
     }
     database.close().await;
     Ok(summary)
+}
+
+/// Says that events of the range were pruned (so the re-export lacks them) and which of the
+/// destination's scheduled objects carry them.
+fn pruned_note(name: &str, pruned: &crate::store::PrunedDeliveries) -> String {
+    let prunes: Vec<String> = pruned
+        .prunes
+        .iter()
+        .map(|(at, n)| {
+            format!(
+                "{} ({} in all)",
+                at.to_rfc3339(),
+                super::counted(*n, "event")
+            )
+        })
+        .collect();
+    let mut note = format!(
+        "{name}: events of this range were pruned from the database by the prune of {}, so the \
+         re-export does not carry them; ",
+        prunes.join(", ")
+    );
+    if pruned.keys.is_empty() {
+        note.push_str(&format!(
+            "no scheduled object of {name} carries them (other destinations delivered them)\n"
+        ));
+    } else {
+        note.push_str(&format!(
+            "the scheduled runs of {name} that delivered them wrote:\n"
+        ));
+        for key in &pruned.keys {
+            note.push_str(&format!("  {key}\n"));
+        }
+    }
+    note
 }
 
 /// A bar on a terminal; elsewhere a hidden one, and the log says what was written.

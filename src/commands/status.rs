@@ -9,7 +9,7 @@ use super::warnings;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::settings::{Destination, Settings};
-use crate::store::{Database, Horizon, Run, RunKind, RunObject, Store};
+use crate::store::{Database, HeldBack, Horizon, PruneRecord, Run, RunKind, RunObject, Store};
 
 #[derive(Debug, Serialize)]
 pub struct DestinationStatus {
@@ -59,6 +59,19 @@ pub struct RunStatusView {
 pub struct Status {
     pub destinations: Vec<DestinationStatus>,
     pub horizon: Horizon,
+    pub retention: RetentionStatus,
+}
+
+/// Pruning: the daily cutoff, the last prune, and which destination holds how much back.
+#[derive(Debug, Serialize)]
+pub struct RetentionStatus {
+    pub keep_days: Option<u32>,
+    /// `now - keep_days`, or else the last prune's cutoff: what `held_back` is counted against.
+    pub cutoff: Option<DateTime<Utc>>,
+    pub last_prune: Option<PruneRecord>,
+    /// Events recorded before the cutoff that each destination holds back (an event may be
+    /// held by several).
+    pub held_back: Vec<HeldBack>,
 }
 
 const RECENT_RUNS: i64 = 5;
@@ -120,6 +133,37 @@ pub async fn collect(store: &Store, settings: &Settings) -> anyhow::Result<Statu
     Ok(Status {
         destinations,
         horizon: store.horizon().await?,
+        retention: retention(store, settings, now).await?,
+    })
+}
+
+async fn retention(
+    store: &Store,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> anyhow::Result<RetentionStatus> {
+    let keep_days = settings.retention.keep_days;
+    let last_prune = store.recent_prunes(1).await?.into_iter().next();
+    let cutoff = keep_days
+        .map(|days| now - chrono::Duration::days(days.into()))
+        .or(last_prune.as_ref().map(|p| p.cutoff));
+    let held_back = match cutoff {
+        Some(cutoff) => {
+            let holds = super::config_holds(store, &settings.destinations).await?;
+            let configured: Vec<&str> = settings
+                .destinations
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect();
+            store.held_back(cutoff, &configured, &holds).await?
+        }
+        None => Vec::new(),
+    };
+    Ok(RetentionStatus {
+        keep_days,
+        cutoff,
+        last_prune,
+        held_back,
     })
 }
 
@@ -189,6 +233,11 @@ async fn attach_objects(
             .chain(&mut destination.recent_test_and_reexport_runs);
         for view in runs {
             view.objects = objects.remove(&view.id).unwrap_or_default();
+            // A run not committed says what it delivered so far.
+            if view.status != "done" && !view.objects.is_empty() {
+                view.events = Some(view.objects.iter().map(|o| o.events).sum());
+                view.bytes = Some(view.objects.iter().map(|o| o.bytes).sum());
+            }
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use super::counted;
-use super::status::{DestinationStatus, RunStatusView, Status};
+use super::status::{DestinationStatus, RetentionStatus, RunStatusView, Status};
 use crate::store::OpenTransaction;
 
 pub fn write_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
@@ -24,6 +24,42 @@ pub fn write_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
             p.prepared_at.to_rfc3339(),
             p.age_secs
         )?;
+    }
+    write_retention(&status.retention, out)
+}
+
+fn write_retention(r: &RetentionStatus, out: &mut dyn Write) -> std::io::Result<()> {
+    let keep = match r.keep_days {
+        Some(days) => format!("keep_days {days}, pruned daily by `run`"),
+        None => "retention.keep_days unset, `run` never prunes".to_owned(),
+    };
+    let last = match &r.last_prune {
+        Some(p) => format!(
+            "; last prune {} {}, {} recorded before {}{}",
+            p.started_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            p.status,
+            counted(p.events.unwrap_or(0), "event"),
+            p.cutoff.to_rfc3339(),
+            p.last_error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
+        None => "; never pruned".to_owned(),
+    };
+    writeln!(out, "retention: {keep}{last}")?;
+    if let Some(cutoff) = r.cutoff {
+        if r.held_back.is_empty() {
+            writeln!(out, "  held back before {}: nothing", cutoff.to_rfc3339())?;
+        }
+        for h in &r.held_back {
+            writeln!(
+                out,
+                "  held back before {}: {}",
+                cutoff.to_rfc3339(),
+                super::held_line(h)
+            )?;
+        }
     }
     Ok(())
 }

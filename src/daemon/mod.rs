@@ -10,6 +10,7 @@ mod metrics;
 mod outage;
 mod refresh;
 mod reload;
+mod retention;
 mod worker;
 
 use std::path::PathBuf;
@@ -94,6 +95,7 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
         job,
     );
     let reloads = tokio::spawn(reloader.watch(settings.run.reload_check));
+    let pruner = tokio::spawn(retention::watch(worker.clone(), store.clone()));
 
     // Catch up at once on anything that fell due while no exporter ran.
     worker.check();
@@ -101,6 +103,7 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
     tracing::info!("Stopping: no new exports will start.");
     worker.stop();
     reloads.abort();
+    pruner.abort();
     let mut scheduler = scheduler;
     scheduler.shutdown().await?;
 

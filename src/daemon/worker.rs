@@ -32,6 +32,8 @@ pub struct Plan {
     pub backoff: (Duration, Duration),
     /// `database.connect_timeout_secs`: how long naming a database outage's cause may take.
     pub connect_timeout: Duration,
+    /// `retention.keep_days`: prune once a day what is older and delivered everywhere.
+    pub keep_days: Option<u32>,
 }
 
 impl Plan {
@@ -44,6 +46,7 @@ impl Plan {
                 settings.run.failed_export_backoff_max,
             ),
             connect_timeout: settings.database.connect_timeout,
+            keep_days: settings.retention.keep_days,
         })
     }
 }
@@ -176,6 +179,13 @@ impl Worker {
         {
             // The process's outage, shown by /readyz: not this destination's failure.
             tracing::warn!(destination = %name, error = %down, "Export not done; it is tried again at the next check.");
+            return;
+        }
+        if let Err(error) = &outcome
+            && error.is::<crate::export::Stopped>()
+        {
+            // A shutdown, not a failure: the run stays pending for the next process.
+            tracing::info!(destination = %name, "Export stopped by the shutdown; its run stays pending.");
             return;
         }
         self.metrics.record(name, &outcome, started.elapsed(), now);

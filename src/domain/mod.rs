@@ -4,6 +4,7 @@ mod event;
 mod format;
 mod json;
 mod object_key;
+mod retention;
 mod schedule;
 mod start;
 
@@ -12,5 +13,6 @@ pub use format::{Compression, Encoding, Format};
 pub use object_key::{
     KeyLayout, KeyParts, SideFolder, check_key_path, part_key, side_key, with_part,
 };
+pub use retention::{Hold, StreamKnown, hold_of, parse_older_than, prune_due};
 pub use schedule::{Schedule, TimeOfDay};
 pub use start::Start;

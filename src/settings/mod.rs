@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
 
-pub use delivery::delivery_changes;
+pub use delivery::{delivery_changes, same_place};
 pub use destination::{Destination, Target};
 use number::Int;
 pub use overlap::{nested_locations, shared_locations};
@@ -45,7 +45,16 @@ pub struct Settings {
     pub exporter: ExporterSettings,
     pub run: RunSettings,
     pub log: LogSettings,
+    pub retention: RetentionSettings,
     pub destinations: Vec<Destination>,
+}
+
+/// What `run` prunes on its own, once a day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Prune the events recorded more than this many days ago that every destination has
+    /// delivered; `None`: never.
+    pub keep_days: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -307,6 +316,14 @@ impl Settings {
             },
             level: raw.log.level,
         };
+        let retention = RetentionSettings {
+            keep_days: raw
+                .retention
+                .keep_days
+                .as_ref()
+                .map(|days| in_range("retention.keep_days", days, 1, 36_500))
+                .transpose()?,
+        };
         let destinations = raw
             .destinations
             .into_iter()
@@ -317,6 +334,7 @@ impl Settings {
             exporter,
             run,
             log,
+            retention,
             destinations,
         })
     }

@@ -15,6 +15,8 @@ pub(super) struct RawSettings {
     pub exporter: RawExporter,
     pub run: RawRun,
     pub log: RawLog,
+    #[serde(default)]
+    pub retention: RawRetention,
     pub defaults: RawDefaults,
     #[serde(default)]
     pub destinations: BTreeMap<String, RawDestination>,
@@ -54,6 +56,12 @@ pub(super) struct RawRun {
     pub parallel_exports: Int,
     pub failed_export_backoff_secs: Int,
     pub failed_export_backoff_max_secs: Int,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetention {
+    pub keep_days: Option<Int>,
 }
 
 #[derive(Debug, Deserialize)]

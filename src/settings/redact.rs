@@ -109,6 +109,11 @@ pub(super) fn to_toml(settings: &Settings) -> String {
     log.insert("format".into(), format.into());
     log.insert("level".into(), settings.log.level.clone().into());
     root.insert("log".into(), log.into());
+    let mut retention = Table::new();
+    if let Some(days) = settings.retention.keep_days {
+        retention.insert("keep_days".into(), i64::from(days).into());
+    }
+    root.insert("retention".into(), retention.into());
 
     let mut destinations = Table::new();
     for dest in &settings.destinations {

@@ -166,3 +166,33 @@ fn parallel_exports_defaults_to_half_the_pool_and_never_exceeds_it() {
     let msg = load("[run]\nparallel_exports = 51\n", &[]).unwrap_err().0;
     assert!(msg.starts_with("run.parallel_exports: 51 "), "{msg}");
 }
+
+#[test]
+fn retention_keep_days_is_unset_by_default_and_checked_by_name() {
+    assert_eq!(
+        Settings::load_with_env(None, [])
+            .unwrap()
+            .retention
+            .keep_days,
+        None
+    );
+    let days = load("[retention]\nkeep_days = 30\n", &[]).unwrap();
+    assert_eq!(days.retention.keep_days, Some(30));
+    let env = load("", &[("AUDIT_EXPORTER__RETENTION__KEEP_DAYS", "7")]).unwrap();
+    assert_eq!(env.retention.keep_days, Some(7));
+    assert!(
+        days.to_redacted_toml()
+            .contains("[retention]\nkeep_days = 30")
+    );
+    for (toml, said) in [
+        (
+            "[retention]\nkeep_days = 0\n",
+            "retention.keep_days: 0 is out of range; allowed: 1..=36500",
+        ),
+        ("[retention]\nkeep_days = 1.5\n", "retention.keep_days"),
+        ("[retention]\nkeep = 3\n", "keep"),
+    ] {
+        let e = load(toml, &[]).unwrap_err().0;
+        assert!(e.contains(said), "{toml}: {e}");
+    }
+}

@@ -155,7 +155,8 @@ impl Store {
         // the start) stay out: their transaction ids are the old cluster's.
         let sql = format!(
             "UPDATE export_destinations
-             SET watermark = LEAST({}, pg_current_xact_id()), tenant_id = $2, cluster_id = $5,
+             SET watermark = LEAST({start}, pg_current_xact_id()),
+                 stream_lo = LEAST({start}, pg_current_xact_id()), tenant_id = $2, cluster_id = $5,
                  stream_started = true, stream_since = clock_timestamp(), forgotten_at = NULL,
                  id_floor = CASE WHEN NOT $6 THEN id_floor
                                  WHEN $3 = 'beginning' THEN NULL
@@ -163,7 +164,7 @@ impl Store {
                                        WHERE recorded_at < COALESCE($4, clock_timestamp())) END
              WHERE name = $1
              RETURNING watermark::text::bigint, id_floor",
-            start_watermark("$3", "$4")
+            start = start_watermark("$3", "$4")
         );
         let (new_watermark, id_floor): (i64, Option<i64>) =
             sqlx::query_as(sqlx::AssertSqlSafe(sql))

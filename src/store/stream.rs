@@ -128,10 +128,10 @@ impl Store {
         let (kind, time) = start_binds(start);
         let sql = format!(
             "UPDATE export_destinations
-             SET watermark = {}, tenant_id = $2, cluster_id = $5, stream_started = true,
-                 stream_since = clock_timestamp(), forgotten_at = NULL
+             SET watermark = {start}, stream_lo = {start}, tenant_id = $2, cluster_id = $5,
+                 stream_started = true, stream_since = clock_timestamp(), forgotten_at = NULL
              WHERE name = $1 AND NOT stream_started",
-            start_watermark("$3", "$4")
+            start = start_watermark("$3", "$4")
         );
         let done = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(name)
@@ -241,7 +241,7 @@ pub(super) async fn abandon(
 ) -> anyhow::Result<()> {
     let done = sqlx::query(
         "UPDATE export_runs r
-         SET status = 'abandoned', abandoned_reason = $2, finished_at = clock_timestamp()
+         SET status = 'abandoned', abandoned_reason = $2, last_error = $2, finished_at = clock_timestamp()
          WHERE id = $1 AND status = 'pending'
            AND EXISTS (SELECT 1 FROM export_destinations d
                        WHERE d.name = r.destination AND d.fencing_token = $3 AND d.lease_owner = $4)",

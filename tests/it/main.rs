@@ -22,6 +22,8 @@ mod proxy;
 mod readonly;
 mod recovery;
 mod reexport;
+mod retention;
+mod retention_run;
 mod roles;
 mod schedule;
 mod schema;

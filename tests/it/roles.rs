@@ -138,6 +138,7 @@ async fn the_readme_roles_migrate_export_and_only_append() {
         "DELETE FROM audit_events",
         "TRUNCATE audit_events",
         "UPDATE export_destinations SET watermark = '0'",
+        "SELECT * FROM audit_prune_batch(now(), 0, 1000, '[]')",
     ] {
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(&app_url).await.unwrap();
@@ -157,6 +158,23 @@ async fn the_readme_roles_migrate_export_and_only_append() {
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
+    // Pruning is the exporter's one way to delete: what every destination delivered goes.
+    let before: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let output = run(&["prune", "--before", &before.to_rfc3339()], &exporter_env);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("pruned 2 events recorded before"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let left: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_events")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, ["system.retention.pruned"]);
     let output = run(&["status"], &exporter_env);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     // An operator's action is itself recorded in the audit log, by the exporter's role.

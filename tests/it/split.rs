@@ -179,7 +179,9 @@ async fn cancelling_a_run_stopped_between_objects_names_the_objects_it_delivered
     .unwrap();
     let said = String::from_utf8(out).unwrap();
     assert!(
-        said.contains("it had delivered 1 object(s), which stay") && said.contains(&delivered[0]),
+        said.contains("it had delivered 1 object(s), which stay")
+            && said.contains(&delivered[0])
+            && said.contains(&delivered[0].replace("_part0001", "_part0002")),
         "{said}"
     );
     let metadata: serde_json::Value = sqlx::query_scalar(
@@ -189,4 +191,51 @@ async fn cancelling_a_run_stopped_between_objects_names_the_objects_it_delivered
     .await
     .unwrap();
     assert_eq!(metadata["delivered_keys"], serde_json::json!(delivered));
+}
+
+#[tokio::test]
+async fn a_format_change_after_some_objects_finishes_the_run_as_planned_without_duplicates() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = file_destination_env("main", dir.path());
+    env.push(limit_env("main"));
+    let planned = settings(&db, env.clone());
+    append(&db, 6_000, None).await;
+    let dest = destination(&planned, "main");
+    let stopping = StopsAt {
+        inner: sink::connect(dest, &planned.exporter).await.unwrap(),
+        fail_at: "_part0002",
+    };
+    exporter(&db, &planned)
+        .export(dest, &stopping, When::Now)
+        .await
+        .unwrap_err();
+    assert_eq!(files(dir.path()).len(), 1);
+
+    // The operator switches to gzip while the run is pending.
+    env.push((
+        "AUDIT_EXPORTER__DESTINATIONS__MAIN__COMPRESSION".into(),
+        "gzip".into(),
+    ));
+    let changed = settings(&db, env);
+    let report = export_now(&exporter(&db, &changed), &changed, "main").await;
+    assert!(report.resumed, "finished as planned, not abandoned");
+    let objects = files(dir.path());
+    assert!(objects.len() >= 2);
+    assert!(
+        objects.keys().all(|k| k.ends_with(".jsonl")),
+        "{:?}",
+        objects.keys()
+    );
+    assert_exactly_once(&db, "main", None, &objects).await;
+
+    // The next run is gzip.
+    append(&db, 10, None).await;
+    let next = export_now(&exporter(&db, &changed), &changed, "main").await;
+    assert!(
+        next.objects[0].key.ends_with("_part0001.jsonl.gz"),
+        "{}",
+        next.objects[0].key
+    );
+    assert_exactly_once(&db, "main", None, &files(dir.path())).await;
 }

@@ -1,0 +1,263 @@
+//! `prune`: delete from PostgreSQL the events recorded before a cutoff that every destination
+//! has delivered, in short batches, and log it; `--dry-run` counts what would go. `run` calls
+//! [`prune_store`] once a day when `retention.keep_days` is set.
+
+use std::io::Write;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::UsageError;
+use super::destination::operator;
+use crate::domain::{Hold, StreamKnown, hold_of};
+use crate::settings::{Destination, Settings};
+use crate::store::{HeldBack, HoldReason, Operator, PruneBatch, Store};
+
+/// Event ids deleted per transaction: short enough that no lock is held for more than a
+/// moment (see docs/retention.md for the measurement).
+pub const BATCH_IDS: i64 = 5_000;
+
+/// Where the cutoff comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cutoff {
+    /// `--before TIME`.
+    Before(DateTime<Utc>),
+    /// `--older-than DURATION`, or `retention.keep_days`.
+    OlderThan(Duration),
+}
+
+impl Cutoff {
+    /// The time itself, as of `now`; a time after `now` is refused.
+    pub fn at(self, now: DateTime<Utc>) -> Result<DateTime<Utc>, UsageError> {
+        match self {
+            Self::OlderThan(age) => Ok(now - age),
+            Self::Before(t) if t > now => Err(UsageError(format!(
+                "--before {} is in the future; allowed: a time up to now ({})",
+                t.to_rfc3339(),
+                now.to_rfc3339()
+            ))),
+            Self::Before(t) => Ok(t),
+        }
+    }
+}
+
+/// What a prune did (or, dry, would do).
+#[derive(Debug, Clone)]
+pub struct PruneOutcome {
+    pub cutoff: DateTime<Utc>,
+    pub dry_run: bool,
+    pub run_id: Option<uuid::Uuid>,
+    pub total: PruneBatch,
+    /// What the destinations hold back of the events recorded before the cutoff, after it.
+    pub held: Vec<HeldBack>,
+}
+
+pub async fn prune(
+    settings: &Settings,
+    cutoff: Cutoff,
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let database = super::open(settings).await?;
+    let store = database.store.clone();
+    let result = async {
+        let cutoff = cutoff.at(store.now().await?)?;
+        prune_store(&store, &settings.destinations, cutoff, dry_run, &operator()).await
+    }
+    .await
+    .map_err(|e| store.explain(e));
+    database.close().await;
+    write_outcome(&result?, out)?;
+    Ok(())
+}
+
+/// The holds of the configured destinations whose stream the database has not started as
+/// configured (see [`hold_of`]).
+pub async fn config_holds(
+    store: &Store,
+    destinations: &[Destination],
+) -> anyhow::Result<Vec<Hold>> {
+    let states = store.stream_states().await?;
+    Ok(destinations
+        .iter()
+        .filter_map(|d| {
+            let known = states
+                .iter()
+                .find(|s| s.name == d.name && !s.forgotten)
+                .map_or(StreamKnown::NotStarted, |s| s.known.clone());
+            hold_of(&d.name, d.tenant_id.as_deref(), d.start, &known)
+        })
+        .collect())
+}
+
+/// Prunes (or counts, dry) batch by batch over the event ids recorded before `cutoff`, logging
+/// the run unless dry.
+#[tracing::instrument(skip_all, fields(%cutoff, dry_run), err)]
+pub async fn prune_store(
+    store: &Store,
+    destinations: &[Destination],
+    cutoff: DateTime<Utc>,
+    dry_run: bool,
+    by: &Operator,
+) -> anyhow::Result<PruneOutcome> {
+    let holds = config_holds(store, destinations).await?;
+    let run_id = match dry_run {
+        true => None,
+        false => Some(store.start_prune_run(cutoff, by).await?),
+    };
+    let mut total = PruneBatch::default();
+    let configured: Vec<&str> = destinations.iter().map(|d| d.name.as_str()).collect();
+    let held = async {
+        if let Some((first, last)) = store.event_id_bounds().await? {
+            let end = end_of_cutoff(store, cutoff, first, last).await?;
+            // One batch more than the search found: ids and recording times can be out of
+            // order by a moment between concurrent writers.
+            let mut from = first;
+            while from < end.saturating_add(BATCH_IDS).min(last + 1) {
+                let to = from + BATCH_IDS;
+                let batch = store
+                    .prune_batch(cutoff, (from, to), &holds, dry_run)
+                    .await?;
+                total = total.and(batch);
+                if let Some(id) = run_id {
+                    store.renew_prune_run(id).await?;
+                }
+                from = to;
+            }
+        }
+        store.held_back(cutoff, &configured, &holds).await
+    }
+    .await;
+    let held = match (run_id, held) {
+        (Some(id), Ok(held)) => {
+            store
+                .finish_prune_run(id, cutoff, &total, &held, by)
+                .await?;
+            held
+        }
+        (Some(id), Err(e)) => {
+            store.fail_prune_run(id, &total, &format!("{e:#}")).await?;
+            return Err(e.context(format!(
+                "prune stopped after deleting {}",
+                super::counted(total.deleted, "event")
+            )));
+        }
+        (None, held) => held?,
+    };
+    tracing::info!(deleted = total.deleted, dry_run, "Prune finished.");
+    Ok(PruneOutcome {
+        cutoff,
+        dry_run,
+        run_id,
+        total,
+        held,
+    })
+}
+
+/// The first event id recorded at or after `cutoff`, by a binary search over the primary key
+/// (ids are handed out in the order events are recorded), so finding it never scans the table.
+async fn end_of_cutoff(
+    store: &Store,
+    cutoff: DateTime<Utc>,
+    first: i64,
+    last: i64,
+) -> anyhow::Result<i64> {
+    let (mut lo, mut hi) = (first, last + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match store.recorded_at_from(mid).await? {
+            Some(at) if at < cutoff => lo = mid + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
+pub fn write_outcome(outcome: &PruneOutcome, out: &mut dyn Write) -> std::io::Result<()> {
+    let cutoff = outcome.cutoff.to_rfc3339();
+    let events = super::counted(outcome.total.deleted, "event");
+    if outcome.dry_run {
+        writeln!(
+            out,
+            "dry run: would prune {events} recorded before {cutoff}; nothing was deleted"
+        )?;
+    } else {
+        let txids = outcome
+            .total
+            .txids
+            .map(|(lo, hi)| format!(", transaction ids {lo}..={hi}"))
+            .unwrap_or_default();
+        writeln!(out, "pruned {events} recorded before {cutoff}{txids}")?;
+    }
+    write_held(&outcome.held, out)
+}
+
+/// Which destination holds how much back, one line each.
+pub fn write_held(held: &[HeldBack], out: &mut dyn Write) -> std::io::Result<()> {
+    if held.is_empty() {
+        return writeln!(out, "held back: nothing");
+    }
+    writeln!(out, "held back (an event may be held by several):")?;
+    for h in held {
+        writeln!(out, "  {}", held_line(h))?;
+    }
+    Ok(())
+}
+
+pub fn held_line(h: &HeldBack) -> String {
+    let events = super::counted(h.events, "event");
+    let name = &h.destination;
+    match &h.reason {
+        HoldReason::NotExported { watermark } => {
+            format!("{name}: {events} not exported yet (watermark txid {watermark})")
+        }
+        HoldReason::NotConfigured { watermark } => format!(
+            "{name}: {events} (watermark txid {watermark}); not in the configuration: \
+             `audit-exporter destination forget {name}` releases them"
+        ),
+        HoldReason::NotStarted => format!(
+            "{name}: {events}; its stream has not started as configured (it delivers them once it does)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cutoff_is_never_in_the_future() {
+        let now: DateTime<Utc> = "2026-11-29T12:00:00Z".parse().unwrap();
+        assert_eq!(
+            Cutoff::OlderThan(Duration::days(1)).at(now).unwrap(),
+            now - Duration::days(1)
+        );
+        assert_eq!(Cutoff::Before(now).at(now).unwrap(), now);
+        let e = Cutoff::Before(now + Duration::seconds(1))
+            .at(now)
+            .unwrap_err();
+        assert!(
+            e.0.contains("in the future; allowed: a time up to now"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn each_holder_says_why_and_what_releases_it() {
+        let line = |reason| {
+            held_line(&HeldBack {
+                destination: "old".into(),
+                reason,
+                events: 3,
+            })
+        };
+        assert_eq!(
+            line(HoldReason::NotExported { watermark: 7 }),
+            "old: 3 events not exported yet (watermark txid 7)"
+        );
+        assert!(
+            line(HoldReason::NotConfigured { watermark: 7 })
+                .contains("`audit-exporter destination forget old` releases them")
+        );
+        assert!(line(HoldReason::NotStarted).contains("has not started"));
+    }
+}
