@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+import bench_many
+
 COMPRESSIONS = {
     # compression: (the pipeline's compressor, the object's extension)
     "none": ("", ".jsonl"),
@@ -34,7 +36,7 @@ SEED_BATCH = 50_000
 SEED_SQL = r"""
 INSERT INTO audit_events (occurred_at, tenant_id, action, actor, target, metadata)
 SELECT timestamptz '2026-01-01 00:00:00+00' + make_interval(secs => g * 0.137),
-       'tenant-' || lpad((g % 97)::text, 4, '0'),
+       'tenant-' || lpad((g % @TENANTS@)::text, 4, '0'),
        (ARRAY['user.login','user.logout','user.password.changed','project.created','project.deleted',
               'api_key.created','api_key.revoked','member.invited','member.role.changed',
               'billing.plan.changed'])[1 + g % 10],
@@ -100,10 +102,12 @@ def psql(url, sql, *extra):
     ).stdout.strip()
 
 
-def database_for(fixture, exporter, n, fresh):
-    """A database holding exactly n seeded events, made once and reused across runs."""
-    name = f"bench_{n}"
-    seed = hashlib.sha256(SEED_SQL.encode()).hexdigest()[:16]
+def database_for(fixture, exporter, n, fresh, tenants=97):
+    """A database holding exactly n seeded events over `tenants` tenants, made once and reused
+    across runs."""
+    name = f"bench_{n}" if tenants == 97 else f"bench_{n}_t{tenants}"
+    seed_sql = SEED_SQL.replace("@TENANTS@", str(tenants))
+    seed = hashlib.sha256(seed_sql.encode()).hexdigest()[:16]
     url = fixture.database_url.rsplit("/", 1)[0] + "/" + name
     exists = psql(fixture.admin_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
     if exists and fresh:
@@ -122,7 +126,7 @@ def database_for(fixture, exporter, n, fresh):
     run([exporter, "migrate"], env=exporter_env(url, {}), quiet=True)
     started = time.monotonic()
     script = "".join(
-        SEED_SQL.replace("@LO@", str(lo)).replace("@HI@", str(min(lo + SEED_BATCH - 1, n)))
+        seed_sql.replace("@LO@", str(lo)).replace("@HI@", str(min(lo + SEED_BATCH - 1, n)))
         for lo in range(1, n + 1, SEED_BATCH)
     )
     # One transaction a batch, as many writers would commit them.
@@ -346,6 +350,13 @@ def main():
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip the slow re-export that checks the bytes")
     parser.add_argument("--fresh", action="store_true", help="seed the databases again")
+    parser.add_argument(
+        "--many", default="", help="comma-separated T values: T tenant destinations against one "
+        "destination of the same events (e.g. 50,500)"
+    )
+    parser.add_argument("--many-events", type=int, default=1_000_000,
+                        help="events of the many-destinations case")
+    parser.add_argument("--many-compression", default="zstd")
     parser.add_argument("--dir", default="target/bench")
     parser.add_argument(
         "--s3-dir",
@@ -373,6 +384,13 @@ def main():
         for n in sizes:
             results, checks = bench.measure(n)
             table = report(n, args.rounds, results, checks)
+            tables.append(table)
+            print(table + "\n", flush=True)
+        for tenants in [int(t) for t in args.many.split(",") if t]:
+            result = bench_many.measure(bench, args.many_events, tenants, args.many_compression)
+            table = bench_many.report(
+                args.many_events, tenants, args.rounds, args.many_compression, result
+            )
             tables.append(table)
             print(table + "\n", flush=True)
     finally:

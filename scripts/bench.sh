@@ -2,7 +2,8 @@
 # The export benchmark (README "Performance"): audit-exporter against the shell pipeline a user
 # would write, and against the database's own limit, on events seeded with SQL.
 #
-#   scripts/bench.sh [--events 100000,1000000] [--with-10m] [--rounds 3]
+#   scripts/bench.sh [--events 100000,1000000] [--with-10m] [--rounds 3] [--many 50,500]
+#                    [--many-events 1000000] [--many-compression zstd]
 #                    [--compressions none,gzip,zstd] [--no-check] [--fresh] [--debug]
 #
 # It builds the release binary and the benchmark fixture (a PostgreSQL of its own and an

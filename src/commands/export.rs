@@ -43,7 +43,10 @@ pub async fn export(
         .iter()
         .map(|d| export_one(&exporter, settings, d, when));
     let results: Vec<_> = futures::stream::iter(exports)
-        .buffered(super::parallel_exports(&database.store))
+        .buffered(super::parallel_exports(
+            &database.store,
+            settings.run.parallel_exports,
+        ))
         .collect()
         .await;
 

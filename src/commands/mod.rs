@@ -57,12 +57,16 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Database> {
     Ok(database)
 }
 
-/// Destinations exported at once, from the pool that exists (not a reloaded setting): each
-/// export holds one connection while it streams its window and needs at most one more at a
-/// time (its lease's renewal, a step of the run log), so half the pool lets every export have
-/// both and a renewal is never starved by the streams.
-pub fn parallel_exports(store: &Store) -> usize {
-    (store.max_connections() as usize / 2).max(1)
+/// Destinations exported at once: `run.parallel_exports`, within the pool that exists (not a
+/// reloaded setting). Each export holds one connection while it streams its window and needs
+/// at most one more at a time (its lease's renewal, a step of the run log), so at most half the
+/// pool lets every export have both and a renewal is never starved by the streams.
+pub fn parallel_exports(store: &Store, configured: u32) -> usize {
+    let most = (store.max_connections() as usize / 2).max(1);
+    match configured as usize {
+        0 => most,
+        n => n.min(most),
+    }
 }
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C).
@@ -77,8 +81,11 @@ pub async fn shutdown_signal() {
 
 pub async fn migrate(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
     let database = Database::connect(&settings.database).await?;
-    database.store.migrate().await?;
+    let mended = database.store.migrate().await;
     database.close().await;
+    for note in mended? {
+        writeln!(out, "{note}")?;
+    }
     writeln!(out, "migrations applied")?;
     Ok(())
 }

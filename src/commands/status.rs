@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::warnings;
-use crate::settings::Settings;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::settings::{Destination, Settings};
 use crate::store::{Database, HeldBack, Horizon, PruneRecord, Run, RunKind, RunObject, Store};
 
 #[derive(Debug, Serialize)]
@@ -120,51 +122,13 @@ pub async fn collect(store: &Store, settings: &Settings) -> anyhow::Result<Statu
     let mut warnings = warnings::shared_locations(settings);
     warnings.extend(warnings::tenants_without_events(store, settings).await?);
     let cluster = store.cluster_id().await?;
-    let mut destinations = Vec::new();
-    for destination in &settings.destinations {
-        let refused = store
-            .stream_refusal(
-                &destination.name,
-                destination.tenant_id.as_deref(),
-                cluster.as_deref(),
-            )
-            .await?
-            .map(|refusal| refusal.to_string());
-        let state = store.destination_state(&destination.name).await?;
-        let watermark = state.as_ref().map_or(0, |s| s.watermark);
-        let (waiting, oldest) = store
-            .waiting_events(watermark, destination.tenant_id.as_deref())
-            .await?;
-        let name = &destination.name;
-        let scheduled = store
-            .recent_runs(name, &[RunKind::Scheduled], RECENT_RUNS)
-            .await?;
-        let others = store
-            .recent_runs(name, &[RunKind::Test, RunKind::Reexport], RECENT_RUNS)
-            .await?;
-        destinations.push(DestinationStatus {
-            name: destination.name.clone(),
-            url: destination.target.location(),
-            tenant_id: destination.tenant_id.clone(),
-            every_hours: destination.every_hours,
-            registered: state.is_some(),
-            watermark: state.as_ref().map(|s| s.watermark),
-            next_due: state.as_ref().map(|s| {
-                let due = s.schedule.due(now, s.last_slot);
-                due.unwrap_or_else(|| s.schedule.next_due(now))
-            }),
-            last_served: state.as_ref().and_then(|s| s.last_slot),
-            lease_owner: state.as_ref().and_then(|s| s.lease_owner.clone()),
-            lease_expires_at: state.as_ref().and_then(|s| s.lease_expires_at),
-            waiting_events: waiting,
-            oldest_waiting_recorded_at: oldest,
-            oldest_waiting_age_secs: oldest.map(|at| (now - at).num_seconds()),
-            recent_runs: scheduled.iter().map(view).collect(),
-            recent_test_and_reexport_runs: others.iter().map(view).collect(),
-            refused,
-            warnings: warnings::of(&warnings, name),
-        });
-    }
+    // Each destination's reads are independent: hundreds of destinations are read a pool's
+    // worth at a time, in the configured order.
+    let mut destinations: Vec<DestinationStatus> = futures::stream::iter(&settings.destinations)
+        .map(|destination| collect_one(store, destination, cluster.as_deref(), &warnings, now))
+        .buffered(store.max_connections() as usize)
+        .try_collect()
+        .await?;
     attach_objects(store, &mut destinations).await?;
     Ok(Status {
         destinations,
@@ -200,6 +164,54 @@ async fn retention(
         cutoff,
         last_prune,
         held_back,
+    })
+}
+
+/// One destination's status.
+async fn collect_one(
+    store: &Store,
+    destination: &Destination,
+    cluster: Option<&str>,
+    warnings: &[warnings::Warning],
+    now: DateTime<Utc>,
+) -> anyhow::Result<DestinationStatus> {
+    let refused = store
+        .stream_refusal(&destination.name, destination.tenant_id.as_deref(), cluster)
+        .await?
+        .map(|refusal| refusal.to_string());
+    let state = store.destination_state(&destination.name).await?;
+    let watermark = state.as_ref().map_or(0, |s| s.watermark);
+    let (waiting, oldest) = store
+        .waiting_events(watermark, destination.tenant_id.as_deref())
+        .await?;
+    let name = &destination.name;
+    let scheduled = store
+        .recent_runs(name, &[RunKind::Scheduled], RECENT_RUNS)
+        .await?;
+    let others = store
+        .recent_runs(name, &[RunKind::Test, RunKind::Reexport], RECENT_RUNS)
+        .await?;
+    Ok(DestinationStatus {
+        name: destination.name.clone(),
+        url: destination.target.location(),
+        tenant_id: destination.tenant_id.clone(),
+        every_hours: destination.every_hours,
+        registered: state.is_some(),
+        watermark: state.as_ref().map(|s| s.watermark),
+        next_due: state.as_ref().map(|s| {
+            let due = s.schedule.due(now, s.last_slot);
+            due.unwrap_or_else(|| s.schedule.next_due(now))
+        }),
+        last_served: state.as_ref().and_then(|s| s.last_slot),
+        lease_owner: state.as_ref().and_then(|s| s.lease_owner.clone()),
+        lease_expires_at: state.as_ref().and_then(|s| s.lease_expires_at),
+        waiting_events: waiting,
+        oldest_waiting_recorded_at: oldest,
+        oldest_waiting_age_secs: oldest.map(|at| (now - at).num_seconds()),
+        recent_runs: scheduled.iter().map(view).collect(),
+        recent_test_and_reexport_runs: others.iter().map(view).collect(),
+        refused,
+        warnings: warnings::of(warnings, name),
     })
 }
 

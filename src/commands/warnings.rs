@@ -59,22 +59,25 @@ pub async fn tenants_without_events(
     store: &Store,
     settings: &Settings,
 ) -> anyhow::Result<Vec<Warning>> {
-    let mut warnings = Vec::new();
-    for destination in &settings.destinations {
-        let Some(tenant) = &destination.tenant_id else {
-            continue;
-        };
-        if !store.tenant_has_events(tenant).await? {
-            warnings.push(Warning {
-                destination: destination.name.clone(),
-                message: format!(
-                    "no event of tenant_id {tenant:?} has ever been recorded; tenant ids match \
-                     exactly, case included: check the value"
-                ),
-            });
-        }
-    }
-    Ok(warnings)
+    let tenants: Vec<&str> = settings
+        .destinations
+        .iter()
+        .filter_map(|d| d.tenant_id.as_deref())
+        .collect();
+    let without = store.tenants_without_events(&tenants).await?;
+    Ok(settings
+        .destinations
+        .iter()
+        .filter_map(|d| Some((d, d.tenant_id.as_ref()?)))
+        .filter(|(_, tenant)| without.contains(*tenant))
+        .map(|(destination, tenant)| Warning {
+            destination: destination.name.clone(),
+            message: format!(
+                "no event of tenant_id {tenant:?} has ever been recorded; tenant ids match \
+                 exactly, case included: check the value"
+            ),
+        })
+        .collect())
 }
 
 /// The messages of the warnings about `destination`.

@@ -39,7 +39,7 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
             &settings,
         )
         .await?,
-        crate::commands::parallel_exports(&store),
+        crate::commands::parallel_exports(&store, settings.run.parallel_exports),
     ));
     let http = match settings.run.listen {
         Some(address) => Some(

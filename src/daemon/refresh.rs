@@ -47,12 +47,20 @@ pub async fn watch(worker: Arc<Worker>, store: Store, every: Duration) {
 #[tracing::instrument(skip_all, err)]
 async fn read(worker: &Worker, store: &Store) -> anyhow::Result<()> {
     let plan = worker.plan();
-    for target in &plan.targets {
+    let asked: Vec<(&str, Option<&str>)> = plan
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.destination.name.as_str(),
+                t.destination.tenant_id.as_deref(),
+            )
+        })
+        .collect();
+    let overviews = store.overviews(&asked).await?;
+    for (target, overview) in plan.targets.iter().zip(overviews) {
         let destination = &target.destination;
-        let Some(overview) = store
-            .overview(&destination.name, destination.tenant_id.as_deref())
-            .await?
-        else {
+        let Some(overview) = overview else {
             continue;
         };
         let now = Utc::now();

@@ -135,10 +135,11 @@ impl Reloader {
 fn restart_only(settings: &Settings) -> String {
     let database = &settings.database;
     format!(
-        "{:?} {:?} {} {} {:?} {:?} {} {:?} {:?} {:?}",
+        "{:?} {:?} {} {} {} {:?} {:?} {} {:?} {:?} {:?}",
         database.url.as_ref().map(|u| u.expose_secret().to_owned()),
         database.embedded_dir,
         database.max_connections,
+        settings.run.parallel_exports,
         database.migrate_on_start,
         (settings.log.format, &settings.log.level),
         settings.run.listen,

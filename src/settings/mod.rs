@@ -115,6 +115,9 @@ pub struct RunSettings {
     /// row up to the maximum.
     pub failed_export_backoff: std::time::Duration,
     pub failed_export_backoff_max: std::time::Duration,
+    /// Destinations exported at once by `run` and `export`, at most
+    /// `database.max_connections / 2`; 0: that many.
+    pub parallel_exports: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +281,15 @@ impl Settings {
                 "run.failed_export_backoff_max_secs: {backoff_max_secs} is below run.failed_export_backoff_secs ({backoff_secs}); allowed: {backoff_secs}..=86400"
             )));
         }
+        let parallel_exports = in_range("run.parallel_exports", &raw.run.parallel_exports, 0, 50)?;
+        if parallel_exports > database.max_connections / 2 {
+            return Err(SettingsError(format!(
+                "run.parallel_exports: {parallel_exports} exports at once need database.max_connections of at least {} (each export holds up to two connections), not {}; allowed: 0 (max_connections / 2) or 1..={}",
+                parallel_exports * 2,
+                database.max_connections,
+                database.max_connections / 2
+            )));
+        }
         let run = RunSettings {
             check_cron: raw.run.check_cron,
             shutdown_grace_secs: in_range(
@@ -303,6 +315,7 @@ impl Settings {
             )?),
             failed_export_backoff: std::time::Duration::from_secs(backoff_secs),
             failed_export_backoff_max: std::time::Duration::from_secs(backoff_max_secs),
+            parallel_exports,
         };
         let log = LogSettings {
             format: match raw.log.format.as_str() {

@@ -65,14 +65,13 @@ impl Target {
 /// Every pair of destinations of which the first writes strictly inside the second's prefix or
 /// directory: `(inner name, inner location, outer name, outer location)`.
 pub fn nested_locations(destinations: &[Destination]) -> Vec<(String, String, String, String)> {
+    // Each destination's segments once: with hundreds of destinations the pairs are many.
+    let segments: Vec<(String, Vec<String>)> =
+        destinations.iter().map(|d| d.target.segments()).collect();
     let mut found = Vec::new();
-    for inner in destinations {
-        let (store, path) = inner.target.segments();
-        for outer in destinations {
-            let (outer_store, outer_path) = outer.target.segments();
-            if outer_store == store
-                && outer_path.len() < path.len()
-                && path.starts_with(&outer_path)
+    for (inner, (store, path)) in destinations.iter().zip(&segments) {
+        for (outer, (outer_store, outer_path)) in destinations.iter().zip(&segments) {
+            if outer_store == store && outer_path.len() < path.len() && path.starts_with(outer_path)
             {
                 found.push((
                     inner.name.clone(),

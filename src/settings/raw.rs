@@ -55,6 +55,7 @@ pub(super) struct RawRun {
     pub listen: String,
     pub unready_after_failing_secs: Int,
     pub metrics_refresh_secs: Int,
+    pub parallel_exports: Int,
     pub failed_export_backoff_secs: Int,
     pub failed_export_backoff_max_secs: Int,
 }

@@ -95,6 +95,10 @@ pub(super) fn to_toml(settings: &Settings) -> String {
         "failed_export_backoff_max_secs".into(),
         (settings.run.failed_export_backoff_max.as_secs() as i64).into(),
     );
+    run.insert(
+        "parallel_exports".into(),
+        i64::from(settings.run.parallel_exports).into(),
+    );
     root.insert("run".into(), run.into());
 
     if let Some(signing) = &settings.exporter.signing {

@@ -148,6 +148,26 @@ fn number_keys_from_the_environment_take_plain_decimal_text() {
 }
 
 #[test]
+fn parallel_exports_defaults_to_half_the_pool_and_never_exceeds_it() {
+    let settings = load("", &[]).unwrap();
+    assert_eq!(settings.run.parallel_exports, 0);
+    let settings = load(
+        "[database]\nmax_connections = 20\n[run]\nparallel_exports = 10\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(settings.run.parallel_exports, 10);
+    let msg = load("[run]\nparallel_exports = 5\n", &[]).unwrap_err().0;
+    assert_eq!(
+        msg,
+        "run.parallel_exports: 5 exports at once need database.max_connections of at least 10 \
+         (each export holds up to two connections), not 8; allowed: 0 (max_connections / 2) or 1..=4"
+    );
+    let msg = load("[run]\nparallel_exports = 51\n", &[]).unwrap_err().0;
+    assert!(msg.starts_with("run.parallel_exports: 51 "), "{msg}");
+}
+
+#[test]
 fn retention_keep_days_is_unset_by_default_and_checked_by_name() {
     assert_eq!(
         Settings::load_with_env(None, [])

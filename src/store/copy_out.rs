@@ -23,6 +23,8 @@ use super::copy::COLUMNS;
 #[derive(Debug)]
 pub struct CopyOut {
     conn: PoolConnection<Postgres>,
+    /// The query whose rows are copied, and the COPY of them.
+    select: String,
     statement: String,
     /// Set once the stream ended without an error: the connection is ready for a statement.
     complete: bool,
@@ -34,13 +36,12 @@ impl Store {
     /// from integers, times and [`tenant_filter`](super::events::tenant_filter), so no value can
     /// change the statement.
     pub(super) async fn copy_events(&self, filter: String, order: &str) -> anyhow::Result<CopyOut> {
-        let statement = format!(
-            "COPY (SELECT {COLUMNS} FROM audit_events WHERE {filter} ORDER BY {order})
-             TO STDOUT WITH (FORMAT binary)"
-        );
+        let select = format!("SELECT {COLUMNS} FROM audit_events WHERE {filter} ORDER BY {order}");
+        let statement = format!("COPY ({select}) TO STDOUT WITH (FORMAT binary)");
         let conn = self.pool.acquire().await?;
         Ok(CopyOut {
             conn,
+            select,
             statement,
             complete: false,
         })
@@ -56,6 +57,7 @@ impl CopyOut {
             conn,
             statement,
             complete,
+            ..
         } = self;
         let inner = conn.copy_out_raw(statement).await?;
         Ok(Rows {
@@ -63,6 +65,18 @@ impl CopyOut {
             complete,
             failed: false,
         })
+    }
+}
+
+impl CopyOut {
+    /// PostgreSQL's plan for the COPY's query (EXPLAIN's text), to check which index it reads
+    /// by; asked on the COPY's connection, before the COPY starts.
+    pub async fn plan(&mut self) -> anyhow::Result<String> {
+        let explain = format!("EXPLAIN {}", self.select);
+        let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
+            .fetch_all(&mut *self.conn)
+            .await?;
+        Ok(lines.join("\n"))
     }
 }
 

@@ -1,7 +1,6 @@
 //! The audit events: appending one, and streaming a window of them in commit order.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use uuid::Uuid;
 
 use super::Store;
@@ -66,32 +65,20 @@ impl Store {
         .await
     }
 
-    /// Whether any event of `tenant` was ever recorded (by the `(tenant_id, occurred_at)` index).
-    pub async fn tenant_has_events(&self, tenant: &str) -> anyhow::Result<bool> {
-        Ok(
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_events WHERE tenant_id = $1)")
-                .bind(tenant)
-                .fetch_one(&self.pool)
-                .await?,
-        )
-    }
-
-    /// Events committed at or above `watermark` (of `tenant`, when given), and when the oldest
-    /// of them was recorded: what the next export will carry.
-    pub async fn waiting_events(
+    /// Those of `tenants` of which no event was ever recorded, in one statement (by the
+    /// `(tenant_id, occurred_at)` index).
+    pub async fn tenants_without_events(
         &self,
-        watermark: i64,
-        tenant: Option<&str>,
-    ) -> anyhow::Result<(i64, Option<DateTime<Utc>>)> {
-        let row = sqlx::query(
-            "SELECT count(*), min(recorded_at) FROM audit_events
-             WHERE txid >= $1::text::xid8 AND ($2::text IS NULL OR tenant_id = $2)",
+        tenants: &[&str],
+    ) -> anyhow::Result<std::collections::BTreeSet<String>> {
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT t FROM unnest($1::text[]) t
+             WHERE NOT EXISTS (SELECT 1 FROM audit_events WHERE tenant_id = t)",
         )
-        .bind(watermark)
-        .bind(tenant)
-        .fetch_one(&self.pool)
+        .bind(tenants)
+        .fetch_all(&self.pool)
         .await?;
-        Ok((row.try_get(0)?, row.try_get(1)?))
+        Ok(found.into_iter().collect())
     }
 }
 
@@ -104,29 +91,61 @@ pub(super) async fn window_has_events(
     tenant: Option<&str>,
     id_floor: Option<i64>,
 ) -> anyhow::Result<bool> {
-    let found = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM audit_events
-                        WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8
-                          AND ($3::text IS NULL OR tenant_id = $3)
-                          AND ($4::bigint IS NULL OR id > $4))",
-    )
-    .bind(lo)
-    .bind(hi)
-    .bind(tenant)
+    // Two statements, not `($3 IS NULL OR tenant_id = $3)`: a prepared statement's generic
+    // plan could not use the tenant's index for that.
+    let found = match tenant {
+        Some(tenant) => sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM audit_events
+                            WHERE tenant_id = $3 AND txid >= $1::text::xid8 AND txid < $2::text::xid8
+                              AND ($4::bigint IS NULL OR id > $4))",
+        )
+        .bind(lo)
+        .bind(hi)
+        .bind(tenant),
+        None => sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM audit_events
+                            WHERE txid >= $1::text::xid8 AND txid < $2::text::xid8
+                              AND ($3::bigint IS NULL OR id > $3))",
+        )
+        .bind(lo)
+        .bind(hi),
+    }
     .bind(id_floor)
     .fetch_one(conn)
     .await?;
     Ok(found)
 }
 
-/// The tenant condition of a COPY statement: the tenant goes in as hex, so no value can change
-/// the statement.
+/// The tenant condition of a COPY statement (COPY takes no parameters). The tenant goes in as
+/// an escape string literal with `\` and `'` doubled, the only characters special in one, so no
+/// value can change the statement; and a literal, not an expression such as `convert_from(..)`,
+/// which is only stable: the planner proves the `(tenant_id, txid, id)` index's `tenant_id IS
+/// NOT NULL` from a literal alone, and estimates the tenant's rows from its statistics. A NUL,
+/// which would end the statement early, is in no `text` value: such a tenant has no event.
 pub(super) fn tenant_filter(tenant: Option<&str>) -> String {
     match tenant {
+        Some(tenant) if tenant.contains('\0') => "false".to_owned(),
         Some(tenant) => format!(
-            "tenant_id = convert_from(decode('{}', 'hex'), 'UTF8')",
-            hex::encode(tenant)
+            "tenant_id = E'{}'",
+            tenant.replace('\\', "\\\\").replace('\'', "''")
         ),
         None => "true".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tenant_filter;
+
+    #[test]
+    fn a_tenant_is_one_literal_whatever_it_holds() {
+        assert_eq!(tenant_filter(None), "true");
+        assert_eq!(tenant_filter(Some("acme")), "tenant_id = E'acme'");
+        assert_eq!(
+            tenant_filter(Some(r"a'b\'); DROP TABLE x; --")),
+            r"tenant_id = E'a''b\\''); DROP TABLE x; --'"
+        );
+        assert_eq!(tenant_filter(Some("ünï ✓")), "tenant_id = E'ünï ✓'");
+        assert_eq!(tenant_filter(Some("a\0b")), "false");
     }
 }

@@ -176,19 +176,26 @@ async fn read_state<'c>(
     name: &str,
     lock: bool,
 ) -> anyhow::Result<DestinationState> {
-    const SELECT: &str =
-        "SELECT name, watermark::text::bigint, anchor, every_hours, last_slot, lease_owner,
-            lease_expires_at, fencing_token, schedule_at, carried_due, clock_timestamp()
-     FROM export_destinations WHERE name = $1";
+    let select = format!("SELECT {STATE_COLUMNS} FROM export_destinations WHERE name = $1");
     let sql = if lock {
-        format!("{SELECT} FOR UPDATE")
+        format!("{select} FOR UPDATE")
     } else {
-        SELECT.to_owned()
+        select
     };
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(name)
         .fetch_one(executor)
         .await?;
+    state_of(&row)
+}
+
+/// The columns a state is read from, in [`state_of`]'s order.
+pub(super) const STATE_COLUMNS: &str =
+    "name, watermark::text::bigint, anchor, every_hours, last_slot, lease_owner,
+     lease_expires_at, fencing_token, schedule_at, carried_due, clock_timestamp()";
+
+/// A destination's state from a row of [`STATE_COLUMNS`].
+pub(super) fn state_of(row: &sqlx::postgres::PgRow) -> anyhow::Result<DestinationState> {
     let every_hours: i32 = row.try_get(3)?;
     let at: Option<chrono::NaiveTime> = row.try_get(8)?;
     Ok(DestinationState {

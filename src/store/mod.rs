@@ -9,6 +9,7 @@ mod embedded;
 mod events;
 mod horizon;
 mod leases;
+mod migrate;
 mod overview;
 mod prune_log;
 mod ranges;
@@ -17,6 +18,7 @@ mod run_objects;
 mod runs;
 mod side_runs;
 mod stream;
+mod waiting;
 
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ pub use embedded::EmbeddedPostgres;
 pub use events::NewEvent;
 pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};
 pub use leases::{Claim, DestinationState, Lease};
+pub use migrate::migration_count;
 pub use overview::Overview;
 pub use prune_log::{PruneRecord, PrunedDeliveries};
 pub use ranges::Range;
@@ -40,6 +43,7 @@ pub use retention::{HeldBack, HoldReason, PruneBatch, StreamState};
 pub use run_objects::RunObject;
 pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
 pub use stream::StreamError;
+pub use waiting::Waiting;
 
 use crate::settings::{DatabaseSettings, SQLX_URL_PARAMETERS};
 
@@ -49,13 +53,6 @@ use crate::settings::{DatabaseSettings, SQLX_URL_PARAMETERS};
 /// export waits this long inside a transaction (the longest, planning, waits at most the pool's
 /// 30 s acquire timeout for a second connection).
 pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// How many migrations this version embeds.
-pub fn migration_count() -> usize {
-    MIGRATOR.iter().count()
-}
 
 /// The database the embedded server holds the events in.
 pub const EMBEDDED_DATABASE: &str = "audit";
@@ -291,42 +288,6 @@ impl Store {
     /// lacks when a privilege was refused (see [`connect_error::explain`]).
     pub fn explain(&self, error: anyhow::Error) -> anyhow::Error {
         connect_error::explain(error, self.pool.connect_options().get_username())
-    }
-
-    /// Applies the embedded migrations; idempotent, and safe from several processes at once.
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        if let Err(e) = MIGRATOR.run(&self.pool).await {
-            if let Some(denied) = connect_error::permission_denied(&e) {
-                let user: String = sqlx::query_scalar("SELECT current_user::text")
-                    .fetch_one(&self.pool)
-                    .await
-                    .unwrap_or_else(|_| "this role".into());
-                return Err(connect_error::migration_denied(&user, &denied));
-            }
-            return Err(anyhow::Error::new(e).context("Failed to apply the migrations"));
-        }
-        Ok(())
-    }
-
-    /// The embedded migrations this database has not applied (all of them when it was never
-    /// migrated), as "VERSION DESCRIPTION"; reads only.
-    pub async fn unapplied_migrations(&self) -> anyhow::Result<Vec<String>> {
-        let migrated: bool =
-            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-                .fetch_one(&self.pool)
-                .await?;
-        let applied: Vec<i64> = if migrated {
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await?
-        } else {
-            Vec::new()
-        };
-        Ok(MIGRATOR
-            .iter()
-            .filter(|m| !applied.contains(&m.version))
-            .map(|m| format!("{} {}", m.version, m.description))
-            .collect())
     }
 }
 

@@ -30,6 +30,7 @@ mod schedule;
 mod schema;
 mod split;
 mod sts;
+mod tenants;
 
 use audit_exporter::export::{Exporter, Outcome, Report, When};
 use audit_exporter::settings::{Destination, Settings};
