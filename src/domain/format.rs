@@ -1,4 +1,4 @@
-//! How an object is encoded: the JSON framing and the compression.
+//! How an object is encoded: the event's shape, the JSON framing and the compression.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,36 @@ pub enum Compression {
     None,
     Gzip,
     Zstd,
+}
+
+/// The shape of each exported event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schema {
+    /// The event as the database holds it (README, "Output").
+    #[default]
+    Native,
+    /// An OCSF API Activity record (docs/ocsf.md).
+    Ocsf,
+}
+
+impl Schema {
+    pub const ALLOWED: &'static str = "native | ocsf";
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "native" => Some(Self::Native),
+            "ocsf" => Some(Self::Ocsf),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Ocsf => "ocsf",
+        }
+    }
 }
 
 impl Encoding {
@@ -63,11 +93,12 @@ impl Compression {
     }
 }
 
-/// Encoding and compression together: what a reader of the object needs to know.
+/// Shape, encoding and compression together: what a reader of the object needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Format {
     pub encoding: Encoding,
     pub compression: Compression,
+    pub schema: Schema,
 }
 
 impl Format {
@@ -111,6 +142,10 @@ mod tests {
         for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
             assert_eq!(Compression::parse(c.as_str()), Some(c));
         }
+        for s in [Schema::Native, Schema::Ocsf] {
+            assert_eq!(Schema::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Schema::parse("OCSF"), None);
         assert_eq!(Encoding::parse("NDJSON"), None);
         assert_eq!(Compression::parse("brotli"), None);
     }
@@ -120,6 +155,7 @@ mod tests {
         let f = Format {
             encoding: Encoding::Json,
             compression: Compression::Zstd,
+            schema: Schema::Ocsf,
         };
         assert_eq!(f.extension(), ".json.zst");
         assert_eq!(f.content_type(), "application/json");

@@ -4,11 +4,12 @@ mod event;
 mod format;
 mod json;
 mod object_key;
+pub mod ocsf;
 mod schedule;
 mod start;
 
 pub use event::{Event, EventRef, HEARTBEAT_ACTION, TEST_ACTION, Timestamp};
-pub use format::{Compression, Encoding, Format};
+pub use format::{Compression, Encoding, Format, Schema};
 pub use object_key::{KeyLayout, KeyParts, SideFolder, check_key_path, side_key};
 pub use schedule::{Schedule, TimeOfDay};
 pub use start::Start;

@@ -9,19 +9,22 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Compression, Encoding, EventRef, Format};
+use crate::domain::{Compression, Encoding, EventRef, Format, Schema, ocsf};
 
-/// Frames events for an object's encoding: one a line for ndjson, array elements for json.
+/// Frames events for an object's encoding: one a line for ndjson, array elements for json;
+/// each event in the object's schema.
 #[derive(Debug)]
 pub struct Framer {
     encoding: Encoding,
+    schema: Schema,
     events: u64,
 }
 
 impl Framer {
-    pub fn new(encoding: Encoding) -> Self {
+    pub fn new(format: Format) -> Self {
         Self {
-            encoding,
+            encoding: format.encoding,
+            schema: format.schema,
             events: 0,
         }
     }
@@ -31,7 +34,10 @@ impl Framer {
         if self.encoding == Encoding::Json {
             out.extend_from_slice(if self.events == 0 { b"\n" } else { b",\n" });
         }
-        event.write_json(out);
+        match self.schema {
+            Schema::Native => event.write_json(out),
+            Schema::Ocsf => ocsf::write_record(event, out),
+        }
         if self.encoding == Encoding::Ndjson {
             out.push(b'\n');
         }

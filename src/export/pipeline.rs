@@ -76,7 +76,7 @@ pub async fn deliver(
     let read = tokio::spawn(async move {
         let run = &run_owned;
         let mut batches = Batcher {
-            framer: Framer::new(format.encoding),
+            framer: Framer::new(format),
             batch: Batcher::empty(&spare_rx),
             spare: spare_rx,
             queue: batches_tx,

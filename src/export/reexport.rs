@@ -243,7 +243,7 @@ impl Exporter {
         Ok(OpenObject {
             writer: sink.create(&key, format).await?,
             encoder: ObjectEncoder::new(format, self.settings.part_size)?,
-            framer: Framer::new(format.encoding),
+            framer: Framer::new(format),
             framed: Vec::with_capacity(FRAMED_BATCH + (FRAMED_BATCH >> 2)),
             framed_events: 0,
             key,

@@ -3,7 +3,7 @@ use std::io::Write;
 use secrecy::ExposeSecret;
 
 use super::*;
-use crate::domain::{Compression, Encoding, Format};
+use crate::domain::{Compression, Encoding, Format, Schema};
 
 fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
     let mut file = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
@@ -65,7 +65,8 @@ fn a_destination_inherits_defaults_and_overrides_them() {
         acme.format,
         Format {
             encoding: Encoding::Json,
-            compression: Compression::Zstd
+            compression: Compression::Zstd,
+            schema: Schema::Native,
         }
     );
     let Target::S3(s3) = &acme.target else {

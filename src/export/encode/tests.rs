@@ -35,7 +35,7 @@ fn encode_batched(
     per_batch: usize,
 ) -> (Vec<Bytes>, Encoded) {
     let mut encoder = ObjectEncoder::new(format, part_size).unwrap();
-    let mut framer = Framer::new(format.encoding);
+    let mut framer = Framer::new(format);
     let mut parts = Vec::new();
     for chunk in events.chunks(per_batch) {
         let mut batch = Vec::new();
@@ -72,6 +72,7 @@ fn part_size_never_changes_the_bytes() {
             let format = Format {
                 encoding,
                 compression,
+                ..Format::default()
             };
             let (big, big_totals) = encode_batched(format, 64 << 20, &events, 500);
             let (small, small_totals) = encode(format, 1024, &events);
@@ -99,6 +100,7 @@ fn ndjson_is_one_event_a_line_and_json_one_array() {
             Format {
                 encoding: Encoding::Ndjson,
                 compression,
+                ..Format::default()
             },
             1 << 20,
             &events,
@@ -115,6 +117,7 @@ fn ndjson_is_one_event_a_line_and_json_one_array() {
             Format {
                 encoding: Encoding::Json,
                 compression,
+                ..Format::default()
             },
             1 << 20,
             &events,
@@ -132,6 +135,7 @@ fn an_empty_json_object_is_an_empty_array() {
         Format {
             encoding: Encoding::Json,
             compression: Compression::None,
+            ..Format::default()
         },
         1024,
         &[],
@@ -149,11 +153,12 @@ fn the_size_is_known_within_one_event_whatever_the_compression() {
             let format = Format {
                 encoding,
                 compression,
+                ..Format::default()
             };
             // As a re-export cuts objects: write event by event, check the cheap bound,
             // flush when it passes the limit, and close once the flushed size does.
             let mut encoder = ObjectEncoder::new(format, 5 << 20).unwrap();
-            let mut framer = Framer::new(encoding);
+            let mut framer = Framer::new(format);
             let mut largest_event = 0;
             let mut before = 0;
             let mut closed_at = None;
