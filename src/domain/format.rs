@@ -11,6 +11,8 @@ pub enum Encoding {
     Ndjson,
     /// One JSON array of events.
     Json,
+    /// Typed columns in a Parquet file, compressed inside.
+    Parquet,
 }
 
 /// The compression applied to the encoded object.
@@ -54,12 +56,13 @@ impl Schema {
 }
 
 impl Encoding {
-    pub const ALLOWED: &'static str = "ndjson | json";
+    pub const ALLOWED: &'static str = "ndjson | json | parquet";
 
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "ndjson" => Some(Self::Ndjson),
             "json" => Some(Self::Json),
+            "parquet" => Some(Self::Parquet),
             _ => None,
         }
     }
@@ -68,6 +71,7 @@ impl Encoding {
         match self {
             Self::Ndjson => "ndjson",
             Self::Json => "json",
+            Self::Parquet => "parquet",
         }
     }
 }
@@ -102,9 +106,10 @@ pub struct Format {
 }
 
 impl Format {
-    /// The file extension, e.g. `.jsonl.gz`.
+    /// The file extension, e.g. `.jsonl.gz`; `.parquet` whatever the compression inside.
     pub fn extension(self) -> &'static str {
         match (self.encoding, self.compression) {
+            (Encoding::Parquet, _) => ".parquet",
             (Encoding::Ndjson, Compression::None) => ".jsonl",
             (Encoding::Ndjson, Compression::Gzip) => ".jsonl.gz",
             (Encoding::Ndjson, Compression::Zstd) => ".jsonl.zst",
@@ -118,10 +123,16 @@ impl Format {
         match self.encoding {
             Encoding::Ndjson => "application/x-ndjson",
             Encoding::Json => "application/json",
+            Encoding::Parquet => "application/vnd.apache.parquet",
         }
     }
 
+    /// None for Parquet, whose compression is inside the file: the object is stored and
+    /// served as it is.
     pub fn content_encoding(self) -> Option<&'static str> {
+        if self.encoding == Encoding::Parquet {
+            return None;
+        }
         match self.compression {
             Compression::None => None,
             Compression::Gzip => Some("gzip"),
@@ -136,7 +147,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for e in [Encoding::Ndjson, Encoding::Json] {
+        for e in [Encoding::Ndjson, Encoding::Json, Encoding::Parquet] {
             assert_eq!(Encoding::parse(e.as_str()), Some(e));
         }
         for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
@@ -161,6 +172,14 @@ mod tests {
         assert_eq!(f.content_type(), "application/json");
         assert_eq!(f.content_encoding(), Some("zstd"));
         assert_eq!(Format::default().extension(), ".jsonl");
+        let parquet = Format {
+            encoding: Encoding::Parquet,
+            compression: Compression::Zstd,
+            ..f
+        };
+        assert_eq!(parquet.extension(), ".parquet");
+        assert_eq!(parquet.content_type(), "application/vnd.apache.parquet");
+        assert_eq!(parquet.content_encoding(), None);
         assert_eq!(Format::default().content_encoding(), None);
     }
 }

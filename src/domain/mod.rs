@@ -2,7 +2,7 @@
 
 mod event;
 mod format;
-mod json;
+pub(crate) mod json;
 mod object_key;
 pub mod ocsf;
 mod schedule;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use super::parquet::{self, ParquetFile};
 use crate::domain::{Compression, Encoding, EventRef, Format, Schema, ocsf};
 
 /// Frames events for an object's encoding: one a line for ndjson, array elements for json;
@@ -34,9 +35,10 @@ impl Framer {
         if self.encoding == Encoding::Json {
             out.extend_from_slice(if self.events == 0 { b"\n" } else { b",\n" });
         }
-        match self.schema {
-            Schema::Native => event.write_json(out),
-            Schema::Ocsf => ocsf::write_record(event, out),
+        match (self.encoding, self.schema) {
+            (Encoding::Parquet, _) => parquet::frame_row(event, out),
+            (_, Schema::Native) => event.write_json(out),
+            (_, Schema::Ocsf) => ocsf::write_record(event, out),
         }
         if self.encoding == Encoding::Ndjson {
             out.push(b'\n');
@@ -56,6 +58,10 @@ pub struct ObjectEncoder {
     encoding: Encoding,
     part_size: usize,
     out: Compressor,
+    /// For Parquet: the file, whose bytes (compressed inside) go out uncompressed.
+    parquet: Option<Box<ParquetFile>>,
+    /// The bytes of the Parquet row groups just closed.
+    scratch: Vec<u8>,
     pool: PartPool,
     /// Input waiting to make up a whole chunk for the compressor.
     pending: Vec<u8>,
@@ -94,7 +100,14 @@ impl ObjectEncoder {
     pub fn new(format: Format, part_size: usize) -> std::io::Result<Self> {
         let pool = PartPool::default();
         let buffer = pool.take(part_size + (part_size >> 3));
+        let parquet = match format.encoding {
+            Encoding::Parquet => Some(Box::new(
+                ParquetFile::new(format.compression).map_err(std::io::Error::other)?,
+            )),
+            _ => None,
+        };
         let out = match format.compression {
+            _ if parquet.is_some() => Compressor::None(buffer),
             Compression::None => Compressor::None(buffer),
             Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
                 buffer,
@@ -108,6 +121,8 @@ impl ObjectEncoder {
             encoding: format.encoding,
             part_size,
             out,
+            parquet,
+            scratch: Vec::new(),
             pool,
             pending: Vec::new(),
             events: 0,
@@ -124,7 +139,13 @@ impl ObjectEncoder {
     /// Adds `framed`, `events` events as a [`Framer`] wrote them; returns a part when one is
     /// full.
     pub fn write(&mut self, framed: &[u8], events: u64) -> std::io::Result<Option<Bytes>> {
-        self.write_raw(framed)?;
+        match self.parquet.as_mut() {
+            Some(file) => {
+                file.write(framed, &mut self.scratch)?;
+                self.write_scratch()?;
+            }
+            None => self.write_raw(framed)?,
+        }
         self.events += events;
         Ok(self.take_part(self.part_size))
     }
@@ -133,6 +154,10 @@ impl ObjectEncoder {
     pub fn finish(mut self) -> std::io::Result<(Bytes, Encoded)> {
         if self.encoding == Encoding::Json {
             self.write_raw(b"\n]\n")?;
+        }
+        if let Some(file) = self.parquet.take() {
+            file.finish(&mut self.scratch)?;
+            self.write_scratch()?;
         }
         self.flush_pending()?;
         self.refill();
@@ -177,6 +202,15 @@ impl ObjectEncoder {
         Ok(())
     }
 
+    /// Writes out what the Parquet file emitted, keeping the scratch buffer for the next time.
+    fn write_scratch(&mut self) -> std::io::Result<()> {
+        let scratch = std::mem::take(&mut self.scratch);
+        let written = self.write_raw(&scratch);
+        self.scratch = scratch;
+        self.scratch.clear();
+        written
+    }
+
     fn flush_pending(&mut self) -> std::io::Result<()> {
         let pending = std::mem::take(&mut self.pending);
         self.compress(&pending)?;
@@ -208,13 +242,22 @@ impl ObjectEncoder {
         };
         let held = self.pending.len() as u64 + self.unflushed;
         // Stored blocks may grow incompressible input a little; that is in the margin.
-        self.bytes + emitted as u64 + held + held / 64 + FINISH_MARGIN
+        let bound = self.bytes + emitted as u64 + held + held / 64 + FINISH_MARGIN;
+        match &self.parquet {
+            Some(file) => bound + file.size_bound(),
+            None => bound,
+        }
     }
 
     /// The size the object would have if it were finished now, give or take the few bytes
     /// that end it: the compressor is made to emit all it holds (a sync flush, which costs a
     /// few bytes and depends only on the object's bytes, so a retry writes the same bytes).
     pub fn flushed_size(&mut self) -> std::io::Result<u64> {
+        // Parquet: the open row group is closed (at a point the rows alone decide).
+        if let Some(file) = self.parquet.as_mut() {
+            file.close_row_group(&mut self.scratch)?;
+            self.write_scratch()?;
+        }
         if !matches!(self.out, Compressor::None(_)) {
             self.refill();
             self.flush_pending()?;

@@ -5,6 +5,7 @@
 //! left behind is finished by the next attempt with the same window, key and bytes.
 
 mod encode;
+mod parquet;
 mod pipeline;
 mod reexport;
 mod side;

@@ -142,3 +142,152 @@ async fn every_ocsf_record_validates_against_the_ocsf_schema() {
     // 62 events, a heartbeat, a test event and 62 re-exported, in each of two destinations.
     assert_eq!(records.len(), 2 * (62 + 1 + 1 + 62));
 }
+
+/// Reads the Parquet files argv[1:] with DuckDB; prints one JSON line a row: the event id, the
+/// two times in microseconds from the epoch and the types DuckDB gives them, and the rest.
+const READ_PARQUET: &str = r#"
+import duckdb, json, sys
+rows = duckdb.connect().execute(
+    """SELECT event_id, epoch_us(occurred_at), epoch_us(recorded_at), typeof(occurred_at),
+              typeof(recorded_at), tenant_id, action, actor::varchar, target::varchar,
+              metadata::varchar, typeof(actor)
+       FROM read_parquet(?)""",
+    [sys.argv[1:]],
+).fetchall()
+for row in rows:
+    print(json.dumps(row))
+"#;
+
+/// The table's events in export order: id, times in microseconds, tenant, action, actor,
+/// target and metadata (parsed).
+async fn table_rows(db: &TestDb) -> Vec<Value> {
+    let rows: Vec<(
+        String,
+        i64,
+        i64,
+        Option<String>,
+        String,
+        Value,
+        Option<Value>,
+        Value,
+    )> = sqlx::query_as(
+        "SELECT event_id::text, (extract(epoch FROM occurred_at) * 1000000)::bigint,
+                    (extract(epoch FROM recorded_at) * 1000000)::bigint, tenant_id, action,
+                    actor::json, target::json, metadata::json
+             FROM audit_events ORDER BY txid, id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|r| serde_json::json!([r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7]))
+        .collect()
+}
+
+/// DuckDB's rows, in the same shape as `table_rows`, with the JSON columns parsed.
+fn duckdb_rows(paths: &[String]) -> Vec<Value> {
+    let args: Vec<&str> = paths.iter().map(String::as_str).collect();
+    run_python(READ_PARQUET, &args)
+        .lines()
+        .map(|line| {
+            let row: Vec<Value> = serde_json::from_str(line).unwrap();
+            assert_eq!(row[3], "TIMESTAMP WITH TIME ZONE", "{line}");
+            assert_eq!(row[4], "TIMESTAMP WITH TIME ZONE", "{line}");
+            assert_eq!(row[10], "JSON", "{line}");
+            let parse = |v: &Value| match v.as_str() {
+                Some(text) => serde_json::from_str::<Value>(text).unwrap(),
+                None => Value::Null,
+            };
+            serde_json::json!([
+                row[0],
+                row[1],
+                row[2],
+                row[5],
+                row[6],
+                parse(&row[7]),
+                parse(&row[8]),
+                parse(&row[9])
+            ])
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn duckdb_reads_parquet_objects_as_the_table_holds_them() {
+    let db = TestDb::new().await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut env = Vec::new();
+    for (dir, compression) in dirs.iter().zip(["none", "gzip", "zstd"]) {
+        let name = format!("p_{compression}");
+        env.extend(file_destination_env(&name, dir.path()));
+        let upper = name.to_uppercase();
+        env.push((
+            format!("AUDIT_EXPORTER__DESTINATIONS__{upper}__ENCODING"),
+            "parquet".into(),
+        ));
+        env.push((
+            format!("AUDIT_EXPORTER__DESTINATIONS__{upper}__COMPRESSION"),
+            compression.into(),
+        ));
+    }
+    // A re-export is cut into objects of about 1 MiB.
+    env.push((
+        "AUDIT_EXPORTER__DESTINATIONS__P_NONE__MAX_OBJECT_BYTES".into(),
+        "1048576".into(),
+    ));
+    let settings = settings(&db, env);
+    let exporter = exporter(&db, &settings);
+    append(&db, 3000, Some("acme")).await;
+    append(&db, 500, None).await;
+    let expected = table_rows(&db).await;
+
+    for (dir, compression) in dirs.iter().zip(["none", "gzip", "zstd"]) {
+        let name = format!("p_{compression}");
+        let report = export_now(&exporter, &settings, &name).await;
+        // Nothing new: a heartbeat.
+        export_now(&exporter, &settings, &name).await;
+        let objects = files(dir.path());
+        assert_eq!(objects.len(), 2, "{:?}", objects.keys());
+        assert!(objects.keys().all(|k| k.ends_with(".parquet")));
+        assert!(
+            objects
+                .values()
+                .all(|b| b.starts_with(b"PAR1") && b.ends_with(b"PAR1"))
+        );
+        let paths: Vec<String> = objects
+            .keys()
+            .map(|k| dir.path().join(k).display().to_string())
+            .collect();
+        // Keys sort by time: the events' object, then the heartbeat's.
+        let mut read = duckdb_rows(&paths);
+        let heartbeat = read.pop().unwrap();
+        assert_eq!(heartbeat[4], "system.export.heartbeat");
+        assert_eq!(read, expected, "{compression}");
+        assert_eq!(report.events, 3500, "{report:?}");
+    }
+
+    let dest = destination(&settings, "p_none");
+    let sink = sink::connect(dest, &settings.exporter).await.unwrap();
+    let range = (Utc::now() - chrono::Duration::days(1), Utc::now());
+    let report = exporter
+        .reexport(dest, sink.as_ref(), range, None, &ProgressBar::hidden())
+        .await
+        .unwrap();
+    assert!(report.locations.len() >= 2, "{report:?}");
+    let parts: Vec<String> = files(dirs[0].path())
+        .keys()
+        .filter(|k| k.starts_with("reexport/"))
+        .map(|k| dirs[0].path().join(k).display().to_string())
+        .collect();
+    assert_eq!(parts.len(), report.locations.len());
+    for part in &parts {
+        let size = std::fs::metadata(part).unwrap().len();
+        assert!(size < (1 << 20) + (64 << 10), "{part}: {size}");
+    }
+    // The re-export holds the events of the range, each once, in occurred_at order.
+    let mut read = duckdb_rows(&parts);
+    let mut want = expected.clone();
+    read.sort_by_key(|r| r[0].as_str().unwrap().to_owned());
+    want.sort_by_key(|r| r[0].as_str().unwrap().to_owned());
+    assert_eq!(read, want);
+}

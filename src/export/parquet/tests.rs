@@ -1,0 +1,152 @@
+use bytes::Bytes;
+use chrono::{TimeZone, Utc};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::Field;
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::Event;
+
+fn events(n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| Event {
+            event_id: Uuid::from_u128(i as u128 + 1),
+            occurred_at: Utc.with_ymd_and_hms(2026, 11, 21, 9, 5, 1).unwrap()
+                + chrono::Duration::microseconds(i as i64 * 1_000_003),
+            recorded_at: Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap(),
+            tenant_id: (i % 3 != 0).then(|| format!("tenant-{}", i % 7)),
+            action: ["user.login", "project.deleted"][i % 2].into(),
+            actor: format!(r#"{{"id": "u-{i}", "type": "user"}}"#),
+            target: (i % 2 == 0).then(|| format!(r#"{{"id": "p-{i}", "note": "a \"q\" \\ b"}}"#)),
+            metadata: format!(r#"{{"n": {i}, "pad": "{}"}}"#, "x".repeat(i % 300)),
+        })
+        .collect()
+}
+
+/// The file of `events`, framed in batches of `per_batch` rows.
+fn file(compression: Compression, events: &[Event], per_batch: usize) -> Vec<u8> {
+    let mut file = ParquetFile::new(compression).unwrap();
+    let mut out = Vec::new();
+    for chunk in events.chunks(per_batch) {
+        let mut framed = Vec::new();
+        for e in chunk {
+            frame_row(&e.as_ref(), &mut framed);
+        }
+        file.write(&framed, &mut out).unwrap();
+    }
+    file.finish(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn rows_read_back_with_their_types() {
+    let events = events(50);
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let bytes = file(compression, &events, 7);
+        let reader = SerializedFileReader::new(Bytes::from(bytes)).unwrap();
+        let rows: Vec<_> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows.len(), 50);
+        for (row, e) in rows.iter().zip(&events) {
+            let fields: Vec<(&String, &Field)> = row.get_column_iter().collect();
+            let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "event_id",
+                    "occurred_at",
+                    "recorded_at",
+                    "tenant_id",
+                    "action",
+                    "actor",
+                    "target",
+                    "metadata"
+                ]
+            );
+            assert_eq!(fields[0].1, &Field::Str(e.event_id.to_string()));
+            assert_eq!(
+                fields[1].1,
+                &Field::TimestampMicros(e.occurred_at.timestamp_micros())
+            );
+            assert_eq!(
+                fields[2].1,
+                &Field::TimestampMicros(e.recorded_at.timestamp_micros())
+            );
+            match &e.tenant_id {
+                Some(t) => assert_eq!(fields[3].1, &Field::Str(t.clone())),
+                None => assert_eq!(fields[3].1, &Field::Null),
+            }
+            assert_eq!(fields[4].1, &Field::Str(e.action.clone()));
+            let json = |text: &str| {
+                let mut out = Vec::new();
+                json::write_compact(text, &mut out);
+                Field::Str(String::from_utf8(out).unwrap())
+            };
+            assert_eq!(fields[5].1, &json(&e.actor));
+            match &e.target {
+                Some(t) => assert_eq!(fields[6].1, &json(t)),
+                None => assert_eq!(fields[6].1, &Field::Null),
+            }
+            assert_eq!(fields[7].1, &json(&e.metadata));
+        }
+        let created_by = reader.metadata().file_metadata().created_by();
+        assert_eq!(created_by, Some("audit-exporter"));
+    }
+}
+
+#[test]
+fn the_bytes_depend_on_the_rows_alone() {
+    let events = events(3000);
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let one = file(compression, &events, 1);
+        assert_eq!(one, file(compression, &events, 1000), "{compression:?}");
+        assert_eq!(one, file(compression, &events, 3000), "{compression:?}");
+    }
+}
+
+#[test]
+fn row_groups_are_bounded_and_their_bytes_leave_as_they_close() {
+    // About 40 MB of rows: ten row groups or so.
+    let many: Vec<Event> = events(300)
+        .into_iter()
+        .cycle()
+        .take(60_000)
+        .enumerate()
+        .map(|(i, mut e)| {
+            e.event_id = Uuid::from_u128(i as u128);
+            e.metadata = format!(r#"{{"pad": "{}"}}"#, "y".repeat(600));
+            e
+        })
+        .collect();
+    let mut file = ParquetFile::new(Compression::None).unwrap();
+    let mut out = Vec::new();
+    let mut framed = Vec::new();
+    let mut largest_held = 0;
+    for e in &many {
+        framed.clear();
+        frame_row(&e.as_ref(), &mut framed);
+        file.write(&framed, &mut out).unwrap();
+        largest_held = largest_held.max(file.group.bytes);
+    }
+    assert!(largest_held < ROW_GROUP_BYTES, "{largest_held}");
+    // The finished file never outgrows the bound.
+    let bound = out.len() as u64 + file.size_bound();
+    file.finish(&mut out).unwrap();
+    assert!(out.len() as u64 <= bound, "{} > {bound}", out.len());
+    let reader = SerializedFileReader::new(Bytes::from(out)).unwrap();
+    let groups = reader.metadata().row_groups();
+    assert!(groups.len() >= 8, "{}", groups.len());
+    let rows: i64 = groups.iter().map(|g| g.num_rows()).sum();
+    assert_eq!(rows, 60_000);
+}
+
+#[test]
+fn infinities_and_far_times_are_held_at_the_ends() {
+    assert_eq!(unix_micros(Timestamp::Infinity), i64::MAX);
+    assert_eq!(unix_micros(Timestamp::MinusInfinity), i64::MIN);
+    assert_eq!(unix_micros(Timestamp::Micros(i64::MAX)), i64::MAX);
+    assert_eq!(unix_micros(Timestamp::Micros(0)), 946_684_800_000_000);
+}
