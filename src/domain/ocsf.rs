@@ -11,8 +11,8 @@ use super::{EventRef, Timestamp, json};
 
 /// The OCSF version the records follow.
 pub const VERSION: &str = "1.1.0";
-const CLASS_UID: u32 = 6003;
-const CATEGORY_UID: u32 = 6;
+pub const CLASS_UID: u32 = 6003;
+pub const CATEGORY_UID: u32 = 6;
 
 /// What an action does, from its verb: OCSF API Activity's `activity_id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ impl Activity {
 
 /// OCSF's user type of the actor's `type`: `user`, `admin`, `system`, any other value `Other`
 /// (its text kept in `type`).
-fn user_type_id(kind: &str) -> u32 {
+pub fn user_type_id(kind: &str) -> u32 {
     match kind.to_ascii_lowercase().as_str() {
         "user" => 1,
         "admin" => 2,
@@ -90,18 +90,18 @@ pub fn epoch_millis(at: Timestamp) -> i64 {
 }
 
 /// The actor's fields that have a place in the record; the others keep the actor in `unmapped`.
-struct Actor {
-    uid: Option<String>,
-    name: Option<String>,
-    kind: Option<String>,
-    ip: Option<String>,
-    user_agent: Option<String>,
+pub struct Actor {
+    pub uid: Option<String>,
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
     /// Something in it has no place of its own (another field, a value that is no IP address).
-    rest: bool,
+    pub rest: bool,
 }
 
 impl Actor {
-    fn parse(text: &str) -> Self {
+    pub fn parse(text: &str) -> Self {
         let mut actor = Self {
             uid: None,
             name: None,
@@ -239,27 +239,50 @@ pub fn write_record(event: &EventRef<'_>, out: &mut Vec<u8>) {
 
 /// The target as the one resource of the record: its `id`, `name` and `type`, and the whole
 /// target, verbatim, as the resource's `data` (under `value` when it is not an object).
-fn write_resource(target: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(br#","resources":[{"#);
-    let parsed = serde_json::from_str::<Map<String, Value>>(target).ok();
-    let mut fields = Fields::new(out);
-    if let Some(object) = &parsed {
-        for (key, name) in [("id", "uid"), ("name", "name"), ("type", "type")] {
-            match object.get(key) {
-                Some(Value::String(s)) => fields.string(name, s),
-                Some(Value::Number(n)) => fields.string(name, &n.to_string()),
-                _ => {}
+pub struct Resource {
+    /// `uid`, `name` and `type`, when the target has them as text or numbers.
+    pub fields: [Option<String>; 3],
+    /// Compact JSON.
+    pub data: Vec<u8>,
+}
+
+impl Resource {
+    pub const NAMES: [&str; 3] = ["uid", "name", "type"];
+
+    pub fn parse(target: &str) -> Self {
+        let parsed = serde_json::from_str::<Map<String, Value>>(target).ok();
+        let mut fields = [None, None, None];
+        if let Some(object) = &parsed {
+            for (slot, key) in fields.iter_mut().zip(["id", "name", "type"]) {
+                *slot = match object.get(key) {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
             }
         }
+        let mut data = Vec::new();
+        if parsed.is_some() {
+            json::write_compact(target, &mut data);
+        } else {
+            data.extend_from_slice(br#"{"value":"#);
+            json::write_compact(target, &mut data);
+            data.push(b'}');
+        }
+        Self { fields, data }
     }
-    fields.key("data");
-    if parsed.is_some() {
-        json::write_compact(target, out);
-    } else {
-        out.extend_from_slice(br#"{"value":"#);
-        json::write_compact(target, out);
-        out.push(b'}');
+}
+
+fn write_resource(target: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(br#","resources":[{"#);
+    let resource = Resource::parse(target);
+    let mut fields = Fields::new(out);
+    for (name, value) in Resource::NAMES.iter().zip(&resource.fields) {
+        if let Some(value) = value {
+            fields.string(name, value);
+        }
     }
+    fields.raw("data", &resource.data);
     out.extend_from_slice(b"}]");
 }
 

@@ -36,7 +36,8 @@ impl Framer {
             out.extend_from_slice(if self.events == 0 { b"\n" } else { b",\n" });
         }
         match (self.encoding, self.schema) {
-            (Encoding::Parquet, _) => parquet::frame_row(event, out),
+            (Encoding::Parquet, Schema::Native) => parquet::frame_native(event, out),
+            (Encoding::Parquet, Schema::Ocsf) => parquet::frame_ocsf(event, out),
             (_, Schema::Native) => event.write_json(out),
             (_, Schema::Ocsf) => ocsf::write_record(event, out),
         }
@@ -101,9 +102,14 @@ impl ObjectEncoder {
         let pool = PartPool::default();
         let buffer = pool.take(part_size + (part_size >> 3));
         let parquet = match format.encoding {
-            Encoding::Parquet => Some(Box::new(
-                ParquetFile::new(format.compression).map_err(std::io::Error::other)?,
-            )),
+            Encoding::Parquet => {
+                let layout = match format.schema {
+                    Schema::Native => &parquet::NATIVE,
+                    Schema::Ocsf => &parquet::OCSF,
+                };
+                let file = ParquetFile::new(layout, format.compression);
+                Some(Box::new(file.map_err(std::io::Error::other)?))
+            }
             _ => None,
         };
         let out = match format.compression {

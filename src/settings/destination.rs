@@ -187,11 +187,6 @@ impl Destination {
                 Schema::ALLOWED
             ))
         })?;
-        if encoding == Encoding::Parquet && schema == Schema::Ocsf {
-            return Err(SettingsError(format!(
-                "{schema_key}: \"ocsf\" is not available with {encoding_key} = \"parquet\" yet; allowed with parquet: native"
-            )));
-        }
         let (layout_key, layout) = pick(
             &raw.key_layout,
             &defaults.key_layout,

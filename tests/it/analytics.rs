@@ -291,3 +291,86 @@ async fn duckdb_reads_parquet_objects_as_the_table_holds_them() {
     want.sort_by_key(|r| r[0].as_str().unwrap().to_owned());
     assert_eq!(read, want);
 }
+
+/// Reads the OCSF Parquet files argv[1:] with DuckDB, validates every row as an OCSF 1.1.0 API
+/// Activity (times back to epoch milliseconds, JSON columns parsed, absent fields dropped), and
+/// prints one JSON line a row: its `metadata.uid`, `time` and DuckDB's type of `time`.
+const VALIDATE_OCSF_PARQUET: &str = r#"
+import datetime, duckdb, json, sys
+from ocsf.v1_1_0.events import api_activity
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+def clean(v):
+    if isinstance(v, dict):
+        return {k: clean(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [clean(x) for x in v]
+    if isinstance(v, datetime.datetime):
+        return (v - EPOCH) // datetime.timedelta(milliseconds=1)
+    return v
+cursor = duckdb.connect().execute(
+    "SELECT *, typeof(time) AS time_type FROM read_parquet(?)", [sys.argv[1:]])
+names = [d[0] for d in cursor.description]
+for values in cursor.fetchall():
+    row = dict(zip(names, values))
+    time_type = row.pop("time_type")
+    record = clean(row)
+    for resource in record.get("resources", []):
+        resource["data"] = json.loads(resource["data"])
+    record["unmapped"] = {k: json.loads(v) for k, v in record["unmapped"].items()}
+    api_activity.model_validate(record)
+    print(json.dumps([record["metadata"]["uid"], record["time"], time_type, record["activity_id"]]))
+"#;
+
+#[tokio::test]
+async fn ocsf_parquet_rows_are_typed_and_validate_against_the_ocsf_schema() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = ocsf_env("lake", dir.path(), "parquet");
+    env.push((
+        "AUDIT_EXPORTER__DESTINATIONS__LAKE__COMPRESSION".into(),
+        "zstd".into(),
+    ));
+    let settings = settings(&db, env);
+    let exporter = exporter(&db, &settings);
+    append(&db, 300, Some("acme")).await;
+    export_now(&exporter, &settings, "lake").await;
+    export_now(&exporter, &settings, "lake").await;
+    let dest = destination(&settings, "lake");
+    let sink = sink::connect(dest, &settings.exporter).await.unwrap();
+    exporter.test_delivery(dest, sink.as_ref()).await.unwrap();
+
+    let objects = files(dir.path());
+    assert_eq!(objects.len(), 3, "{:?}", objects.keys());
+    let scheduled: Vec<String> = objects
+        .keys()
+        .filter(|k| !k.starts_with("test/"))
+        .map(|k| dir.path().join(k).display().to_string())
+        .collect();
+    let args: Vec<&str> = scheduled.iter().map(String::as_str).collect();
+    let rows: Vec<Value> = run_python(VALIDATE_OCSF_PARQUET, &args)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let expected: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_id::text, floor(extract(epoch FROM occurred_at) * 1000)::bigint
+         FROM audit_events ORDER BY txid, id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), expected.len() + 1);
+    for (row, (id, millis)) in rows.iter().zip(&expected) {
+        assert_eq!(row[0], id.as_str());
+        assert_eq!(row[1], *millis);
+        assert_eq!(row[2], "TIMESTAMP WITH TIME ZONE");
+    }
+    // The heartbeat, an Other activity.
+    assert_eq!(rows.last().unwrap()[3], 99);
+    let test_object: Vec<String> = objects
+        .keys()
+        .filter(|k| k.starts_with("test/"))
+        .map(|k| dir.path().join(k).display().to_string())
+        .collect();
+    let test_rows = run_python(VALIDATE_OCSF_PARQUET, &[test_object[0].as_str()]);
+    assert_eq!(test_rows.lines().count(), 1);
+}

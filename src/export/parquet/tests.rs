@@ -25,12 +25,12 @@ fn events(n: usize) -> Vec<Event> {
 
 /// The file of `events`, framed in batches of `per_batch` rows.
 fn file(compression: Compression, events: &[Event], per_batch: usize) -> Vec<u8> {
-    let mut file = ParquetFile::new(compression).unwrap();
+    let mut file = ParquetFile::new(&NATIVE, compression).unwrap();
     let mut out = Vec::new();
     for chunk in events.chunks(per_batch) {
         let mut framed = Vec::new();
         for e in chunk {
-            frame_row(&e.as_ref(), &mut framed);
+            frame_native(&e.as_ref(), &mut framed);
         }
         file.write(&framed, &mut out).unwrap();
     }
@@ -82,7 +82,7 @@ fn rows_read_back_with_their_types() {
             assert_eq!(fields[4].1, &Field::Str(e.action.clone()));
             let json = |text: &str| {
                 let mut out = Vec::new();
-                json::write_compact(text, &mut out);
+                crate::domain::json::write_compact(text, &mut out);
                 Field::Str(String::from_utf8(out).unwrap())
             };
             assert_eq!(fields[5].1, &json(&e.actor));
@@ -121,13 +121,13 @@ fn row_groups_are_bounded_and_their_bytes_leave_as_they_close() {
             e
         })
         .collect();
-    let mut file = ParquetFile::new(Compression::None).unwrap();
+    let mut file = ParquetFile::new(&NATIVE, Compression::None).unwrap();
     let mut out = Vec::new();
     let mut framed = Vec::new();
     let mut largest_held = 0;
     for e in &many {
         framed.clear();
-        frame_row(&e.as_ref(), &mut framed);
+        frame_native(&e.as_ref(), &mut framed);
         file.write(&framed, &mut out).unwrap();
         largest_held = largest_held.max(file.group.bytes);
     }
@@ -149,4 +149,78 @@ fn infinities_and_far_times_are_held_at_the_ends() {
     assert_eq!(unix_micros(Timestamp::MinusInfinity), i64::MIN);
     assert_eq!(unix_micros(Timestamp::Micros(i64::MAX)), i64::MAX);
     assert_eq!(unix_micros(Timestamp::Micros(0)), 946_684_800_000_000);
+}
+
+#[test]
+fn ocsf_rows_hold_the_values_of_the_json_records() {
+    let mut events = events(40);
+    events[3].actor = r#"{"id": 7, "ip": "nope", "email": "a@b"}"#.into();
+    events[4].actor = r#"{"ip": "2001:db8::1", "user_agent": "curl"}"#.into();
+    events[5].target = Some(r#"{"name": "only a name"}"#.into());
+    let mut file = ParquetFile::new(&OCSF, Compression::Zstd).unwrap();
+    let mut out = Vec::new();
+    let mut framed = Vec::new();
+    for e in &events {
+        frame_ocsf(&e.as_ref(), &mut framed);
+    }
+    file.write(&framed, &mut out).unwrap();
+    file.finish(&mut out).unwrap();
+    let reader = SerializedFileReader::new(Bytes::from(out)).unwrap();
+    let rows: Vec<_> = reader
+        .get_row_iter(None)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), events.len());
+    for (row, e) in rows.iter().zip(&events) {
+        let mut json = Vec::new();
+        crate::domain::ocsf::write_record(&e.as_ref(), &mut json);
+        let mut want: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let mut got = row_json(row);
+        for path in ["/resources/0/data", "/unmapped/actor", "/unmapped/metadata"] {
+            if let Some(v) = got.pointer_mut(path)
+                && let Some(text) = v.as_str()
+            {
+                *v = serde_json::from_str(text).unwrap();
+            }
+        }
+        strip_nulls(&mut got);
+        // The list is read back as a list of elements.
+        if let Some(list) = got.get("resources") {
+            assert_eq!(list.as_array().unwrap().len(), 1, "{got}");
+        }
+        strip_nulls(&mut want);
+        assert_eq!(got, want);
+    }
+}
+
+/// The row as JSON: timestamps as their milliseconds, JSON columns as their text.
+fn row_json(row: &parquet::record::Row) -> serde_json::Value {
+    fn field(f: &Field) -> serde_json::Value {
+        match f {
+            Field::Null => serde_json::Value::Null,
+            Field::Int(v) => (*v).into(),
+            Field::Long(v) | Field::TimestampMillis(v) => (*v).into(),
+            Field::Str(s) => s.clone().into(),
+            Field::Group(row) => row_json(row),
+            Field::ListInternal(list) => list.elements().iter().map(field).collect(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    row.get_column_iter()
+        .map(|(name, f)| (name.clone(), field(f)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Drops null members (a reader shows an absent optional field as null).
+fn strip_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
 }
