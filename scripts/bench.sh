@@ -3,7 +3,8 @@
 # would write, and against the database's own limit, on events seeded with SQL.
 #
 #   scripts/bench.sh [--events 100000,1000000] [--with-10m] [--rounds 3]
-#                    [--compressions none,gzip,zstd] [--no-check] [--fresh] [--debug]
+#                    [--compressions none,gzip,zstd] [--formats parquet,ocsf,ocsf-parquet]
+#                    [--no-check] [--fresh] [--debug]
 #
 # It builds the release binary and the benchmark fixture (a PostgreSQL of its own and an
 # S3-protocol server), installs the AWS CLI from PyPI into target/bench/venv, and prints one

@@ -156,7 +156,15 @@ fn other_invalid_values_name_their_key() {
         ),
         (
             "[destinations.a]\nurl = \"s3://bucket-a\"\nencoding = \"csv\"\n",
-            "destinations.a.encoding: \"csv\" is not allowed; allowed: ndjson | json",
+            "destinations.a.encoding: \"csv\" is not allowed; allowed: ndjson | json | parquet",
+        ),
+        (
+            "[defaults]\nschema = \"cef\"\n[destinations.a]\nurl = \"s3://bucket-a\"\n",
+            "defaults.schema: \"cef\" is not allowed; allowed: native | ocsf",
+        ),
+        (
+            "[destinations.a]\nurl = \"s3://bucket-a\"\nschema = \"OCSF\"\n",
+            "destinations.a.schema: \"OCSF\" is not allowed; allowed: native | ocsf",
         ),
         (
             "[destinations.a]\nurl = \"s3://bucket-a\"\nkey_layout = \"{prefix}/{YYYY}\"\n",

@@ -158,19 +158,21 @@ for row in rows:
     print(json.dumps(row))
 "#;
 
+type TableRow = (
+    String,
+    i64,
+    i64,
+    Option<String>,
+    String,
+    Value,
+    Option<Value>,
+    Value,
+);
+
 /// The table's events in export order: id, times in microseconds, tenant, action, actor,
 /// target and metadata (parsed).
 async fn table_rows(db: &TestDb) -> Vec<Value> {
-    let rows: Vec<(
-        String,
-        i64,
-        i64,
-        Option<String>,
-        String,
-        Value,
-        Option<Value>,
-        Value,
-    )> = sqlx::query_as(
+    let rows: Vec<TableRow> = sqlx::query_as(
         "SELECT event_id::text, (extract(epoch FROM occurred_at) * 1000000)::bigint,
                     (extract(epoch FROM recorded_at) * 1000000)::bigint, tenant_id, action,
                     actor::json, target::json, metadata::json
