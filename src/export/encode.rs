@@ -61,8 +61,6 @@ pub struct ObjectEncoder {
     out: Compressor,
     /// For Parquet: the file, whose bytes (compressed inside) go out uncompressed.
     parquet: Option<Box<ParquetFile>>,
-    /// The bytes of the Parquet row groups just closed.
-    scratch: Vec<u8>,
     pool: PartPool,
     /// Input waiting to make up a whole chunk for the compressor.
     pending: Vec<u8>,
@@ -85,6 +83,19 @@ enum Compressor {
     None(Vec<u8>),
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+}
+
+impl Compressor {
+    /// The output buffer, for bytes that are not to be compressed (a Parquet file's, which
+    /// are compressed inside): a Parquet object has no compressor of its own.
+    fn plain(&mut self) -> std::io::Result<&mut Vec<u8>> {
+        match self {
+            Self::None(buffer) => Ok(buffer),
+            _ => Err(std::io::Error::other(
+                "a Parquet object is compressed inside",
+            )),
+        }
+    }
 }
 
 /// The compression levels: fast, as the data volume calls for, and fixed so the same window
@@ -128,7 +139,6 @@ impl ObjectEncoder {
             part_size,
             out,
             parquet,
-            scratch: Vec::new(),
             pool,
             pending: Vec::new(),
             events: 0,
@@ -145,12 +155,13 @@ impl ObjectEncoder {
     /// Adds `framed`, `events` events as a [`Framer`] wrote them; returns a part when one is
     /// full.
     pub fn write(&mut self, framed: &[u8], events: u64) -> std::io::Result<Option<Bytes>> {
-        match self.parquet.as_mut() {
-            Some(file) => {
-                file.write(framed, &mut self.scratch)?;
-                self.write_scratch()?;
+        if self.parquet.is_some() {
+            self.refill();
+            if let Some(file) = self.parquet.as_mut() {
+                file.write(framed, self.out.plain()?)?;
             }
-            None => self.write_raw(framed)?,
+        } else {
+            self.write_raw(framed)?;
         }
         self.events += events;
         Ok(self.take_part(self.part_size))
@@ -162,8 +173,8 @@ impl ObjectEncoder {
             self.write_raw(b"\n]\n")?;
         }
         if let Some(file) = self.parquet.take() {
-            file.finish(&mut self.scratch)?;
-            self.write_scratch()?;
+            self.refill();
+            file.finish(self.out.plain()?)?;
         }
         self.flush_pending()?;
         self.refill();
@@ -206,15 +217,6 @@ impl ObjectEncoder {
             }
         }
         Ok(())
-    }
-
-    /// Writes out what the Parquet file emitted, keeping the scratch buffer for the next time.
-    fn write_scratch(&mut self) -> std::io::Result<()> {
-        let scratch = std::mem::take(&mut self.scratch);
-        let written = self.write_raw(&scratch);
-        self.scratch = scratch;
-        self.scratch.clear();
-        written
     }
 
     fn flush_pending(&mut self) -> std::io::Result<()> {
@@ -260,9 +262,11 @@ impl ObjectEncoder {
     /// few bytes and depends only on the object's bytes, so a retry writes the same bytes).
     pub fn flushed_size(&mut self) -> std::io::Result<u64> {
         // Parquet: the open row group is closed (at a point the rows alone decide).
-        if let Some(file) = self.parquet.as_mut() {
-            file.close_row_group(&mut self.scratch)?;
-            self.write_scratch()?;
+        if self.parquet.is_some() {
+            self.refill();
+            if let Some(file) = self.parquet.as_mut() {
+                file.close_row_group(self.out.plain()?)?;
+            }
         }
         if !matches!(self.out, Compressor::None(_)) {
             self.refill();
