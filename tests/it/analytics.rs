@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use serde_json::Value;
 
 use crate::check::{decode, expected_ids};
-use crate::harness::{TestDb, file_destination_env, files, settings};
+use crate::harness::{TestBucket, TestDb, file_destination_env, files, settings};
 use crate::{append, destination, export_now, exporter};
 
 /// Runs `script` with the test tools' Python, `args` after it; returns its stdout.
@@ -375,4 +375,30 @@ async fn ocsf_parquet_rows_are_typed_and_validate_against_the_ocsf_schema() {
         .collect();
     let test_rows = run_python(VALIDATE_OCSF_PARQUET, &[test_object[0].as_str()]);
     assert_eq!(test_rows.lines().count(), 1);
+}
+
+#[tokio::test]
+async fn a_parquet_object_on_s3_is_stored_as_parquet_without_a_content_encoding() {
+    let db = TestDb::new().await;
+    let bucket = TestBucket::new();
+    let mut env = bucket.destination_env("lake", "exports");
+    for (key, value) in [("ENCODING", "parquet"), ("COMPRESSION", "zstd")] {
+        env.push((
+            format!("AUDIT_EXPORTER__DESTINATIONS__LAKE__{key}"),
+            value.into(),
+        ));
+    }
+    let settings = settings(&db, env);
+    let exporter = exporter(&db, &settings);
+    append(&db, 50, None).await;
+    let report = export_now(&exporter, &settings, "lake").await;
+    let key = &report.run.object_key;
+    assert!(key.ends_with(".parquet"), "{key}");
+    let head = bucket.head(key).await;
+    assert_eq!(head.content_type(), Some("application/vnd.apache.parquet"));
+    // The compression is inside the file: a client must not be told to decompress it.
+    assert_eq!(head.content_encoding(), None);
+    let objects = bucket.objects("exports/").await;
+    assert!(objects[key].starts_with(b"PAR1"));
+    assert_eq!(objects[key].len() as u64, report.bytes);
 }
