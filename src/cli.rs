@@ -68,8 +68,8 @@ pub enum Command {
     /// Export again the events that occurred in [--from, --to) and were already exported.
     ///
     /// They go under `{prefix}/reexport/` in the destination's key layout, in (occurred_at,
-    /// txid, id) order, with its format and object options, split into several objects when
-    /// max_object_bytes is set (each passes it by at most one event). The watermark never
+    /// txid, id) order, with its format and object options, in objects `…_part0001`, `…_part0002`,
+    /// … cut at max_object_bytes (each passes it by at most one event). The watermark never
     /// moves and no scheduled object is touched, so it is safe while `run` exports the same
     /// destination. Logged as a run of kind `reexport`; one that a crash interrupted is marked
     /// failed by the next export, re-export or verify. Exit 0 when every re-export succeeded.

@@ -60,15 +60,22 @@ pub async fn export(
                 };
                 let note = match (report.resumed, report.put) {
                     (true, PutOutcome::AlreadyExists) => {
-                        " (resumed; the object was already delivered)"
+                        " (resumed; its objects were already delivered)"
                     }
                     (true, PutOutcome::Written) => " (resumed)",
                     (false, _) => "",
                 };
+                let place = match report.locations.as_slice() {
+                    [one] => format!("to {one}"),
+                    [first, .., last] => {
+                        format!("in {} objects, {first} to {last}", report.locations.len())
+                    }
+                    [] => "nowhere".to_owned(),
+                };
                 writeln!(
                     out,
-                    "{name}: exported {what}, {} bytes, to {}{note}",
-                    report.bytes, report.location
+                    "{name}: exported {what}, {} bytes, {place}{note}",
+                    report.bytes
                 )?;
             }
             Ok(Outcome::NotDue { next_due }) => {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::warnings;
 use crate::settings::Settings;
-use crate::store::{Database, Horizon, Run, RunKind, Store};
+use crate::store::{Database, Horizon, Run, RunKind, RunObject, Store};
 
 #[derive(Debug, Serialize)]
 pub struct DestinationStatus {
@@ -49,6 +49,8 @@ pub struct RunStatusView {
     pub attempts: i32,
     pub duration_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// The objects it delivered so far, in order (several when max_object_bytes cut it).
+    pub objects: Vec<RunObject>,
 }
 
 #[derive(Debug, Serialize)]
@@ -150,10 +152,34 @@ pub async fn collect(store: &Store, settings: &Settings) -> anyhow::Result<Statu
             warnings: warnings::of(&warnings, name),
         });
     }
+    attach_objects(store, &mut destinations).await?;
     Ok(Status {
         destinations,
         horizon: store.horizon().await?,
     })
+}
+
+/// Every listed run's objects, in one query.
+async fn attach_objects(
+    store: &Store,
+    destinations: &mut [DestinationStatus],
+) -> anyhow::Result<()> {
+    let ids: Vec<uuid::Uuid> = destinations
+        .iter()
+        .flat_map(|d| d.recent_runs.iter().chain(&d.recent_test_and_reexport_runs))
+        .map(|v| v.id)
+        .collect();
+    let mut objects = store.objects_of_runs(&ids).await?;
+    for destination in destinations.iter_mut() {
+        let runs = destination
+            .recent_runs
+            .iter_mut()
+            .chain(&mut destination.recent_test_and_reexport_runs);
+        for view in runs {
+            view.objects = objects.remove(&view.id).unwrap_or_default();
+        }
+    }
+    Ok(())
 }
 
 fn view(run: &Run) -> RunStatusView {
@@ -173,5 +199,6 @@ fn view(run: &Run) -> RunStatusView {
             .zip(run.finished_at)
             .map(|(s, f)| (f - s).num_milliseconds()),
         last_error: run.last_error.clone(),
+        objects: Vec::new(),
     }
 }

@@ -132,12 +132,20 @@ pub fn run_line(run: &RunStatusView) -> String {
     } else {
         format!("{} ", run.kind)
     };
+    let place = match run.objects.as_slice() {
+        [_, .., last] => format!(
+            "{} objects, {} … {}",
+            run.objects.len(),
+            run.object_key,
+            last.key
+        ),
+        _ => run.object_key.clone(),
+    };
     format!(
-        "{} {kind}{} {what}, {}, {}{error}",
+        "{} {kind}{} {what}, {}, {place}{error}",
         run.window_end.format("%Y-%m-%d %H:%M:%S"),
         run.status,
         counted(run.bytes.unwrap_or(0), "byte"),
-        run.object_key
     )
 }
 
@@ -162,6 +170,7 @@ mod tests {
             attempts: 1,
             duration_ms: None,
             last_error: None,
+            objects: Vec::new(),
         }
     }
 

@@ -32,6 +32,16 @@ impl Timestamp {
     pub fn is_rfc3339(self) -> bool {
         matches!(self, Self::Micros(m) if Self::RFC3339_RANGE.contains(&m))
     }
+
+    /// The time, unless it is an infinity or past what a `DateTime` holds.
+    pub fn to_datetime(self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Micros(m) => {
+                DateTime::from_timestamp_micros(m.checked_add(Self::POSTGRES_EPOCH_MICROS)?)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<DateTime<Utc>> for Timestamp {

@@ -208,13 +208,7 @@ pub fn side_key(
         ..*parts
     });
     if let Some(n) = part {
-        let suffix = format!("_part{n:04}");
-        match inner.strip_suffix(parts.extension) {
-            Some(stem) if !parts.extension.is_empty() => {
-                inner = format!("{stem}{suffix}{}", parts.extension);
-            }
-            _ => inner.push_str(&suffix),
-        }
+        inner = with_part(&inner, parts.extension, n);
     }
     [parts.prefix, folder.as_str(), &inner]
         .iter()
@@ -222,6 +216,29 @@ pub fn side_key(
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// `key` numbered as object `n` of a run: `_partNNNN` before the extension (at the end when the
+/// key does not end with it, as a template may not).
+pub fn with_part(key: &str, extension: &str, n: u32) -> String {
+    let suffix = format!("_part{n:04}");
+    match key.strip_suffix(extension) {
+        Some(stem) if !extension.is_empty() => format!("{stem}{suffix}{extension}"),
+        _ => format!("{key}{suffix}"),
+    }
+}
+
+/// The key of object `n` of a run whose first object is at `first`: objects of a split run are
+/// numbered `_part0001`, `_part0002`, …; a run planned unsplit has only the first.
+pub fn part_key(first: &str, n: u32) -> String {
+    match first.rfind("_part0001") {
+        Some(at) => format!(
+            "{}_part{n:04}{}",
+            &first[..at],
+            &first[at + "_part0001".len()..]
+        ),
+        None => first.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -360,5 +377,19 @@ mod tests {
                 .unwrap_err()
                 .contains("hive | env0")
         );
+    }
+
+    #[test]
+    fn part_keys_follow_the_first() {
+        assert_eq!(
+            part_key("p/reexport/x_0190_part0001.jsonl.gz", 12),
+            "p/reexport/x_0190_part0012.jsonl.gz"
+        );
+        assert_eq!(part_key("p/test/x_0190.jsonl", 1), "p/test/x_0190.jsonl");
+        assert_eq!(
+            with_part("p/x_0190.jsonl.gz", ".jsonl.gz", 1),
+            "p/x_0190_part0001.jsonl.gz"
+        );
+        assert_eq!(with_part("p/x_0190", ".jsonl", 3), "p/x_0190_part0003");
     }
 }

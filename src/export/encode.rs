@@ -1,7 +1,9 @@
 //! Turns events into the bytes of an object: JSON framing, then compression, cut into parts.
 //!
-//! The framing (`Framer`) writes events into batches where they are read; the `ObjectEncoder`
-//! compresses batches, hashes the result and cuts it into parts, on a thread of its own.
+//! The reader writes each event where it is read (`frame`: JSON in the object's schema, or a
+//! Parquet row); the `ObjectEncoder` frames the events (a JSON array's separators) or builds
+//! the Parquet file, compresses, hashes the result and cuts it into parts, on a thread of its
+//! own.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -12,48 +14,22 @@ use sha2::{Digest, Sha256};
 use super::parquet::{self, ParquetFile};
 use crate::domain::{Compression, Encoding, EventRef, Format, Schema, ocsf};
 
-/// Frames events for an object's encoding: one a line for ndjson, array elements for json;
-/// each event in the object's schema.
-#[derive(Debug)]
-pub struct Framer {
-    encoding: Encoding,
-    schema: Schema,
-    events: u64,
-}
-
-impl Framer {
-    pub fn new(format: Format) -> Self {
-        Self {
-            encoding: format.encoding,
-            schema: format.schema,
-            events: 0,
-        }
+/// Appends `event` as [`ObjectEncoder::write_event`] takes it: in the format's schema, as JSON
+/// with a newline for ndjson, as JSON for json (the encoder writes the array's separators), or
+/// as a row of the Parquet layout.
+pub fn frame(format: Format, event: &EventRef<'_>, out: &mut Vec<u8>) {
+    match (format.encoding, format.schema) {
+        (Encoding::Parquet, Schema::Native) => parquet::frame_native(event, out),
+        (Encoding::Parquet, Schema::Ocsf) => parquet::frame_ocsf(event, out),
+        (_, Schema::Native) => event.write_json(out),
+        (_, Schema::Ocsf) => ocsf::write_record(event, out),
     }
-
-    /// Appends one event, with its separator, to `out`.
-    pub fn push(&mut self, event: &EventRef<'_>, out: &mut Vec<u8>) {
-        if self.encoding == Encoding::Json {
-            out.extend_from_slice(if self.events == 0 { b"\n" } else { b",\n" });
-        }
-        match (self.encoding, self.schema) {
-            (Encoding::Parquet, Schema::Native) => parquet::frame_native(event, out),
-            (Encoding::Parquet, Schema::Ocsf) => parquet::frame_ocsf(event, out),
-            (_, Schema::Native) => event.write_json(out),
-            (_, Schema::Ocsf) => ocsf::write_record(event, out),
-        }
-        if self.encoding == Encoding::Ndjson {
-            out.push(b'\n');
-        }
-        self.events += 1;
-    }
-
-    /// Events pushed so far.
-    pub fn events(&self) -> u64 {
-        self.events
+    if format.encoding == Encoding::Ndjson {
+        out.push(b'\n');
     }
 }
 
-/// Writes framed events into compressed parts of at least `part_size` bytes (the last may be
+/// Writes events into compressed parts of at least `part_size` bytes (the last may be
 /// smaller), and keeps the object's length and SHA-256.
 pub struct ObjectEncoder {
     encoding: Encoding,
@@ -152,19 +128,33 @@ impl ObjectEncoder {
         Ok(encoder)
     }
 
-    /// Adds `framed`, `events` events as a [`Framer`] wrote them; returns a part when one is
-    /// full.
-    pub fn write(&mut self, framed: &[u8], events: u64) -> std::io::Result<Option<Bytes>> {
+    /// Adds one event, as [`frame`] wrote it: the encoder writes a JSON array's separators
+    /// itself, so an object may start at any event.
+    pub fn write_event(&mut self, event: &[u8]) -> std::io::Result<()> {
         if self.parquet.is_some() {
             self.refill();
             if let Some(file) = self.parquet.as_mut() {
-                file.write(framed, self.out.plain()?)?;
+                file.write(event, self.out.plain()?)?;
             }
-        } else {
-            self.write_raw(framed)?;
+            self.events += 1;
+            return Ok(());
         }
-        self.events += events;
-        Ok(self.take_part(self.part_size))
+        if self.encoding == Encoding::Json {
+            self.write_raw(if self.events == 0 { b"\n" } else { b",\n" })?;
+        }
+        self.write_raw(event)?;
+        self.events += 1;
+        Ok(())
+    }
+
+    /// A part, once the output holds `part_size` bytes.
+    pub fn take_full_part(&mut self) -> Option<Bytes> {
+        self.take_part(self.part_size)
+    }
+
+    /// Events written so far.
+    pub fn events(&self) -> u64 {
+        self.events
     }
 
     /// Ends the object; returns the last part (possibly empty) and the totals.
@@ -260,8 +250,11 @@ impl ObjectEncoder {
     /// The size the object would have if it were finished now, give or take the few bytes
     /// that end it: the compressor is made to emit all it holds (a sync flush, which costs a
     /// few bytes and depends only on the object's bytes, so a retry writes the same bytes).
+    ///
+    /// For Parquet, the open row group is closed (at a point the rows alone decide), and the
+    /// size counts the footer as `size_bound` does, generously: an object closes somewhat
+    /// below the limit rather than after a run of tiny row groups.
     pub fn flushed_size(&mut self) -> std::io::Result<u64> {
-        // Parquet: the open row group is closed (at a point the rows alone decide).
         if self.parquet.is_some() {
             self.refill();
             if let Some(file) = self.parquet.as_mut() {

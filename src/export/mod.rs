@@ -1,10 +1,11 @@
 //! One export of one destination, as SPEC "Exactly once" lays it out:
-//! claim the lease → plan (or resume) the run → upload its object → commit the watermark.
+//! claim the lease → plan (or resume) the run → upload its objects → commit the watermark.
 //!
 //! Each step is public so tests (and a crash) can stop between any two of them; a pending run
 //! left behind is finished by the next attempt with the same window, key and bytes.
 
 mod encode;
+mod objects;
 mod parquet;
 mod pipeline;
 mod reexport;
@@ -18,16 +19,17 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use encode::{Encoded, Framer, ObjectEncoder};
+pub use encode::{Encoded, ObjectEncoder};
+pub use objects::split_limit;
 pub use pipeline::{Delivered, Stopped, deliver, heartbeat};
 pub use reexport::ReexportReport;
 pub use stream::discard_leftovers;
 pub use verify::TestDelivery;
 
-use crate::domain::KeyParts;
+use crate::domain::{KeyParts, with_part};
 use crate::settings::{Destination, ExporterSettings};
 use crate::sink::{PutOutcome, Sink};
-use crate::store::{Claim, CommitError, Lease, NewRun, Run, Store};
+use crate::store::{Claim, CommitError, Lease, NewRun, Run, RunObject, Store};
 
 /// Whether to export now or only when the destination's schedule says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +55,16 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub run: Run,
-    pub location: String,
+    /// Where each of its objects is, in order.
+    pub locations: Vec<String>,
+    pub objects: Vec<RunObject>,
     /// The run was planned by an earlier attempt.
     pub resumed: bool,
-    /// `AlreadyExists` when an earlier attempt had delivered the object.
+    /// `AlreadyExists` when an earlier attempt had delivered every object.
     pub put: PutOutcome,
-    /// Audit events in the object (0 for a heartbeat).
+    /// Audit events in its objects (0 for a heartbeat).
     pub events: u64,
     pub bytes: u64,
-    pub sha256: String,
 }
 
 #[derive(Debug, Clone)]
@@ -178,12 +181,16 @@ impl Exporter {
             let delivered = self.deliver(&lease, &run, sink).await?;
             let run = self.commit(&lease, &run, &delivered).await?;
             Ok::<_, anyhow::Error>(Report {
-                location: sink.location(&run.object_key),
+                locations: delivered
+                    .objects
+                    .iter()
+                    .map(|o| sink.location(&o.key))
+                    .collect(),
                 resumed,
                 put: delivered.outcome,
                 events: run.event_count.unwrap_or_default() as u64,
-                bytes: delivered.encoded.bytes,
-                sha256: delivered.encoded.sha256,
+                bytes: delivered.bytes(),
+                objects: delivered.objects,
                 run,
             })
         }
@@ -191,7 +198,8 @@ impl Exporter {
         match result {
             Ok(report) => {
                 tracing::info!(
-                    key = %report.location,
+                    key = %report.locations.first().map(String::as_str).unwrap_or_default(),
+                    objects = report.objects.len(),
                     events = report.events,
                     bytes = report.bytes,
                     resumed = report.resumed,
@@ -248,17 +256,21 @@ impl Exporter {
             format: destination.format,
             slot,
             delivery: Some(delivery),
+            max_object_bytes: split_limit(destination.max_object_bytes, self.settings.part_size)
+                .min(i64::MAX as u64) as i64,
         };
         let run = self
             .store
             .plan_run(lease, &new, |run_id, window_end| {
-                destination.key_layout.render(&KeyParts {
+                let extension = destination.format.extension();
+                let key = destination.key_layout.render(&KeyParts {
                     prefix: destination.prefix(),
                     destination: &destination.name,
                     window_end,
                     run_id,
-                    extension: destination.format.extension(),
-                })
+                    extension,
+                });
+                with_part(&key, extension, 1)
             })
             .await?;
         Ok((run, false))
@@ -303,22 +315,20 @@ impl Exporter {
         let events = if run.heartbeat_event_id.is_some() {
             0
         } else {
-            delivered.encoded.events as i64
+            delivered.events() as i64
         };
+        let bytes = delivered.bytes() as i64;
+        let sha256 = delivered.sha256().map(str::to_owned);
+        let objects = delivered.objects.len() as i32;
         self.store
-            .commit_run(
-                lease,
-                run,
-                events,
-                delivered.encoded.bytes as i64,
-                &delivered.encoded.sha256,
-            )
+            .commit_run(lease, run, events, bytes, sha256.as_deref(), objects)
             .await?;
         Ok(Run {
             status: crate::store::RunStatus::Done,
             event_count: Some(events),
-            bytes: Some(delivered.encoded.bytes as i64),
-            sha256: Some(delivered.encoded.sha256.clone()),
+            bytes: Some(bytes),
+            sha256,
+            object_count: Some(objects),
             ..run.clone()
         })
     }

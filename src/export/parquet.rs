@@ -8,7 +8,7 @@
 //! only on the rows: row groups close at fixed points of the row sequence, the compression
 //! level is fixed, and `created_by` names no version, so a retry writes the same file.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use parquet::basic::{Compression as Codec, GzipLevel, ZstdLevel};
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
@@ -22,7 +22,7 @@ mod layouts;
 pub use layouts::{NATIVE, OCSF, frame_native, frame_ocsf};
 
 /// A row group is closed once its rows hold this many bytes, before compression.
-pub const ROW_GROUP_BYTES: usize = 4 << 20;
+pub const ROW_GROUP_BYTES: usize = 2 << 20;
 /// What a column chunk adds to the footer at most: its metadata, statistics truncated to
 /// `STATISTICS_BYTES`, and its entries of the column and offset indexes.
 const FOOTER_PER_CHUNK: u64 = 1024;
@@ -154,8 +154,41 @@ impl<'a> Framed<'a> {
 /// A Parquet file being written; its bytes come out a row group at a time.
 pub struct ParquetFile {
     layout: &'static Layout,
-    writer: SerializedFileWriter<Vec<u8>>,
+    writer: SerializedFileWriter<Shared>,
+    /// What the writer has written and was not yet taken out.
+    written: Shared,
     group: RowGroup,
+}
+
+/// The writer's output, taken out after each column chunk, so it never holds more than one.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.lock().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // Only this thread writes and takes: a poisoned lock still holds whole writes.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends what was written to `out`, keeping the buffer for the next column chunk.
+    fn take_into(&self, out: &mut Vec<u8>) {
+        let mut written = self.lock();
+        out.extend_from_slice(&written);
+        written.clear();
+    }
 }
 
 impl ParquetFile {
@@ -172,9 +205,11 @@ impl ParquetFile {
             .set_column_index_truncate_length(Some(STATISTICS_BYTES))
             .build();
         let schema = Arc::new(parse_message_type(layout.schema)?);
+        let written = Shared::default();
         Ok(Self {
             layout,
-            writer: SerializedFileWriter::new(Vec::new(), schema, Arc::new(properties))?,
+            writer: SerializedFileWriter::new(written.clone(), schema, Arc::new(properties))?,
+            written,
             group: RowGroup {
                 rows: 0,
                 bytes: 0,
@@ -220,39 +255,49 @@ impl ParquetFile {
         let rows = self.group.bytes as u64;
         let groups = self.writer.flushed_row_groups().len() as u64 + 1;
         let columns = self.layout.columns.len() as u64;
-        rows + rows / 8 + 4096 + groups * columns * FOOTER_PER_CHUNK
+        // Page headers and levels of the open row group; nothing once it is closed.
+        let open = if rows == 0 { 0 } else { rows + rows / 8 + 4096 };
+        open + 4096 + groups * columns * FOOTER_PER_CHUNK
     }
 
     /// Closes the open row group, if it has rows, and appends its bytes to `out`.
     pub fn close_row_group(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
         if self.group.rows > 0 {
-            write_group(&mut self.writer, self.layout, &self.group)
-                .map_err(std::io::Error::other)?;
+            write_group(
+                &mut self.writer,
+                self.layout,
+                &self.group,
+                &self.written,
+                out,
+            )
+            .map_err(std::io::Error::other)?;
             self.group.rows = 0;
             self.group.bytes = 0;
             self.group.columns.iter_mut().for_each(Values::clear);
         }
         self.writer.flush()?;
-        let written = self.writer.inner_mut();
-        out.extend_from_slice(written);
-        written.clear();
+        self.written.take_into(out);
         Ok(())
     }
 
     /// Closes the last row group and writes the footer into `out`.
     pub fn finish(mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
         self.close_row_group(out)?;
-        let rest = self.writer.into_inner().map_err(std::io::Error::other)?;
-        out.extend_from_slice(&rest);
+        self.writer.into_inner().map_err(std::io::Error::other)?;
+        self.written.take_into(out);
         Ok(())
     }
 }
 
 /// Writes the row group's columns in the schema's order.
+/// Each column chunk's bytes go to `out` as soon as it is complete (the writer's buffer of 8 KiB
+/// may keep a few of them until the next).
 fn write_group(
-    writer: &mut SerializedFileWriter<Vec<u8>>,
+    writer: &mut SerializedFileWriter<Shared>,
     layout: &Layout,
     group: &RowGroup,
+    written: &Shared,
+    out: &mut Vec<u8>,
 ) -> parquet::errors::Result<()> {
     let mut row_group = writer.next_row_group()?;
     let mut leaves = layout.columns.iter().zip(&group.columns);
@@ -299,6 +344,7 @@ fn write_group(
             }
         }
         leaf.close()?;
+        written.take_into(out);
     }
     row_group.close()?;
     Ok(())

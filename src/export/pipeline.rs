@@ -1,36 +1,60 @@
-//! Delivers a run's object in three stages joined by bounded queues, so reading, encoding and
+//! Delivers a run's objects in three stages joined by bounded queues, so reading, encoding and
 //! uploading overlap and memory stays flat: the database stream decoded and written as JSON
-//! into batches, a compressor on a blocking thread, and the sink's writer.
+//! into batches, the cutter and compressor on a blocking thread, and the sink's writer.
 
 use anyhow::anyhow;
-use bytes::Bytes;
 use futures::StreamExt;
+use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::encode::{Encoded, Framer, ObjectEncoder};
-use crate::domain::{Event, EventRef, TEST_ACTION};
+use super::encode::frame;
+use super::objects::{Cutter, Mark, Piece};
+use crate::domain::{Event, EventRef, Format, TEST_ACTION, part_key};
 use crate::sink::{ObjectWriter, PutOutcome, Sink};
-use crate::store::{CopyDecoder, Run, RunKind, Store};
+use crate::store::{CopyDecoder, CopyOut, Run, RunKind, RunObject, Store};
 
 /// Bytes of JSON handed to the encoder at a time.
 const BATCH_BYTES: usize = 256 << 10;
 /// Batches waiting for the encoder.
 const QUEUE: usize = 2;
-/// Parts waiting for the upload, besides the one the encoder fills and those in flight: what
-/// bounds memory (README, `part_size_mib`).
+/// Pieces (mostly parts) waiting for the upload, besides the part the encoder fills and those in
+/// flight: what bounds memory (README, `part_size_mib`).
 const PARTS_QUEUE: usize = 1;
 
+/// Every object of a run, those an earlier attempt delivered included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
+    /// `AlreadyExists` when every object this attempt wrote was already there (an earlier
+    /// attempt had delivered it), or there was none left to write.
     pub outcome: PutOutcome,
-    pub encoded: Encoded,
+    pub objects: Vec<RunObject>,
 }
 
-/// Framed events on their way to the encoder.
+impl Delivered {
+    pub fn events(&self) -> u64 {
+        self.objects.iter().map(|o| o.events as u64).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.bytes as u64).sum()
+    }
+
+    /// The SHA-256 of the run's object, when it wrote one (the run log keeps each object's).
+    pub fn sha256(&self) -> Option<&str> {
+        match self.objects.as_slice() {
+            [one] => Some(&one.sha256),
+            _ => None,
+        }
+    }
+}
+
+/// Events as the reader frames them, on their way to the encoder.
 struct Batch {
     framed: Vec<u8>,
-    events: u64,
+    marks: Vec<Mark>,
+    /// The last batch: the window was read to its end.
+    done: bool,
 }
 
 /// The error of a delivery stopped by a shutdown.
@@ -40,8 +64,35 @@ struct Batch {
 )]
 pub struct Stopped;
 
-/// Writes the run's object: the window's events in `(txid, id)` order, or its heartbeat.
-/// When `shutdown` fires first, the unfinished upload is aborted (nothing appears at the key).
+/// The encoder's error when the reader stopped half-way: the reader's error says why.
+#[derive(Debug, thiserror::Error)]
+#[error("the reader stopped before the end of the window")]
+struct ReaderStopped;
+
+/// Where a run's events come from.
+pub(super) enum Source {
+    /// The rows of a COPY, already started on its own connection.
+    Copy(CopyOut),
+    /// One event rebuilt from the run (a heartbeat, a test event).
+    Event(Event),
+}
+
+/// What [`write_objects`] writes: the run's objects from `first_seq` on, cut at `limit`.
+pub(super) struct Objects<'a> {
+    pub run: &'a Run,
+    pub source: Source,
+    pub limit: Option<u64>,
+    /// Objects an earlier attempt delivered, kept as they are.
+    pub earlier: Vec<RunObject>,
+    /// Counts the events read, when someone watches.
+    pub progress: Option<ProgressBar>,
+}
+
+/// Writes the run's objects: the window's events in `(txid, id)` order, cut into objects at the
+/// run's `max_object_bytes`, or its heartbeat. Objects an earlier attempt delivered are kept,
+/// and the window is read on after the last of them. Each object is recorded in the run log as
+/// soon as it is complete. When `shutdown` fires first, the unfinished upload is aborted
+/// (nothing appears at its key).
 pub async fn deliver(
     store: &Store,
     sink: &dyn Sink,
@@ -49,56 +100,107 @@ pub async fn deliver(
     part_size: usize,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Delivered> {
+    let earlier = store.run_objects(run.id).await?;
+    let source = match (run.heartbeat_event_id, earlier.last()) {
+        // A heartbeat's object, or one recorded before positions were: the run is complete.
+        (Some(_), Some(_)) | (None, Some(RunObject { last: None, .. })) => {
+            return Ok(Delivered {
+                outcome: PutOutcome::AlreadyExists,
+                objects: earlier,
+            });
+        }
+        (Some(id), None) => Source::Event(heartbeat(run, id)),
+        (None, last) => Source::Copy(
+            store
+                .copy_window(
+                    run.window_lo,
+                    run.window_hi,
+                    run.tenant_id.as_deref(),
+                    run.id_floor,
+                    last.and_then(|o| o.last),
+                )
+                .await?,
+        ),
+    };
+    let objects = Objects {
+        run,
+        source,
+        limit: run.max_object_bytes.map(|max| max.max(1) as u64),
+        earlier,
+        progress: None,
+    };
+    write_objects(store, sink, objects, part_size, shutdown).await
+}
+
+/// Writes `objects` through the three stages.
+pub(super) async fn write_objects(
+    store: &Store,
+    sink: &dyn Sink,
+    objects: Objects<'_>,
+    part_size: usize,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Delivered> {
+    let Objects {
+        run,
+        source,
+        limit,
+        earlier: mut objects,
+        progress,
+    } = objects;
+    let first_seq = objects.len() as u32 + 1;
     let (batches_tx, mut batches_rx) = mpsc::channel::<Batch>(QUEUE);
-    let (parts_tx, mut parts_rx) = mpsc::channel::<Bytes>(PARTS_QUEUE);
+    let (pieces_tx, mut pieces_rx) = mpsc::channel::<Piece>(PARTS_QUEUE);
     // Batch buffers go back to the reader once encoded, so a window is read into a few
     // buffers, whatever its size.
-    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE + 2);
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Batch>(QUEUE + 2);
 
     let format = run.format;
-    let encoder = tokio::task::spawn_blocking(move || -> anyhow::Result<Encoded> {
-        let mut encoder = ObjectEncoder::new(format, part_size)?;
-        let stopped = |_| anyhow!("the upload stopped");
+    let encoder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut cutter = Cutter::new(format, part_size, limit, first_seq);
+        let mut emit = |piece| {
+            pieces_tx
+                .blocking_send(piece)
+                .map_err(|_| anyhow!("the upload stopped"))
+        };
+        cutter.begin_first(&mut emit)?;
         while let Some(batch) = batches_rx.blocking_recv() {
-            if let Some(part) = encoder.write(&batch.framed, batch.events)? {
-                parts_tx.blocking_send(part).map_err(stopped)?;
+            let mut at = 0;
+            for mark in &batch.marks {
+                let end = at + mark.len as usize;
+                cutter.push(&batch.framed[at..end], mark, &mut emit)?;
+                at = end;
             }
-            let _ = spare_tx.try_send(batch.framed);
+            if batch.done {
+                return cutter.finish(&mut emit);
+            }
+            let _ = spare_tx.try_send(batch);
         }
-        let (last, encoded) = encoder.finish()?;
-        parts_tx.blocking_send(last).map_err(stopped)?;
-        Ok(encoded)
+        // The reader stopped before the end: the open object must never be completed.
+        Err(ReaderStopped.into())
     });
 
     // A task of its own, so the socket's readiness wakes it on the worker that polls the
     // socket rather than on another thread: a wake-up for every few rows otherwise.
-    let (store, run_owned) = (store.clone(), run.clone());
     let read = tokio::spawn(async move {
-        let run = &run_owned;
         let mut batches = Batcher {
-            framer: Framer::new(format),
+            format,
             batch: Batcher::empty(&spare_rx),
             spare: spare_rx,
             queue: batches_tx,
         };
-        match run.heartbeat_event_id {
-            Some(id) => batches.push(&heartbeat(run, id).as_ref()),
-            None => {
-                let mut copy = store
-                    .copy_window(
-                        run.window_lo,
-                        run.window_hi,
-                        run.tenant_id.as_deref(),
-                        run.id_floor,
-                    )
-                    .await?;
+        match source {
+            Source::Event(event) => batches.push(&event.as_ref(), None),
+            Source::Copy(mut copy) => {
                 let mut rows = std::pin::pin!(copy.rows().await?);
                 let mut decoder = CopyDecoder::default();
                 while let Some(message) = rows.next().await {
                     if let Some(event) = decoder.decode(&message?)? {
-                        batches.push(&event);
+                        batches.push(&event, Some(decoder.position()));
+                        if let Some(progress) = &progress {
+                            progress.inc(1);
+                        }
                         if batches.full() {
-                            batches.send().await?;
+                            batches.send(false).await?;
                         }
                     }
                 }
@@ -106,66 +208,135 @@ pub async fn deliver(
                 decoder.log_irregular();
             }
         }
-        batches.send().await
+        batches.send(true).await
     });
     let _stop_reading = AbortOnDrop(read.abort_handle());
     let read = async move {
         read.await
             .map_err(|e| anyhow!("the reader panicked: {e}"))?
     };
-    // It owns the parts queue: if it fails, the queue closes and the encoder and reader stop.
+    // It owns the pieces queue: when it stops, early or not, the queue closes and the encoder
+    // and reader stop too.
     let upload = async move {
-        let mut writer = sink.create(&run.object_key, run.format).await?;
+        let mut upload = Upload {
+            store,
+            sink,
+            run,
+            writer: None,
+            written: 0,
+            found: 0,
+        };
         let pumped = tokio::select! {
-            pumped = pump(writer.as_mut(), &mut parts_rx) => pumped,
+            pumped = upload.pump(&mut pieces_rx, &mut objects) => pumped,
             () = shutdown.cancelled() => Err(Stopped.into()),
         };
-        match pumped {
-            Ok(()) => anyhow::Ok(writer),
-            Err(e) => {
-                writer.abort().await;
-                Err(e)
-            }
+        drop(pieces_rx);
+        if let Some(writer) = upload.writer.take() {
+            writer.abort().await;
         }
+        pumped.map(|()| (upload.written, upload.found, objects))
     };
     let (read, upload) = tokio::join!(read, upload);
     let encoded = encoder
         .await
         .map_err(|e| anyhow!("the encoder panicked: {e}"));
-
-    // The writer finishes only when every stage ended well: a window cut short by a database
-    // error must never become an object.
-    let writer = upload?;
-    let failure = match (read, encoded) {
-        (Err(e), _) => Err(e),
-        (Ok(()), Err(e)) | (Ok(()), Ok(Err(e))) => Err(e),
-        (Ok(()), Ok(Ok(encoded))) => Ok(encoded),
-    };
-    match failure {
-        Ok(encoded) => Ok(Delivered {
-            outcome: writer.finish().await?,
-            encoded,
-        }),
-        Err(e) => {
-            writer.abort().await;
-            Err(e)
-        }
+    // The first failure is the cause; the others follow from it.
+    let (written, found, objects) = upload?;
+    match (encoded?, read) {
+        (Ok(()), Ok(())) => {}
+        (Err(e), Err(cause)) if e.is::<ReaderStopped>() => return Err(cause),
+        (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
     }
+    Ok(Delivered {
+        outcome: if written == 0 && (found > 0 || first_seq > 1) {
+            PutOutcome::AlreadyExists
+        } else {
+            PutOutcome::Written
+        },
+        objects,
+    })
 }
 
-/// Hands the parts to the writer as they come.
-async fn pump(
-    writer: &mut dyn ObjectWriter,
-    parts: &mut mpsc::Receiver<Bytes>,
-) -> anyhow::Result<()> {
-    loop {
-        // A part is taken from the queue only when it can go out at once.
-        writer.ready().await?;
-        let Some(part) = parts.recv().await else {
-            return Ok(());
-        };
-        if !part.is_empty() {
-            writer.write(part).await?;
+/// The upload's side: a writer for each object the cutter begins, finished when it ends.
+struct Upload<'a> {
+    store: &'a Store,
+    sink: &'a dyn Sink,
+    run: &'a Run,
+    writer: Option<Box<dyn ObjectWriter>>,
+    /// Objects written by this attempt, and found already delivered.
+    written: u32,
+    found: u32,
+}
+
+impl Upload<'_> {
+    async fn pump(
+        &mut self,
+        pieces: &mut mpsc::Receiver<Piece>,
+        objects: &mut Vec<RunObject>,
+    ) -> anyhow::Result<()> {
+        loop {
+            // A part is taken from the queue only when it can go out at once.
+            if let Some(writer) = self.writer.as_mut() {
+                writer.ready().await?;
+            }
+            let Some(piece) = pieces.recv().await else {
+                return Ok(());
+            };
+            match piece {
+                Piece::Begin(seq) => {
+                    let key = part_key(&self.run.object_key, seq);
+                    self.writer = Some(self.sink.create(&key, self.run.format).await?);
+                }
+                Piece::Part(part) => {
+                    let writer = self
+                        .writer
+                        .as_mut()
+                        .ok_or_else(|| anyhow!("a part outside an object"))?;
+                    if !part.is_empty() {
+                        writer.write(part).await?;
+                    }
+                }
+                Piece::End(cut) => {
+                    let writer = self
+                        .writer
+                        .take()
+                        .ok_or_else(|| anyhow!("an end outside an object"))?;
+                    let key = part_key(&self.run.object_key, cut.seq);
+                    match writer.finish().await? {
+                        PutOutcome::Written => self.written += 1,
+                        PutOutcome::AlreadyExists if self.run.kind == RunKind::Reexport => {
+                            anyhow::bail!(
+                                "{} already holds an object; a re-export never replaces one",
+                                self.sink.location(&key)
+                            );
+                        }
+                        PutOutcome::AlreadyExists => self.found += 1,
+                    }
+                    let object = RunObject {
+                        seq: cut.seq as i32,
+                        key,
+                        bytes: cut.encoded.bytes as i64,
+                        sha256: cut.encoded.sha256,
+                        events: if self.run.heartbeat_event_id.is_some() {
+                            0
+                        } else {
+                            cut.encoded.events as i64
+                        },
+                        oldest_at: cut.oldest,
+                        newest_at: cut.newest,
+                        partition_day: None,
+                        last: cut.last,
+                    };
+                    self.store.record_object(self.run.id, &object).await?;
+                    if self.run.kind != RunKind::Scheduled {
+                        self.store
+                            .note_side_objects(self.run.id, object.seq)
+                            .await?;
+                    }
+                    tracing::debug!(key = %object.key, seq = object.seq, events = object.events, bytes = object.bytes, "Delivered an object of the run.");
+                    objects.push(object);
+                }
+            }
         }
     }
 }
@@ -190,35 +361,45 @@ pub fn heartbeat(run: &Run, event_id: uuid::Uuid) -> Event {
 
 /// Frames events into batches and queues each batch for the encoder when it is full.
 struct Batcher {
-    framer: Framer,
+    format: Format,
     batch: Batch,
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    spare: std::sync::mpsc::Receiver<Batch>,
     queue: mpsc::Sender<Batch>,
 }
 
 impl Batcher {
-    fn empty(spare: &std::sync::mpsc::Receiver<Vec<u8>>) -> Batch {
-        let mut framed = spare
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES + (BATCH_BYTES >> 2)));
-        framed.clear();
-        Batch { framed, events: 0 }
+    fn empty(spare: &std::sync::mpsc::Receiver<Batch>) -> Batch {
+        let mut batch = spare.try_recv().unwrap_or_else(|_| Batch {
+            framed: Vec::with_capacity(BATCH_BYTES + (BATCH_BYTES >> 2)),
+            marks: Vec::new(),
+            done: false,
+        });
+        batch.framed.clear();
+        batch.marks.clear();
+        batch
     }
 
-    fn push(&mut self, event: &EventRef<'_>) {
-        self.framer.push(event, &mut self.batch.framed);
-        self.batch.events += 1;
+    fn push(&mut self, event: &EventRef<'_>, position: Option<(i64, i64)>) {
+        let start = self.batch.framed.len();
+        frame(self.format, event, &mut self.batch.framed);
+        self.batch.marks.push(Mark {
+            len: (self.batch.framed.len() - start) as u32,
+            occurred_at: event.occurred_at,
+            position,
+        });
     }
 
     fn full(&self) -> bool {
         self.batch.framed.len() >= BATCH_BYTES
     }
 
-    async fn send(&mut self) -> anyhow::Result<()> {
-        if self.batch.framed.is_empty() {
+    /// Queues the batch; `done` marks the last, after which the encoder completes the object.
+    async fn send(&mut self, done: bool) -> anyhow::Result<()> {
+        if self.batch.marks.is_empty() && !done {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.batch, Self::empty(&self.spare));
+        let mut batch = std::mem::replace(&mut self.batch, Self::empty(&self.spare));
+        batch.done = done;
         self.queue
             .send(batch)
             .await

@@ -10,8 +10,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::Exporter;
+use crate::domain::part_key;
 use crate::sink::Sink;
-use crate::store::part_key;
 
 impl Exporter {
     /// Runs `work`, renewing the side run's life every third of `exporter.lease_secs`.

@@ -67,7 +67,8 @@ impl Exporter {
             .await;
         match delivered {
             Ok(delivered) => {
-                let (bytes, sha256) = (delivered.encoded.bytes as i64, delivered.encoded.sha256);
+                let bytes = delivered.bytes() as i64;
+                let sha256 = delivered.sha256().unwrap_or_default().to_owned();
                 store.finish_side_run(run.id, 1, bytes, &sha256).await?;
                 Ok(TestDelivery {
                     location: sink.location(&run.object_key),

@@ -13,10 +13,10 @@ use crate::domain::{EventRef, Timestamp};
 
 /// The columns `decode` expects, as a select list.
 pub const COLUMNS: &str =
-    "event_id, occurred_at, recorded_at, tenant_id, action, actor, target, metadata";
+    "txid, id, event_id, occurred_at, recorded_at, tenant_id, action, actor, target, metadata";
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
-const FIELDS: i16 = 8;
+const FIELDS: i16 = 10;
 /// The version byte that starts a `jsonb` value in binary form.
 const JSONB_VERSION: u8 = 1;
 
@@ -27,6 +27,8 @@ pub struct CopyDecoder {
     header_seen: bool,
     trailer_seen: bool,
     irregular: Irregular,
+    /// The `(txid, id)` of the last event decoded.
+    position: (i64, i64),
 }
 
 /// Events with a value that is not written as promised (a time outside RFC 3339's years), each
@@ -68,6 +70,23 @@ impl CopyDecoder {
             mended |= matches!(text, Cow::Owned(_));
             text
         };
+        // xid8 is sent as an unsigned 64-bit integer; the exporter's transaction ids, like
+        // PostgreSQL's in practice, stay below 2^63.
+        let txid = i64::from_be_bytes(
+            input
+                .field()?
+                .context("txid is null")?
+                .try_into()
+                .context("txid is not 8 bytes")?,
+        );
+        let id = i64::from_be_bytes(
+            input
+                .field()?
+                .context("id is null")?
+                .try_into()
+                .context("id is not 8 bytes")?,
+        );
+        self.position = (txid, id);
         let event = EventRef {
             event_id: Uuid::from_bytes(
                 input
@@ -92,6 +111,11 @@ impl CopyDecoder {
             }
         }
         Ok(Some(event))
+    }
+
+    /// The `(txid, id)` of the last event decoded: where a reader resumes after it.
+    pub fn position(&self) -> (i64, i64) {
+        self.position
     }
 
     /// The events so far that carry a value in its fallback form.
@@ -191,6 +215,8 @@ mod tests {
 
     fn row(out: &mut Vec<u8>, target: Option<&[u8]>) {
         out.extend_from_slice(&FIELDS.to_be_bytes());
+        field(out, Some(&5i64.to_be_bytes()));
+        field(out, Some(&9i64.to_be_bytes()));
         field(out, Some(&[7; 16]));
         field(out, Some(&0i64.to_be_bytes()));
         field(out, Some(&1_000_001i64.to_be_bytes()));
@@ -219,6 +245,7 @@ mod tests {
         assert_eq!(event.actor, r#"{"id": "u1"}"#);
         assert_eq!(event.target, None);
         assert_eq!(event.metadata, "{}");
+        assert_eq!(decoder.position(), (5, 9));
         let event = decoder.decode(&second).unwrap().unwrap();
         assert_eq!(event.target.as_deref(), Some(r#"{"id": "p1"}"#));
         assert!(decoder.finish().is_err(), "no trailer yet");
@@ -261,6 +288,8 @@ mod tests {
 
     fn row_at(out: &mut Vec<u8>, occurred_at: i64, id: u8) {
         out.extend_from_slice(&FIELDS.to_be_bytes());
+        field(out, Some(&5i64.to_be_bytes()));
+        field(out, Some(&i64::from(id).to_be_bytes()));
         field(out, Some(&[id; 16]));
         field(out, Some(&occurred_at.to_be_bytes()));
         field(out, Some(&0i64.to_be_bytes()));
@@ -286,6 +315,8 @@ mod tests {
     fn text_that_is_not_utf8_is_mended_and_counted() {
         let mut not_utf8 = header();
         not_utf8.extend_from_slice(&FIELDS.to_be_bytes());
+        field(&mut not_utf8, Some(&5i64.to_be_bytes()));
+        field(&mut not_utf8, Some(&9i64.to_be_bytes()));
         field(&mut not_utf8, Some(&[7; 16]));
         field(&mut not_utf8, Some(&0i64.to_be_bytes()));
         field(&mut not_utf8, Some(&0i64.to_be_bytes()));

@@ -42,18 +42,23 @@ impl Store {
     /// The events of `[lo, hi)` in `(txid, id)` order, as a binary COPY on a connection of its
     /// own ([`CopyOut`]), one message a row, for a [`CopyDecoder`](super::CopyDecoder): typed
     /// columns are PostgreSQL's cheapest output, and memory stays flat however large the window.
-    /// Every transaction of the window has ended, so the result never changes.
+    /// Every transaction of the window has ended, so the result never changes. With `after`
+    /// (the last event a resumed run already delivered), only the events past it.
     pub async fn copy_window(
         &self,
         lo: i64,
         hi: i64,
         tenant: Option<&str>,
         id_floor: Option<i64>,
+        after: Option<(i64, i64)>,
     ) -> anyhow::Result<CopyOut> {
         let above = id_floor.map_or(String::new(), |floor| format!(" AND id > {floor}"));
+        let after = after.map_or(String::new(), |(txid, id)| {
+            format!(" AND (txid, id) > ('{txid}'::xid8, {id})")
+        });
         self.copy_events(
             format!(
-                "txid >= '{lo}'::xid8 AND txid < '{hi}'::xid8 AND {}{above}",
+                "txid >= '{lo}'::xid8 AND txid < '{hi}'::xid8 AND {}{above}{after}",
                 tenant_filter(tenant)
             ),
             "txid, id",

@@ -10,6 +10,7 @@ mod horizon;
 mod leases;
 mod overview;
 mod ranges;
+mod run_objects;
 mod runs;
 mod side_runs;
 mod stream;
@@ -30,8 +31,8 @@ pub use horizon::{Horizon, OpenTransaction, PreparedTransaction};
 pub use leases::{Claim, DestinationState, Lease};
 pub use overview::Overview;
 pub use ranges::Range;
+pub use run_objects::RunObject;
 pub use runs::{CommitError, NewRun, Run, RunKind, RunStatus};
-pub use side_runs::part_key;
 pub use stream::StreamError;
 
 use crate::settings::{DatabaseSettings, SQLX_URL_PARAMETERS};

@@ -49,7 +49,7 @@ pub struct Run {
     pub finished_at: Option<DateTime<Utc>>,
     /// A re-export's `[from, to)` of occurred_at.
     pub range: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    /// Objects a re-export wrote (more than one when split by max_object_bytes).
+    /// Objects the run wrote (more than one when split by max_object_bytes).
     pub object_count: Option<i32>,
     /// A scheduled run's window in time: from the end of the destination's previous scheduled
     /// window (`None` for the first) to `window_end`.
@@ -59,6 +59,9 @@ pub struct Run {
     pub delivery: Option<serde_json::Value>,
     /// Only events above this id are in its window (set after a move to a new cluster).
     pub id_floor: Option<i64>,
+    /// A scheduled run closes an object at the first event past this size and starts the next
+    /// (`_partNNNN`); `None` for runs planned before splitting existed: one object.
+    pub max_object_bytes: Option<i64>,
 }
 
 /// What a new run is planned with; the window and the key come from the database's horizon.
@@ -69,6 +72,8 @@ pub struct NewRun<'a> {
     pub slot: Option<DateTime<Utc>>,
     /// What defines its delivery, recorded so a changed config abandons it rather than resume.
     pub delivery: Option<serde_json::Value>,
+    /// Where its objects are cut (see `Run::max_object_bytes`).
+    pub max_object_bytes: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +89,9 @@ pub enum CommitError {
 pub(super) const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigint, window_hi::text::bigint,
     window_end, slot, tenant_id, object_key, encoding, compression, heartbeat_event_id, attempts, last_error,
     event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count, window_start,
-    delivery, id_floor, event_schema";
+    delivery, id_floor, max_object_bytes, event_schema";
 /// How many columns `RUN_COLUMNS` names: a query's own columns come after them.
-pub(super) const RUN_COLUMN_COUNT: usize = 27;
+pub(super) const RUN_COLUMN_COUNT: usize = 28;
 
 impl Store {
     /// The scheduled run of the destination that was planned and not committed, if any.
@@ -169,11 +174,11 @@ impl Store {
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, slot, tenant_id,
                                       object_key, encoding, compression, heartbeat_event_id, fencing_token,
-                                      window_start, delivery, id_floor, event_schema)
+                                      window_start, delivery, id_floor, max_object_bytes, event_schema)
              VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12,
                      (SELECT max(window_end) FROM export_runs
                       WHERE destination = $2 AND kind = 'scheduled' AND status = 'done'),
-                     $13, $14, $15)
+                     $13, $14, $15, $16)
              ON CONFLICT (object_key) DO NOTHING
              RETURNING {RUN_COLUMNS}"
         );
@@ -196,6 +201,7 @@ impl Store {
                 .bind(lease.token)
                 .bind(&new.delivery)
                 .bind(id_floor)
+                .bind(new.max_object_bytes)
                 .bind(new.format.schema.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -263,7 +269,8 @@ impl Store {
         run: &Run,
         event_count: i64,
         bytes: i64,
-        sha256: &str,
+        sha256: Option<&str>,
+        objects: i32,
     ) -> Result<(), CommitError> {
         let mut tx = self.pool.begin().await?;
         let moved = sqlx::query(
@@ -282,14 +289,15 @@ impl Store {
         .await?;
         let done = sqlx::query(
             "UPDATE export_runs
-             SET status = 'done', event_count = $2, bytes = $3, sha256 = $4, finished_at = clock_timestamp(),
-                 last_error = NULL
+             SET status = 'done', event_count = $2, bytes = $3, sha256 = $4, object_count = $5,
+                 finished_at = clock_timestamp(), last_error = NULL
              WHERE id = $1 AND status = 'pending'",
         )
         .bind(run.id)
         .bind(event_count)
         .bind(bytes)
         .bind(sha256)
+        .bind(objects)
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() != 1 || done.rows_affected() != 1 {
@@ -305,7 +313,7 @@ pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
     let status: String = row.try_get(3)?;
     let encoding: String = row.try_get(10)?;
     let compression: String = row.try_get(11)?;
-    let schema: String = row.try_get(26)?;
+    let schema: String = row.try_get(27)?;
     Ok(Run {
         id: row.try_get(0)?,
         destination: row.try_get(1)?,
@@ -351,6 +359,7 @@ pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
         window_start: row.try_get(23)?,
         delivery: row.try_get(24)?,
         id_floor: row.try_get(25)?,
+        max_object_bytes: row.try_get(26)?,
     })
 }
 

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::Store;
 use super::runs::{RUN_COLUMN_COUNT, RUN_COLUMNS, run_from_row};
 use crate::domain::Format;
+use crate::domain::part_key;
 use crate::store::{Run, RunStatus};
 
 impl Store {
@@ -185,31 +186,4 @@ fn interrupted_error(run: &Run, last_alive: Option<DateTime<Utc>>) -> String {
          in S3 an incomplete multipart upload stays until a lifecycle rule aborts it)",
         part_key(&run.object_key, written + 1)
     )
-}
-
-/// The key of object `n` of a side run whose first object is at `first`: a split re-export
-/// numbers its objects `_part0001`, `_part0002`, …; an unsplit one has only the first.
-pub fn part_key(first: &str, n: u32) -> String {
-    match first.rfind("_part0001") {
-        Some(at) => format!(
-            "{}_part{n:04}{}",
-            &first[..at],
-            &first[at + "_part0001".len()..]
-        ),
-        None => first.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::part_key;
-
-    #[test]
-    fn part_keys_follow_the_first() {
-        assert_eq!(
-            part_key("p/reexport/x_0190_part0001.jsonl.gz", 12),
-            "p/reexport/x_0190_part0012.jsonl.gz"
-        );
-        assert_eq!(part_key("p/test/x_0190.jsonl", 1), "p/test/x_0190.jsonl");
-    }
 }

@@ -52,8 +52,11 @@ pub async fn assert_exactly_once(
     objects: &BTreeMap<String, Vec<u8>>,
 ) -> usize {
     let runs = sqlx::query(
-        "SELECT object_key, heartbeat_event_id, sha256, event_count, bytes FROM export_runs
-         WHERE destination = $1 AND kind = 'scheduled' AND status = 'done' ORDER BY window_lo, window_end",
+        "SELECT r.id, r.heartbeat_event_id, r.event_count, r.object_count,
+                o.key, o.sha256, o.bytes, o.events, o.seq
+         FROM export_runs r JOIN export_run_objects o ON o.run_id = r.id
+         WHERE r.destination = $1 AND r.kind = 'scheduled' AND r.status = 'done'
+         ORDER BY r.window_lo, r.window_end, o.seq",
     )
     .bind(destination)
     .fetch_all(db.pool())
@@ -61,33 +64,43 @@ pub async fn assert_exactly_once(
     .unwrap();
     let mut exported = Vec::new();
     let mut heartbeats = 0;
+    let mut per_run: Vec<RunTally> = Vec::new();
     for run in &runs {
-        let key: String = run.get(0);
+        let run_id: Uuid = run.get(0);
         let heartbeat: Option<Uuid> = run.get(1);
+        let key: String = run.get(4);
+        let seq: i32 = run.get(8);
         let bytes = objects
             .get(&key)
             .unwrap_or_else(|| panic!("no object at {key}; objects: {:?}", objects.keys()));
         assert_eq!(
-            Some(hex::encode(Sha256::digest(bytes))),
-            run.get::<Option<String>, _>(2),
+            hex::encode(Sha256::digest(bytes)),
+            run.get::<String, _>(5),
             "sha256 of {key}"
         );
-        assert_eq!(
-            Some(bytes.len() as i64),
-            run.get::<Option<i64>, _>(4),
-            "bytes of {key}"
-        );
+        assert_eq!(bytes.len() as i64, run.get::<i64, _>(6), "bytes of {key}");
         let events = decode(&key, bytes);
         for event in &events {
             assert_eq!(event.as_object().unwrap().len(), 8, "event shape: {event}");
         }
+        if per_run.last().is_none_or(|r| r.0 != run_id) {
+            assert_eq!(seq, 1, "{key}: a run's objects are numbered from 1");
+            per_run.push((run_id, run.get(2), run.get(3), 0, 0));
+        }
+        let this = per_run.last_mut().unwrap();
+        this.3 += 1;
+        assert_eq!(
+            seq as usize, this.3,
+            "{key}: a run's objects are numbered without a gap"
+        );
         match heartbeat {
             Some(id) => {
                 heartbeats += 1;
+                assert_eq!(seq, 1, "a heartbeat run has one object");
                 assert_eq!(events.len(), 1, "a heartbeat object holds one event");
                 assert_eq!(events[0]["action"], HEARTBEAT);
                 assert_eq!(events[0]["event_id"], id.to_string());
-                assert_eq!(run.get::<Option<i64>, _>(3), Some(0));
+                assert_eq!(run.get::<Option<i64>, _>(2), Some(0));
             }
             None => {
                 assert!(
@@ -98,7 +111,8 @@ pub async fn assert_exactly_once(
                     events.iter().all(|e| e["action"] != HEARTBEAT),
                     "heartbeat in a non-empty window: {key}"
                 );
-                assert_eq!(run.get::<Option<i64>, _>(3), Some(events.len() as i64));
+                assert_eq!(run.get::<i64, _>(7), events.len() as i64, "events of {key}");
+                this.4 += events.len() as i64;
                 exported.extend(
                     events
                         .iter()
@@ -107,11 +121,21 @@ pub async fn assert_exactly_once(
             }
         }
     }
+    for (run_id, event_count, object_count, objects, events) in &per_run {
+        assert_eq!(
+            *object_count,
+            Some(*objects as i32),
+            "object count of run {run_id}"
+        );
+        if *events > 0 {
+            assert_eq!(*event_count, Some(*events), "event count of run {run_id}");
+        }
+    }
     let keys: Vec<&String> = objects.keys().collect();
     assert_eq!(
         keys.len(),
         runs.len(),
-        "one object per committed run, nothing else: {keys:?}"
+        "the objects the committed runs recorded, nothing else: {keys:?}"
     );
     assert_eq!(
         exported,
@@ -120,6 +144,10 @@ pub async fn assert_exactly_once(
     );
     heartbeats
 }
+
+/// A run as the log says and as its objects hold: id, event count, object count, then the
+/// objects found and the events in them.
+type RunTally = (Uuid, Option<i64>, Option<i32>, usize, i64);
 
 /// What a destination's objects hold against the table, counted rather than asserted, for the
 /// fault suite's summary.

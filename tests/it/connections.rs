@@ -26,7 +26,10 @@ async fn a_cut_off_copy_never_returns_its_connection_to_the_pool() {
         .await
         .unwrap();
     {
-        let mut copy = store.copy_window(0, i64::MAX, None, None).await.unwrap();
+        let mut copy = store
+            .copy_window(0, i64::MAX, None, None, None)
+            .await
+            .unwrap();
         let mut rows = std::pin::pin!(copy.rows().await.unwrap());
         rows.next().await.unwrap().unwrap();
     }
@@ -54,7 +57,10 @@ async fn a_cut_off_copy_never_returns_its_connection_to_the_pool() {
         .await
         .unwrap();
     {
-        let mut copy = store.copy_window(0, i64::MAX, None, None).await.unwrap();
+        let mut copy = store
+            .copy_window(0, i64::MAX, None, None, None)
+            .await
+            .unwrap();
         let mut rows = std::pin::pin!(copy.rows().await.unwrap());
         let mut messages = 0;
         while let Some(message) = rows.next().await {

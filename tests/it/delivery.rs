@@ -304,6 +304,12 @@ async fn a_put_object_only_role_serves_full_and_resumed_exports() {
     let (run, _) = exporter.plan_or_resume(&lease, dest, None).await.unwrap();
     let delivered = exporter.deliver(&lease, &run, sink.as_ref()).await.unwrap();
     assert_eq!(delivered.outcome, PutOutcome::Written);
+    // It stopped before the object was recorded: the retry uploads it again and meets the 412.
+    sqlx::query("DELETE FROM export_run_objects WHERE run_id = $1")
+        .bind(run.id)
+        .execute(db.pool())
+        .await
+        .unwrap();
     sqlx::query("UPDATE export_destinations SET lease_expires_at = now() - interval '1 second'")
         .execute(db.pool())
         .await

@@ -253,8 +253,14 @@ impl TestBucket {
     pub fn new() -> Self {
         let server = s3_server();
         // Short: s3s-fs names a multipart upload's metadata file after the base64 of bucket and
-        // key, and a long hive key with a long bucket name passes the 255-byte file name limit.
-        let name = format!("b{}", &Uuid::new_v4().simple().to_string()[..10]);
+        // key, and a long hive key (`…_part0001.jsonl`) with a long bucket name passes the
+        // 255-byte file name limit. The server is this process's own, so a counter is unique.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        // (Bucket names have at least 3 characters.)
+        let name = format!(
+            "b{:02}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         std::fs::create_dir_all(server.root.join(&name)).unwrap();
         Self {
             name,

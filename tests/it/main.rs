@@ -26,6 +26,7 @@ mod reexport;
 mod roles;
 mod schedule;
 mod schema;
+mod split;
 mod sts;
 
 use audit_exporter::export::{Exporter, Outcome, Report, When};

@@ -67,8 +67,9 @@ fn ids(objects: &[(String, Vec<u8>)]) -> Vec<String> {
 
 async fn scheduled_keys(db: &TestDb, destination: &str) -> Vec<String> {
     sqlx::query_scalar(
-        "SELECT object_key FROM export_runs WHERE destination = $1 AND kind = 'scheduled'
-         AND status = 'done' ORDER BY window_lo",
+        "SELECT o.key FROM export_runs r JOIN export_run_objects o ON o.run_id = r.id
+         WHERE r.destination = $1 AND r.kind = 'scheduled' AND r.status = 'done'
+         ORDER BY r.window_lo, o.seq",
     )
     .bind(destination)
     .fetch_all(db.pool())
@@ -116,7 +117,7 @@ async fn a_range_is_re_exported_exactly_in_order_beside_the_scheduled_objects() 
             .unwrap();
         assert!(
             key.starts_with("p/reexport/schema=audit_log/version=v1/year=")
-                && key.ends_with(&format!("_{}.jsonl", report.run.id)),
+                && key.ends_with(&format!("_{}_part0001.jsonl", report.run.id)),
             "{key}"
         );
         let object = bucket.objects(key).await.into_iter().collect::<Vec<_>>();

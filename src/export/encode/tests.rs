@@ -27,7 +27,8 @@ fn encode(format: Format, part_size: usize, events: &[Event]) -> (Vec<Bytes>, En
     encode_batched(format, part_size, events, 1)
 }
 
-/// Frames `events` into batches of `per_batch`, as the pipeline's reader does.
+/// Writes `events` as the pipeline's encoder thread does, taking parts every `per_batch` events
+/// (where a batch of the reader would end).
 fn encode_batched(
     format: Format,
     part_size: usize,
@@ -35,19 +36,24 @@ fn encode_batched(
     per_batch: usize,
 ) -> (Vec<Bytes>, Encoded) {
     let mut encoder = ObjectEncoder::new(format, part_size).unwrap();
-    let mut framer = Framer::new(format);
     let mut parts = Vec::new();
     for chunk in events.chunks(per_batch) {
-        let mut batch = Vec::new();
         for event in chunk {
-            framer.push(&event.as_ref(), &mut batch);
+            encoder.write_event(&framed(format, event)).unwrap();
         }
-        parts.extend(encoder.write(&batch, chunk.len() as u64).unwrap());
+        parts.extend(encoder.take_full_part());
     }
-    assert_eq!(framer.events(), events.len() as u64);
+    assert_eq!(encoder.events(), events.len() as u64);
     let (last, totals) = encoder.finish().unwrap();
     parts.push(last);
     (parts, totals)
+}
+
+/// An event as the reader frames it: its JSON, and a newline for ndjson.
+fn framed(format: Format, event: &Event) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame(format, &event.as_ref(), &mut out);
+    out
 }
 
 fn decompress(compression: Compression, bytes: &[u8]) -> Vec<u8> {
@@ -165,15 +171,13 @@ fn the_size_is_known_within_one_event_whatever_the_compression() {
             // As a re-export cuts objects: write event by event, check the cheap bound,
             // flush when it passes the limit, and close once the flushed size does.
             let mut encoder = ObjectEncoder::new(format, 5 << 20).unwrap();
-            let mut framer = Framer::new(format);
             let mut largest_event = 0;
             let mut before = 0;
             let mut closed_at = None;
             for (n, e) in events.iter().enumerate() {
-                let mut framed = Vec::new();
-                framer.push(&e.as_ref(), &mut framed);
-                largest_event = largest_event.max(framed.len() as u64);
-                encoder.write(&framed, 1).unwrap();
+                let framed = framed(format, e);
+                largest_event = largest_event.max(framed.len() as u64 + 2);
+                encoder.write_event(&framed).unwrap();
                 assert!(encoder.size_bound() >= before, "{format:?}");
                 if encoder.size_bound() >= limit && encoder.flushed_size().unwrap() >= limit {
                     closed_at = Some(n);

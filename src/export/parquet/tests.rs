@@ -224,3 +224,62 @@ fn strip_nulls(value: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+#[test]
+fn a_run_cut_into_parquet_objects_gives_whole_files_of_few_row_groups() {
+    use crate::domain::{Encoding, Format, Schema};
+    use crate::export::objects::{Cutter, Mark, Piece};
+
+    let events: Vec<Event> = events(300)
+        .into_iter()
+        .cycle()
+        .take(5000)
+        .enumerate()
+        .map(|(i, mut e)| {
+            e.event_id = Uuid::from_u128(i as u128);
+            e.metadata = format!(r#"{{"pad": "{}"}}"#, "z".repeat(500 + i % 100));
+            e
+        })
+        .collect();
+    let limit = 256 << 10;
+    let format = Format {
+        encoding: Encoding::Parquet,
+        compression: Compression::None,
+        schema: Schema::Native,
+    };
+    let mut cutter = Cutter::new(format, 64 << 10, Some(limit), 1);
+    let mut objects: Vec<Vec<u8>> = Vec::new();
+    let mut emit = |piece| {
+        match piece {
+            Piece::Begin(_) => objects.push(Vec::new()),
+            Piece::Part(part) => objects.last_mut().unwrap().extend_from_slice(&part),
+            Piece::End(_) => {}
+        }
+        anyhow::Ok(())
+    };
+    for e in &events {
+        let mut framed = Vec::new();
+        frame_native(&e.as_ref(), &mut framed);
+        let mark = Mark {
+            len: framed.len() as u32,
+            occurred_at: e.as_ref().occurred_at,
+            position: None,
+        };
+        cutter.push(&framed, &mark, &mut emit).unwrap();
+    }
+    cutter.finish(&mut emit).unwrap();
+    assert!(objects.len() >= 5, "{}", objects.len());
+    let mut rows = 0;
+    for (n, object) in objects.iter().enumerate() {
+        let size = object.len() as u64;
+        assert!(size <= limit + 2048, "object {n}: {size} bytes");
+        let reader = SerializedFileReader::new(Bytes::from(object.clone())).unwrap();
+        let groups = reader.metadata().row_groups();
+        assert!(groups.len() <= 6, "object {n}: {} row groups", groups.len());
+        rows += groups.iter().map(|g| g.num_rows()).sum::<i64>();
+        if n + 1 < objects.len() {
+            assert!(size >= limit - 64 * 1024, "object {n}: {size} bytes");
+        }
+    }
+    assert_eq!(rows, 5000);
+}

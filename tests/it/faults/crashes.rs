@@ -116,9 +116,10 @@ async fn a_run_killed_at_each_step_is_finished_with_the_same_key() {
                     new_request(|s| is_put_object(s) && s.status == 200),
                 )
                 .await;
-                // The commit moves the watermark, then blocks on marking the run done.
+                // The commit moves the watermark, then blocks on marking the run done. (Not
+                // FOR UPDATE: recording the object, before the commit, checks its run's key.)
                 sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
-                sqlx::query("SELECT 1 FROM export_runs WHERE status = 'pending' FOR UPDATE")
+                sqlx::query("SELECT 1 FROM export_runs WHERE status = 'pending' FOR NO KEY UPDATE")
                     .execute(&mut lock)
                     .await
                     .unwrap();

@@ -79,7 +79,8 @@ async fn a_database_restart_and_a_cut_connection_lose_and_duplicate_nothing() {
     let mut lock = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
     let (run_id, key): (Uuid, String) = sqlx::query_as(
-        "SELECT id, object_key FROM export_runs WHERE status = 'pending' FOR UPDATE",
+        // Not FOR UPDATE: recording the object, before the commit, checks its run's key.
+        "SELECT id, object_key FROM export_runs WHERE status = 'pending' FOR NO KEY UPDATE",
     )
     .fetch_one(&mut lock)
     .await

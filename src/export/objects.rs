@@ -1,0 +1,182 @@
+//! How a run's events are cut into objects. An object is closed at the first event boundary
+//! where it reaches the run's limit, and the next object starts with the next event. The cut
+//! depends only on the object's own bytes, so a retry, or a run resumed at its first missing
+//! object, cuts where the first attempt did. No I/O here: the encoder thread feeds it, and what
+//! it emits goes to the upload.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::encode::{Encoded, ObjectEncoder};
+use crate::domain::{Format, Timestamp};
+
+/// Parts an S3 multipart upload may have.
+const MAX_PARTS: u64 = 10_000;
+/// Parts kept free below `MAX_PARTS`: the last event of an object may pass the limit, and
+/// parts may be somewhat larger than the part size.
+const SPARE_PARTS: u64 = 1_000;
+
+/// The size at which a run's objects are cut: `max_object_bytes` when set, and never so large
+/// that an object would need more parts than a multipart upload may have.
+pub fn split_limit(max_object_bytes: Option<u64>, part_size: usize) -> u64 {
+    let parts_cap = (part_size as u64).saturating_mul(MAX_PARTS - SPARE_PARTS);
+    max_object_bytes.map_or(parts_cap, |max| max.min(parts_cap))
+}
+
+/// What the reader knows of an event beside its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// Its length in the batch.
+    pub len: u32,
+    pub occurred_at: Timestamp,
+    /// Its `(txid, id)`, where a resumed run reads on after it (none for a heartbeat).
+    pub position: Option<(i64, i64)>,
+}
+
+/// The upload's side of the cutting: an object begins, a part of it, the object is complete.
+#[derive(Debug)]
+pub enum Piece {
+    Begin(u32),
+    Part(Bytes),
+    End(Cut),
+}
+
+/// A complete object of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    pub seq: u32,
+    pub encoded: Encoded,
+    pub oldest: Option<DateTime<Utc>>,
+    pub newest: Option<DateTime<Utc>>,
+    pub last: Option<(i64, i64)>,
+}
+
+pub struct Cutter {
+    format: Format,
+    part_size: usize,
+    limit: Option<u64>,
+    next_seq: u32,
+    open: Option<Open>,
+    /// Whether the run has an object before this cutter's first (a resumed run).
+    resumed: bool,
+}
+
+struct Open {
+    seq: u32,
+    encoder: ObjectEncoder,
+    oldest: Option<DateTime<Utc>>,
+    newest: Option<DateTime<Utc>>,
+    last: Option<(i64, i64)>,
+}
+
+impl Cutter {
+    /// Cuts objects numbered from `first_seq` at `limit` (`None`: one object, whatever its size).
+    pub fn new(format: Format, part_size: usize, limit: Option<u64>, first_seq: u32) -> Self {
+        Self {
+            format,
+            part_size,
+            limit,
+            next_seq: first_seq,
+            open: None,
+            resumed: first_seq > 1,
+        }
+    }
+
+    /// Begins the run's first object at once, before any event is read: a fresh run always
+    /// writes one, and its upload can get ready while the window's first rows come.
+    pub fn begin_first(
+        &mut self,
+        emit: &mut impl FnMut(Piece) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if self.open.is_none() && self.next_seq == 1 {
+            let open = Self::begin(self.format, self.part_size, &mut self.next_seq, emit)?;
+            self.open = Some(open);
+        }
+        Ok(())
+    }
+
+    /// Adds one event (its bytes as [`ObjectEncoder::write_event`] takes them).
+    pub fn push(
+        &mut self,
+        event: &[u8],
+        mark: &Mark,
+        emit: &mut impl FnMut(Piece) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let open = match &mut self.open {
+            Some(open) => open,
+            None => self.open.insert(Self::begin(
+                self.format,
+                self.part_size,
+                &mut self.next_seq,
+                emit,
+            )?),
+        };
+        open.encoder.write_event(event)?;
+        if let Some(at) = mark.occurred_at.to_datetime() {
+            open.oldest = Some(open.oldest.map_or(at, |o| o.min(at)));
+            open.newest = Some(open.newest.map_or(at, |n| n.max(at)));
+        }
+        open.last = mark.position.or(open.last);
+        if let Some(part) = open.encoder.take_full_part() {
+            emit(Piece::Part(part))?;
+        }
+        // The cheap bound first; only past it is the compressor flushed to learn the size.
+        let full = match self.limit {
+            Some(limit) => {
+                open.encoder.size_bound() >= limit && open.encoder.flushed_size()? >= limit
+            }
+            None => false,
+        };
+        if full && let Some(open) = self.open.take() {
+            Self::end(open, emit)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the last object. A run that had no event at all still gets one (empty) object,
+    /// unless it was resumed after objects already delivered.
+    pub fn finish(
+        mut self,
+        emit: &mut impl FnMut(Piece) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let open = match self.open.take() {
+            Some(open) => open,
+            None if self.resumed || self.next_seq > 1 => return Ok(()),
+            None => Self::begin(self.format, self.part_size, &mut self.next_seq, emit)?,
+        };
+        Self::end(open, emit)
+    }
+
+    fn begin(
+        format: Format,
+        part_size: usize,
+        next_seq: &mut u32,
+        emit: &mut impl FnMut(Piece) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Open> {
+        let seq = *next_seq;
+        *next_seq += 1;
+        emit(Piece::Begin(seq))?;
+        Ok(Open {
+            seq,
+            encoder: ObjectEncoder::new(format, part_size)?,
+            oldest: None,
+            newest: None,
+            last: None,
+        })
+    }
+
+    fn end(open: Open, emit: &mut impl FnMut(Piece) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let (last_part, encoded) = open.encoder.finish()?;
+        emit(Piece::Part(last_part))?;
+        emit(Piece::End(Cut {
+            seq: open.seq,
+            encoded,
+            oldest: open.oldest,
+            newest: open.newest,
+            last: open.last,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

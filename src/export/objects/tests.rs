@@ -1,0 +1,156 @@
+use super::*;
+use crate::domain::{Compression, Encoding};
+
+fn format(encoding: Encoding, compression: Compression) -> Format {
+    Format {
+        encoding,
+        compression,
+        ..Format::default()
+    }
+}
+
+fn event(n: u64) -> Vec<u8> {
+    // Varied text, so compression has work to do and sizes are not all alike.
+    let mut line = format!(
+        r#"{{"n":{n},"text":"{}"}}"#,
+        "x".repeat((n % 97) as usize + 20 * (n % 7) as usize)
+    )
+    .into_bytes();
+    line.push(b'\n');
+    line
+}
+
+fn mark(event: &[u8], n: u64) -> Mark {
+    Mark {
+        len: event.len() as u32,
+        occurred_at: Timestamp::Micros(n as i64 * 1_000_000),
+        position: Some((1, n as i64)),
+    }
+}
+
+/// The objects of `events` events cut at `limit`, from object `first`, with the events after
+/// position `skip`: (seq, bytes of the whole object, events, last position).
+fn cut(
+    format: Format,
+    limit: Option<u64>,
+    events: u64,
+    first: u32,
+    skip: u64,
+) -> Vec<(u32, Vec<u8>, Cut)> {
+    let mut cutter = Cutter::new(format, 64 << 10, limit, first);
+    let mut objects: Vec<(u32, Vec<u8>, Option<Cut>)> = Vec::new();
+    let mut emit = |piece| {
+        match piece {
+            Piece::Begin(seq) => objects.push((seq, Vec::new(), None)),
+            Piece::Part(part) => objects.last_mut().unwrap().1.extend_from_slice(&part),
+            Piece::End(cut) => objects.last_mut().unwrap().2 = Some(cut),
+        }
+        Ok(())
+    };
+    for n in skip + 1..=events {
+        let e = event(n);
+        cutter.push(&e, &mark(&e, n), &mut emit).unwrap();
+    }
+    cutter.finish(&mut emit).unwrap();
+    objects
+        .into_iter()
+        .map(|(seq, bytes, cut)| (seq, bytes, cut.unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_window_is_cut_at_the_first_event_past_the_limit() {
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let format = format(Encoding::Ndjson, compression);
+        let limit = if compression == Compression::None {
+            20_000
+        } else {
+            3_000
+        };
+        let objects = cut(format, Some(limit), 3_000, 1, 0);
+        assert!(
+            objects.len() > 2,
+            "{compression:?}: {} objects",
+            objects.len()
+        );
+        let mut next = 1;
+        for (i, (seq, bytes, cut)) in objects.iter().enumerate() {
+            assert_eq!(*seq, i as u32 + 1);
+            assert_eq!(cut.encoded.bytes, bytes.len() as u64);
+            let last = i + 1 == objects.len();
+            // Every object but the last reaches the limit (less the few bytes that may end it),
+            // and passes it by at most an event.
+            if !last {
+                assert!(
+                    cut.encoded.bytes + 32 >= limit,
+                    "{compression:?} object {seq}: {}",
+                    cut.encoded.bytes
+                );
+                assert!(
+                    cut.encoded.bytes < limit + 400,
+                    "{compression:?} object {seq}: {}",
+                    cut.encoded.bytes
+                );
+            }
+            // In order, none lost, none twice.
+            assert_eq!(
+                cut.oldest,
+                DateTime::from_timestamp(next as i64 + 946_684_800, 0)
+            );
+            next += cut.encoded.events;
+            assert_eq!(cut.last, Some((1, next as i64 - 1)));
+        }
+        assert_eq!(next, 3_001);
+    }
+}
+
+#[test]
+fn a_resumed_run_cuts_its_remaining_objects_as_the_first_attempt_did() {
+    for compression in [Compression::None, Compression::Zstd] {
+        let format = format(Encoding::Json, compression);
+        let whole = cut(format, Some(4_000), 2_000, 1, 0);
+        assert!(whole.len() > 3);
+        // Resume after the second object, from its last event.
+        let (_, _, second) = &whole[1];
+        let (_, skip) = second.last.unwrap();
+        let resumed = cut(format, Some(4_000), 2_000, 3, skip as u64);
+        assert_eq!(resumed.len(), whole.len() - 2);
+        for ((seq, bytes, cut), (seq2, bytes2, cut2)) in whole[2..].iter().zip(&resumed) {
+            assert_eq!((seq, bytes, &cut.encoded), (seq2, bytes2, &cut2.encoded));
+        }
+        // Read after the last object: nothing left, no empty object.
+        let (_, _, last) = whole.last().unwrap();
+        let after_all = cut(
+            format,
+            Some(4_000),
+            2_000,
+            whole.len() as u32 + 1,
+            last.last.unwrap().1 as u64,
+        );
+        assert!(after_all.is_empty());
+    }
+}
+
+#[test]
+fn without_a_limit_a_window_is_one_object_and_an_empty_one_still_gets_one() {
+    let format = format(Encoding::Json, Compression::None);
+    let one = cut(format, None, 500, 1, 0);
+    assert_eq!(one.len(), 1);
+    assert!(one[0].1.starts_with(b"[\n{") && one[0].1.ends_with(b"\n]\n"));
+    let empty = cut(format, Some(10), 0, 1, 0);
+    assert_eq!(empty.len(), 1);
+    assert_eq!(empty[0].1, b"[\n]\n");
+    // Each object of a JSON array encoding is an array of its own.
+    for (_, bytes, _) in cut(format, Some(5_000), 300, 1, 0) {
+        let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(parsed.as_array().is_some_and(|a| !a.is_empty()));
+    }
+}
+
+#[test]
+fn the_limit_never_lets_an_object_need_more_parts_than_an_upload_may_have() {
+    let part = 8 << 20;
+    assert_eq!(split_limit(Some(1 << 20), part), 1 << 20);
+    assert!(split_limit(None, part) * 10 / 9 <= part as u64 * MAX_PARTS);
+    assert_eq!(split_limit(Some(u64::MAX), part), split_limit(None, part));
+}
