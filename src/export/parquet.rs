@@ -15,6 +15,7 @@ use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
+use parquet::schema::types::ColumnPath;
 
 use crate::domain::{Compression, Timestamp};
 
@@ -53,6 +54,10 @@ pub struct Column {
 pub struct Layout {
     pub schema: &'static str,
     pub columns: &'static [Column],
+    /// The columns (dotted paths) with few distinct values, dictionary-encoded. The others
+    /// (ids, JSON) are not: a dictionary would hold their pages in memory until the column
+    /// chunk ends, for nothing.
+    pub dictionary: &'static [&'static str],
 }
 
 /// Microseconds from the Unix epoch; PostgreSQL's infinities (and times past i64's
@@ -198,12 +203,17 @@ impl ParquetFile {
             Compression::Gzip => Codec::GZIP(GzipLevel::try_new(1)?),
             Compression::Zstd => Codec::ZSTD(ZstdLevel::try_new(1)?),
         };
-        let properties = WriterProperties::builder()
+        let mut properties = WriterProperties::builder()
             .set_created_by("audit-exporter".to_owned())
             .set_compression(codec)
+            .set_dictionary_enabled(false)
             .set_statistics_truncate_length(Some(STATISTICS_BYTES))
-            .set_column_index_truncate_length(Some(STATISTICS_BYTES))
-            .build();
+            .set_column_index_truncate_length(Some(STATISTICS_BYTES));
+        for path in layout.dictionary {
+            let path = ColumnPath::new(path.split('.').map(str::to_owned).collect());
+            properties = properties.set_column_dictionary_enabled(path, true);
+        }
+        let properties = properties.build();
         let schema = Arc::new(parse_message_type(layout.schema)?);
         let written = Shared::default();
         Ok(Self {

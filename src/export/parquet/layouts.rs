@@ -53,6 +53,7 @@ pub static NATIVE: Layout = Layout {
         optional(Kind::Text, 1),
         required(Kind::Text),
     ],
+    dictionary: &["tenant_id", "action"],
 };
 
 /// Appends `event` as a row of [`NATIVE`].
@@ -177,6 +178,26 @@ pub static OCSF: Layout = Layout {
         // unmapped
         optional(Kind::Text, 1),
         required(Kind::Text),
+    ],
+    dictionary: &[
+        "activity_id",
+        "activity_name",
+        "category_uid",
+        "category_name",
+        "class_uid",
+        "class_name",
+        "type_uid",
+        "type_name",
+        "severity_id",
+        "severity",
+        "metadata.version",
+        "metadata.product.name",
+        "metadata.product.vendor_name",
+        "metadata.tenant_uid",
+        "api.operation",
+        "actor.user.type",
+        "actor.user.type_id",
+        "resources.list.element.type",
     ],
 };
 

@@ -94,6 +94,14 @@ fn rows_read_back_with_their_types() {
         }
         let created_by = reader.metadata().file_metadata().created_by();
         assert_eq!(created_by, Some("audit-exporter"));
+        // Ids and JSON are not dictionary-encoded (their pages would wait in memory for the
+        // dictionary); actions are.
+        let dictionary = |column: usize| {
+            let chunk = reader.metadata().row_group(0).column(column);
+            chunk.dictionary_page_offset().is_some()
+        };
+        assert!(!dictionary(0) && !dictionary(5) && !dictionary(7));
+        assert!(dictionary(4));
     }
 }
 
