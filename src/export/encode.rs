@@ -37,6 +37,8 @@ pub struct ObjectEncoder {
     out: Compressor,
     /// For Parquet: the file, whose bytes (compressed inside) go out uncompressed.
     parquet: Option<Box<ParquetFile>>,
+    /// Of each part buffer.
+    capacity: usize,
     pool: PartPool,
     /// Input waiting to make up a whole chunk for the compressor.
     pending: Vec<u8>,
@@ -59,6 +61,17 @@ enum Compressor {
     None(Vec<u8>),
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+}
+
+/// A part buffer's capacity: a part and what may come on top before it is taken, so the buffer
+/// never grows (growing copies it into one twice its size). A Parquet file's bytes come a
+/// column chunk at a time, up to a row group's.
+fn buffer_capacity(format: Format, part_size: usize) -> usize {
+    let over = match format.encoding {
+        Encoding::Parquet => 2 * parquet::ROW_GROUP_BYTES,
+        _ => part_size >> 3,
+    };
+    part_size + over
 }
 
 impl Compressor {
@@ -87,7 +100,7 @@ const FINISH_MARGIN: u64 = 32;
 impl ObjectEncoder {
     pub fn new(format: Format, part_size: usize) -> std::io::Result<Self> {
         let pool = PartPool::default();
-        let buffer = pool.take(part_size + (part_size >> 3));
+        let buffer = pool.take(buffer_capacity(format, part_size));
         let parquet = match format.encoding {
             Encoding::Parquet => {
                 let layout = match format.schema {
@@ -115,6 +128,7 @@ impl ObjectEncoder {
             part_size,
             out,
             parquet,
+            capacity: buffer_capacity(format, part_size),
             pool,
             pending: Vec::new(),
             events: 0,
@@ -299,7 +313,7 @@ impl ObjectEncoder {
     /// Gives the compressor a buffer again after `take_part`.
     fn refill(&mut self) {
         if self.buffer().capacity() == 0 {
-            let fresh = self.pool.take(self.part_size + (self.part_size >> 3));
+            let fresh = self.pool.take(self.capacity);
             *self.buffer() = fresh;
         }
     }
