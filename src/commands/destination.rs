@@ -6,9 +6,10 @@ use std::io::Write;
 
 use super::UsageError;
 use crate::domain::Start;
+use crate::domain::part_key;
 use crate::export::{Exporter, discard_leftovers};
 use crate::settings::{Destination, Settings};
-use crate::store::{Claim, Forgotten, KnownDestination, Lease, Operator, Run, Store};
+use crate::store::{Claim, Forgotten, KnownDestination, Lease, Operator, Run, RunObject, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DestinationAction {
@@ -67,6 +68,14 @@ async fn list(store: &Store, settings: &Settings, out: &mut dyn Write) -> anyhow
     let cluster = store.cluster_id().await?;
     for destination in &known {
         let mut line = describe(destination, settings);
+        if let Some((run, reason)) = &destination.abandoned {
+            let delivered = store.run_objects(run.id).await?;
+            line.push_str(&format!(
+                "; abandoned run {} ({}): {reason}",
+                run.id,
+                left_behind(run, &delivered)
+            ));
+        }
         let current = settings
             .destinations
             .iter()
@@ -129,12 +138,6 @@ fn describe(destination: &KnownDestination, settings: &Settings) -> String {
                 .unwrap_or_default()
         ));
     }
-    if let Some((run, reason)) = &destination.abandoned {
-        line.push_str(&format!(
-            "; abandoned run {} (may have written {}): {reason}",
-            run.id, run.object_key
-        ));
-    }
     if let Some(owner) = &destination.lease_owner {
         line.push_str(&format!("; lease held by {owner}"));
     }
@@ -150,12 +153,13 @@ async fn cancel(
     let lease = lease(store, settings, name, "cancel").await?;
     match store.cancel_run(&lease, &operator()).await? {
         Some(run) => {
-            discard_leftovers(&run).await;
+            let delivered = store.run_objects(run.id).await?;
+            discard_leftovers(&run, delivered.len()).await;
             writeln!(
                 out,
-                "{name}: cancelled the pending run {}; an object may already have been written at {}{}; the watermark stays at {}",
+                "{name}: cancelled the pending run {}; {}{}; the watermark stays at {}",
                 run.id,
-                run.object_key,
+                left_behind(&run, &delivered),
                 place(&run),
                 lease.watermark
             )?
@@ -233,12 +237,13 @@ async fn forget(
         "{name}: forgotten; its runs stay in the log, and it starts anew per its `start` if configured again"
     )?;
     if let Some(run) = abandoned {
-        discard_leftovers(&run).await;
+        let delivered = store.run_objects(run.id).await?;
+        discard_leftovers(&run, delivered.len()).await;
         write!(
             out,
-            "; abandoned the pending run {} (may have written {}{})",
+            "; abandoned the pending run {} ({}{})",
             run.id,
-            run.object_key,
+            left_behind(&run, &delivered),
             place(&run)
         )?;
     }
@@ -286,6 +291,24 @@ async fn lease(
 }
 
 /// Where the run was to deliver, from what it was planned with.
+/// What an abandoned run leaves in its destination: the objects it delivered, which stay (the
+/// next run exports their events again), and the one it may have been writing.
+fn left_behind(run: &Run, delivered: &[RunObject]) -> String {
+    let next = part_key(&run.object_key, delivered.len() as u32 + 1);
+    match delivered {
+        [] => format!("an object may already have been written at {next}"),
+        objects => format!(
+            "it had delivered {} object(s), which stay, and whose events the next run exports again: {}; the next one may also have been written, at {next}",
+            objects.len(),
+            objects
+                .iter()
+                .map(|o| o.key.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 fn place(run: &Run) -> String {
     run.delivery
         .as_ref()

@@ -177,6 +177,11 @@ async fn attach_objects(
             .chain(&mut destination.recent_test_and_reexport_runs);
         for view in runs {
             view.objects = objects.remove(&view.id).unwrap_or_default();
+            // A run not committed says what it delivered so far.
+            if view.status != "done" && !view.objects.is_empty() {
+                view.events = Some(view.objects.iter().map(|o| o.events).sum());
+                view.bytes = Some(view.objects.iter().map(|o| o.bytes).sum());
+            }
         }
     }
     Ok(())

@@ -178,6 +178,13 @@ impl Worker {
             tracing::warn!(destination = %name, error = %down, "Export not done; it is tried again at the next check.");
             return;
         }
+        if let Err(error) = &outcome
+            && error.is::<crate::export::Stopped>()
+        {
+            // A shutdown, not a failure: the run stays pending for the next process.
+            tracing::info!(destination = %name, "Export stopped by the shutdown; its run stays pending.");
+            return;
+        }
         self.metrics.record(name, &outcome, started.elapsed(), now);
         match outcome {
             Ok(Outcome::Exported(_)) | Ok(Outcome::NotDue { .. }) => {

@@ -333,7 +333,11 @@ impl Upload<'_> {
                             .note_side_objects(self.run.id, object.seq)
                             .await?;
                     }
-                    tracing::debug!(key = %object.key, seq = object.seq, events = object.events, bytes = object.bytes, "Delivered an object of the run.");
+                    if self.run.kind == RunKind::Scheduled {
+                        tracing::debug!(key = %object.key, seq = object.seq, events = object.events, bytes = object.bytes, "Delivered an object of the run.");
+                    } else {
+                        tracing::info!(key = %self.sink.location(&object.key), seq = object.seq, events = object.events, bytes = object.bytes, "Delivered an object of the run.");
+                    }
                     objects.push(object);
                 }
             }

@@ -102,9 +102,6 @@ impl Exporter {
                 store
                     .finish_reexport_run(run.id, events as i64, bytes as i64, sha256, count)
                     .await?;
-                for object in &delivered.objects {
-                    tracing::info!(key = %sink.location(&object.key), events = object.events, bytes = object.bytes, "Wrote a re-export object.");
-                }
                 Ok(ReexportReport {
                     run: Run {
                         status: RunStatus::Done,

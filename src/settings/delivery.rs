@@ -76,6 +76,14 @@ pub fn delivery_changes(planned: &Value, current: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Whether two deliveries write to the same place for the same tenant filter: only the format
+/// or the key layout differ.
+pub fn same_place(planned: &Value, current: &Value) -> bool {
+    ["tenant_id", "url"]
+        .iter()
+        .all(|field| planned.get(field) == current.get(field))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
 
-pub use delivery::delivery_changes;
+pub use delivery::{delivery_changes, same_place};
 pub use destination::{Destination, Target};
 use number::Int;
 pub use overlap::{nested_locations, shared_locations};

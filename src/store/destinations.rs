@@ -95,10 +95,17 @@ impl Store {
         if let Some(run) = &pending {
             let reason = format!("cancelled by {}@{}", by.os_user, by.host);
             abandon(&mut tx, lease, run.id, &reason).await?;
+            let delivered: Vec<String> = self
+                .run_objects(run.id)
+                .await?
+                .into_iter()
+                .map(|o| o.key)
+                .collect();
             let metadata = serde_json::json!({
                 "destination": lease.destination,
                 "run_id": run.id,
                 "abandoned_key": run.object_key,
+                "delivered_keys": delivered,
                 "window": { "lo": run.window_lo.to_string(), "hi": run.window_hi.to_string() },
                 "watermark": watermark.to_string(),
             });

@@ -26,6 +26,7 @@ pub struct RunObject {
     pub oldest_at: Option<DateTime<Utc>>,
     pub newest_at: Option<DateTime<Utc>>,
     /// The UTC day of occurred_at it holds, when a run's objects are cut by event day.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub partition_day: Option<NaiveDate>,
     /// Its last event's `(txid, id)`: where a resumed run reads on.
     #[serde(skip)]

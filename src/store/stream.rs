@@ -241,7 +241,7 @@ pub(super) async fn abandon(
 ) -> anyhow::Result<()> {
     let done = sqlx::query(
         "UPDATE export_runs r
-         SET status = 'abandoned', abandoned_reason = $2, finished_at = clock_timestamp()
+         SET status = 'abandoned', abandoned_reason = $2, last_error = $2, finished_at = clock_timestamp()
          WHERE id = $1 AND status = 'pending'
            AND EXISTS (SELECT 1 FROM export_destinations d
                        WHERE d.name = r.destination AND d.fencing_token = $3 AND d.lease_owner = $4)",

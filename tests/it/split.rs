@@ -146,3 +146,96 @@ async fn a_big_window_is_several_objects_and_a_stop_between_two_resumes_with_the
     assert_eq!(listed.len(), report.objects.len());
     assert_eq!(listed.values().sum::<i64>(), 9_000);
 }
+
+#[tokio::test]
+async fn cancelling_a_run_stopped_between_objects_names_the_objects_it_delivered() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = file_destination_env("main", dir.path());
+    env.push(limit_env("main"));
+    let settings = settings(&db, env);
+    append(&db, 6_000, None).await;
+    let dest = destination(&settings, "main");
+    let stopping = StopsAt {
+        inner: sink::connect(dest, &settings.exporter).await.unwrap(),
+        fail_at: "_part0002",
+    };
+    exporter(&db, &settings)
+        .export(dest, &stopping, When::Now)
+        .await
+        .unwrap_err();
+    let delivered: Vec<String> = files(dir.path()).into_keys().collect();
+    assert_eq!(delivered.len(), 1);
+
+    let mut out = Vec::new();
+    audit_exporter::commands::destination(
+        &settings,
+        &audit_exporter::commands::DestinationAction::Cancel {
+            name: "main".into(),
+        },
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let said = String::from_utf8(out).unwrap();
+    assert!(
+        said.contains("it had delivered 1 object(s), which stay")
+            && said.contains(&delivered[0])
+            && said.contains(&delivered[0].replace("_part0001", "_part0002")),
+        "{said}"
+    );
+    let metadata: serde_json::Value = sqlx::query_scalar(
+        "SELECT metadata FROM audit_events WHERE action = 'system.export.cancelled'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(metadata["delivered_keys"], serde_json::json!(delivered));
+}
+
+#[tokio::test]
+async fn a_format_change_after_some_objects_finishes_the_run_as_planned_without_duplicates() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = file_destination_env("main", dir.path());
+    env.push(limit_env("main"));
+    let planned = settings(&db, env.clone());
+    append(&db, 6_000, None).await;
+    let dest = destination(&planned, "main");
+    let stopping = StopsAt {
+        inner: sink::connect(dest, &planned.exporter).await.unwrap(),
+        fail_at: "_part0002",
+    };
+    exporter(&db, &planned)
+        .export(dest, &stopping, When::Now)
+        .await
+        .unwrap_err();
+    assert_eq!(files(dir.path()).len(), 1);
+
+    // The operator switches to gzip while the run is pending.
+    env.push((
+        "AUDIT_EXPORTER__DESTINATIONS__MAIN__COMPRESSION".into(),
+        "gzip".into(),
+    ));
+    let changed = settings(&db, env);
+    let report = export_now(&exporter(&db, &changed), &changed, "main").await;
+    assert!(report.resumed, "finished as planned, not abandoned");
+    let objects = files(dir.path());
+    assert!(objects.len() >= 2);
+    assert!(
+        objects.keys().all(|k| k.ends_with(".jsonl")),
+        "{:?}",
+        objects.keys()
+    );
+    assert_exactly_once(&db, "main", None, &objects).await;
+
+    // The next run is gzip.
+    append(&db, 10, None).await;
+    let next = export_now(&exporter(&db, &changed), &changed, "main").await;
+    assert!(
+        next.objects[0].key.ends_with("_part0001.jsonl.gz"),
+        "{}",
+        next.objects[0].key
+    );
+    assert_exactly_once(&db, "main", None, &files(dir.path())).await;
+}
