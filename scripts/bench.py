@@ -25,6 +25,14 @@ COMPRESSIONS = {
     "zstd": ("zstd -1 -q -c", ".jsonl.zst"),
 }
 
+# The other shapes the exporter writes, measured beside its JSON lines (A only: no shell
+# pipeline writes them): label: (encoding, schema).
+FORMATS = {
+    "parquet": ("parquet", "native"),
+    "ocsf": ("ndjson", "ocsf"),
+    "ocsf-parquet": ("parquet", "ocsf"),
+}
+
 # The events of one window, as both the exporter and the pipeline select them.
 COLUMNS = "event_id, occurred_at, recorded_at, tenant_id, action, actor, target, metadata"
 WINDOW = "txid < pg_snapshot_xmin(pg_current_snapshot())"
@@ -196,9 +204,12 @@ class Bench:
     def object_path(self, key):
         return os.path.join(self.fixture.s3_root, self.fixture.bucket, key)
 
-    def exporter(self, url, n, compression, label, part_mib=None):
-        """A: the release binary exporting one window holding all n events."""
+    def exporter(self, url, n, compression, label, part_mib=None, shape=None):
+        """A: the release binary exporting one window holding all n events (as JSON lines, or
+        in one of FORMATS)."""
         name = f"b{n}_{self.stamp}_{label}_{compression}"
+        if shape:
+            name += "_" + shape.replace("-", "_")
         prefix = f"AUDIT_EXPORTER__DESTINATIONS__{name.upper()}__"
         destination = {
             prefix + "URL": f"s3://{self.fixture.bucket}/a",
@@ -209,6 +220,10 @@ class Bench:
             prefix + "SECRET_ACCESS_KEY": self.fixture.secret_access_key,
             prefix + "COMPRESSION": compression,
         }
+        if shape:
+            encoding, schema = FORMATS[shape]
+            destination[prefix + "ENCODING"] = encoding
+            destination[prefix + "SCHEMA"] = schema
         if part_mib:
             destination["AUDIT_EXPORTER__EXPORTER__PART_SIZE_MIB"] = str(part_mib)
             destination["AUDIT_EXPORTER__EXPORTER__UPLOADS_IN_FLIGHT"] = "1"
@@ -272,12 +287,17 @@ class Bench:
         for c in compressions:
             results["A", c] = []
             results["B", c] = []
+            for f in self.args.formats:
+                results["F", f, c] = []
         for r in range(1, self.args.rounds + 1):
             for c in compressions:
                 results["A", c].append(self.exporter(url, n, c, f"r{r}"))
                 log(f"N={n} round {r} A {c}: {results['A', c][-1]['wall']:.2f} s")
                 results["B", c].append(self.pipeline(url, n, c, f"r{r}"))
                 log(f"N={n} round {r} B {c}: {results['B', c][-1]['wall']:.2f} s")
+                for f in self.args.formats:
+                    results["F", f, c].append(self.exporter(url, n, c, f"r{r}", shape=f))
+                    log(f"N={n} round {r} A {f} {c}: {results['F', f, c][-1]['wall']:.2f} s")
             results["L"].append(self.limit(url))
             log(f"N={n} round {r} L: {results['L'][-1]['wall']:.2f} s")
         checks = []
@@ -289,6 +309,12 @@ class Bench:
                 checks.append((c, same))
                 if not same:
                     raise SystemExit(f"N={n} {c}: the bytes depend on the part size or the round")
+                for f in self.args.formats:
+                    slow = self.exporter(url, n, c, "slow", part_mib=5, shape=f)
+                    same = {a["sha256"] for a in results["F", f, c]} == {slow["sha256"]}
+                    checks.append((f"{f} {c}", same))
+                    if not same:
+                        raise SystemExit(f"N={n} {f} {c}: the bytes depend on the part size or the round")
         return results, checks
 
 
@@ -311,7 +337,7 @@ def report(n, rounds, results, checks):
     lines.append("|" + "---|" * (header.count("|") - 1))
     limit = statistics.median(r["wall"] for r in results["L"])
     a_none = None
-    for (kind, c), runs in ((k, v) for k, v in results.items() if k != "L"):
+    for (kind, c), runs in ((k, v) for k, v in results.items() if k != "L" and len(k) == 2):
         if kind != "A":
             continue
         b_runs = results["B", c]
@@ -333,6 +359,28 @@ def report(n, rounds, results, checks):
         f"{n / limit:,.0f} events/s"
         + (f"; A(none)/L = {a_none / limit:.2f}" if a_none else "")
     )
+    formats = [(k[1], k[2], v) for k, v in results.items() if k[0] == "F"]
+    if formats:
+        lines.append("")
+        lines.append(f"The other shapes, same window and rounds (A only); vs JSON lines: A's wall of "
+                     "`ndjson` with the same compression over this one's")
+        header = (
+            "| shape (encoding, schema) | compression | A export s | A events/s | vs JSON lines "
+            "| A MB/s out | A MB | A peak RSS MiB |"
+        )
+        lines.append(header)
+        lines.append("|" + "---|" * (header.count("|") - 1))
+        for f, c, runs in formats:
+            wall = statistics.median(r["wall"] for r in runs)
+            json_wall = statistics.median(r["wall"] for r in results["A", c])
+            size = runs[0]["bytes"]
+            rss = [r["rss_kib"] / 1024 for r in runs]
+            encoding, schema = FORMATS[f]
+            lines.append(
+                f"| {f} ({encoding}, {schema}) | {c} | {fmt_range([r['wall'] for r in runs])} "
+                f"| {n / wall:,.0f} | {json_wall / wall:.2f}x | {size / 1e6 / wall:,.0f} "
+                f"| {size / 1e6:,.1f} | {fmt_range(rss, digits=1)} |"
+            )
     if checks:
         lines.append(
             "Same bytes in every round and exported one 5 MiB part at a time: "
@@ -347,6 +395,9 @@ def main():
     parser.add_argument("--with-10m", action="store_true", help="also N = 10,000,000")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--compressions", default="none,gzip,zstd")
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help="the other shapes to measure beside JSON lines: "
+                        + ", ".join(FORMATS) + " (empty: none)")
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip the slow re-export that checks the bytes")
     parser.add_argument("--fresh", action="store_true", help="seed the databases again")
@@ -369,6 +420,10 @@ def main():
     parser.add_argument("--aws", required=True)
     args = parser.parse_args()
     args.compressions = [c for c in args.compressions.split(",") if c]
+    args.formats = [f for f in args.formats.split(",") if f]
+    for f in args.formats:
+        if f not in FORMATS:
+            raise SystemExit(f"--formats: {f!r} is not one of {', '.join(FORMATS)}")
     sizes = [int(n) for n in args.events.split(",") if n]
     if args.with_10m and 10_000_000 not in sizes:
         sizes.append(10_000_000)

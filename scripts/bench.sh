@@ -4,7 +4,8 @@
 #
 #   scripts/bench.sh [--events 100000,1000000] [--with-10m] [--rounds 3] [--many 50,500]
 #                    [--many-events 1000000] [--many-compression zstd]
-#                    [--compressions none,gzip,zstd] [--no-check] [--fresh] [--debug]
+#                    [--compressions none,gzip,zstd] [--formats parquet,ocsf,ocsf-parquet]
+#                    [--no-check] [--fresh] [--debug]
 #
 # It builds the release binary and the benchmark fixture (a PostgreSQL of its own and an
 # S3-protocol server), installs the AWS CLI from PyPI into target/bench/venv, and prints one

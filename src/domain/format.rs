@@ -1,4 +1,4 @@
-//! How an object is encoded: the JSON framing and the compression.
+//! How an object is encoded: the event's shape, the JSON framing and the compression.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +11,8 @@ pub enum Encoding {
     Ndjson,
     /// One JSON array of events.
     Json,
+    /// Typed columns in a Parquet file, compressed inside.
+    Parquet,
 }
 
 /// The compression applied to the encoded object.
@@ -23,13 +25,44 @@ pub enum Compression {
     Zstd,
 }
 
+/// The shape of each exported event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schema {
+    /// The event as the database holds it (README, "Output").
+    #[default]
+    Native,
+    /// An OCSF API Activity record (docs/ocsf.md).
+    Ocsf,
+}
+
+impl Schema {
+    pub const ALLOWED: &'static str = "native | ocsf";
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "native" => Some(Self::Native),
+            "ocsf" => Some(Self::Ocsf),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Ocsf => "ocsf",
+        }
+    }
+}
+
 impl Encoding {
-    pub const ALLOWED: &'static str = "ndjson | json";
+    pub const ALLOWED: &'static str = "ndjson | json | parquet";
 
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "ndjson" => Some(Self::Ndjson),
             "json" => Some(Self::Json),
+            "parquet" => Some(Self::Parquet),
             _ => None,
         }
     }
@@ -38,6 +71,7 @@ impl Encoding {
         match self {
             Self::Ndjson => "ndjson",
             Self::Json => "json",
+            Self::Parquet => "parquet",
         }
     }
 }
@@ -63,17 +97,19 @@ impl Compression {
     }
 }
 
-/// Encoding and compression together: what a reader of the object needs to know.
+/// Shape, encoding and compression together: what a reader of the object needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Format {
     pub encoding: Encoding,
     pub compression: Compression,
+    pub schema: Schema,
 }
 
 impl Format {
-    /// The file extension, e.g. `.jsonl.gz`.
+    /// The file extension, e.g. `.jsonl.gz`; `.parquet` whatever the compression inside.
     pub fn extension(self) -> &'static str {
         match (self.encoding, self.compression) {
+            (Encoding::Parquet, _) => ".parquet",
             (Encoding::Ndjson, Compression::None) => ".jsonl",
             (Encoding::Ndjson, Compression::Gzip) => ".jsonl.gz",
             (Encoding::Ndjson, Compression::Zstd) => ".jsonl.zst",
@@ -87,10 +123,16 @@ impl Format {
         match self.encoding {
             Encoding::Ndjson => "application/x-ndjson",
             Encoding::Json => "application/json",
+            Encoding::Parquet => "application/vnd.apache.parquet",
         }
     }
 
+    /// None for Parquet, whose compression is inside the file: the object is stored and
+    /// served as it is.
     pub fn content_encoding(self) -> Option<&'static str> {
+        if self.encoding == Encoding::Parquet {
+            return None;
+        }
         match self.compression {
             Compression::None => None,
             Compression::Gzip => Some("gzip"),
@@ -105,12 +147,16 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for e in [Encoding::Ndjson, Encoding::Json] {
+        for e in [Encoding::Ndjson, Encoding::Json, Encoding::Parquet] {
             assert_eq!(Encoding::parse(e.as_str()), Some(e));
         }
         for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
             assert_eq!(Compression::parse(c.as_str()), Some(c));
         }
+        for s in [Schema::Native, Schema::Ocsf] {
+            assert_eq!(Schema::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Schema::parse("OCSF"), None);
         assert_eq!(Encoding::parse("NDJSON"), None);
         assert_eq!(Compression::parse("brotli"), None);
     }
@@ -120,11 +166,20 @@ mod tests {
         let f = Format {
             encoding: Encoding::Json,
             compression: Compression::Zstd,
+            schema: Schema::Ocsf,
         };
         assert_eq!(f.extension(), ".json.zst");
         assert_eq!(f.content_type(), "application/json");
         assert_eq!(f.content_encoding(), Some("zstd"));
         assert_eq!(Format::default().extension(), ".jsonl");
+        let parquet = Format {
+            encoding: Encoding::Parquet,
+            compression: Compression::Zstd,
+            ..f
+        };
+        assert_eq!(parquet.extension(), ".parquet");
+        assert_eq!(parquet.content_type(), "application/vnd.apache.parquet");
+        assert_eq!(parquet.content_encoding(), None);
         assert_eq!(Format::default().content_encoding(), None);
     }
 }

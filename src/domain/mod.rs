@@ -3,8 +3,9 @@
 mod digest;
 mod event;
 mod format;
-mod json;
+pub(crate) mod json;
 mod object_key;
+pub mod ocsf;
 mod retention;
 mod schedule;
 mod signing;
@@ -16,7 +17,7 @@ pub use digest::{
     sha256_hex,
 };
 pub use event::{Event, EventRef, HEARTBEAT_ACTION, TEST_ACTION, Timestamp};
-pub use format::{Compression, Encoding, Format};
+pub use format::{Compression, Encoding, Format, Schema};
 pub use object_key::{
     KeyLayout, KeyParts, SideFolder, check_key_path, part_key, side_key, with_part,
 };

@@ -19,6 +19,7 @@ use crate::store::{ChainHead, KeptDigest, Lease, Run, RunObject};
 const DIGEST_FORMAT: Format = Format {
     encoding: Encoding::Json,
     compression: crate::domain::Compression::None,
+    schema: crate::domain::Schema::Native,
 };
 
 impl Exporter {

@@ -1,8 +1,9 @@
 //! Turns events into the bytes of an object: JSON framing, then compression, cut into parts.
 //!
-//! The reader writes each event's JSON where it is read; the `ObjectEncoder` frames the events
-//! (a JSON array's separators), compresses them, hashes the result and cuts it into parts, on a
-//! thread of its own.
+//! The reader writes each event where it is read (`frame`: JSON in the object's schema, or a
+//! Parquet row); the `ObjectEncoder` frames the events (a JSON array's separators) or builds
+//! the Parquet file, compresses, hashes the result and cuts it into parts, on a thread of its
+//! own.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,23 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Compression, Encoding, Format};
+use super::parquet::{self, ParquetFile};
+use crate::domain::{Compression, Encoding, EventRef, Format, Schema, ocsf};
+
+/// Appends `event` as [`ObjectEncoder::write_event`] takes it: in the format's schema, as JSON
+/// with a newline for ndjson, as JSON for json (the encoder writes the array's separators), or
+/// as a row of the Parquet layout.
+pub fn frame(format: Format, event: &EventRef<'_>, out: &mut Vec<u8>) {
+    match (format.encoding, format.schema) {
+        (Encoding::Parquet, Schema::Native) => parquet::frame_native(event, out),
+        (Encoding::Parquet, Schema::Ocsf) => parquet::frame_ocsf(event, out),
+        (_, Schema::Native) => event.write_json(out),
+        (_, Schema::Ocsf) => ocsf::write_record(event, out),
+    }
+    if format.encoding == Encoding::Ndjson {
+        out.push(b'\n');
+    }
+}
 
 /// Writes events into compressed parts of at least `part_size` bytes (the last may be
 /// smaller), and keeps the object's length and SHA-256.
@@ -18,6 +35,10 @@ pub struct ObjectEncoder {
     encoding: Encoding,
     part_size: usize,
     out: Compressor,
+    /// For Parquet: the file, whose bytes (compressed inside) go out uncompressed.
+    parquet: Option<Box<ParquetFile>>,
+    /// Of each part buffer.
+    capacity: usize,
     pool: PartPool,
     /// Input waiting to make up a whole chunk for the compressor.
     pending: Vec<u8>,
@@ -42,6 +63,30 @@ enum Compressor {
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
 }
 
+/// A part buffer's capacity: a part and what may come on top before it is taken, so the buffer
+/// never grows (growing copies it into one twice its size). A Parquet file's bytes come a
+/// column chunk at a time, up to a row group's.
+fn buffer_capacity(format: Format, part_size: usize) -> usize {
+    let over = match format.encoding {
+        Encoding::Parquet => 2 * parquet::ROW_GROUP_BYTES,
+        _ => part_size >> 3,
+    };
+    part_size + over
+}
+
+impl Compressor {
+    /// The output buffer, for bytes that are not to be compressed (a Parquet file's, which
+    /// are compressed inside): a Parquet object has no compressor of its own.
+    fn plain(&mut self) -> std::io::Result<&mut Vec<u8>> {
+        match self {
+            Self::None(buffer) => Ok(buffer),
+            _ => Err(std::io::Error::other(
+                "a Parquet object is compressed inside",
+            )),
+        }
+    }
+}
+
 /// The compression levels: fast, as the data volume calls for, and fixed so the same window
 /// always yields the same bytes.
 const GZIP_LEVEL: u32 = 1;
@@ -55,8 +100,20 @@ const FINISH_MARGIN: u64 = 32;
 impl ObjectEncoder {
     pub fn new(format: Format, part_size: usize) -> std::io::Result<Self> {
         let pool = PartPool::default();
-        let buffer = pool.take(part_size + (part_size >> 3));
+        let buffer = pool.take(buffer_capacity(format, part_size));
+        let parquet = match format.encoding {
+            Encoding::Parquet => {
+                let layout = match format.schema {
+                    Schema::Native => &parquet::NATIVE,
+                    Schema::Ocsf => &parquet::OCSF,
+                };
+                let file = ParquetFile::new(layout, format.compression);
+                Some(Box::new(file.map_err(std::io::Error::other)?))
+            }
+            _ => None,
+        };
         let out = match format.compression {
+            _ if parquet.is_some() => Compressor::None(buffer),
             Compression::None => Compressor::None(buffer),
             Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
                 buffer,
@@ -70,6 +127,8 @@ impl ObjectEncoder {
             encoding: format.encoding,
             part_size,
             out,
+            parquet,
+            capacity: buffer_capacity(format, part_size),
             pool,
             pending: Vec::new(),
             events: 0,
@@ -83,9 +142,17 @@ impl ObjectEncoder {
         Ok(encoder)
     }
 
-    /// Adds one event, as [`crate::domain::EventRef::write_json`] wrote it (with its newline for ndjson): the
-    /// encoder writes a JSON array's separators itself, so an object may start at any event.
+    /// Adds one event, as [`frame`] wrote it: the encoder writes a JSON array's separators
+    /// itself, so an object may start at any event.
     pub fn write_event(&mut self, event: &[u8]) -> std::io::Result<()> {
+        if self.parquet.is_some() {
+            self.refill();
+            if let Some(file) = self.parquet.as_mut() {
+                file.write(event, self.out.plain()?)?;
+            }
+            self.events += 1;
+            return Ok(());
+        }
         if self.encoding == Encoding::Json {
             self.write_raw(if self.events == 0 { b"\n" } else { b",\n" })?;
         }
@@ -108,6 +175,10 @@ impl ObjectEncoder {
     pub fn finish(mut self) -> std::io::Result<(Bytes, Encoded)> {
         if self.encoding == Encoding::Json {
             self.write_raw(b"\n]\n")?;
+        }
+        if let Some(file) = self.parquet.take() {
+            self.refill();
+            file.finish(self.out.plain()?)?;
         }
         self.flush_pending()?;
         self.refill();
@@ -183,13 +254,27 @@ impl ObjectEncoder {
         };
         let held = self.pending.len() as u64 + self.unflushed;
         // Stored blocks may grow incompressible input a little; that is in the margin.
-        self.bytes + emitted as u64 + held + held / 64 + FINISH_MARGIN
+        let bound = self.bytes + emitted as u64 + held + held / 64 + FINISH_MARGIN;
+        match &self.parquet {
+            Some(file) => bound + file.size_bound(),
+            None => bound,
+        }
     }
 
     /// The size the object would have if it were finished now, give or take the few bytes
     /// that end it: the compressor is made to emit all it holds (a sync flush, which costs a
     /// few bytes and depends only on the object's bytes, so a retry writes the same bytes).
+    ///
+    /// For Parquet, the open row group is closed (at a point the rows alone decide), and the
+    /// size counts the footer as `size_bound` does, generously: an object closes somewhat
+    /// below the limit rather than after a run of tiny row groups.
     pub fn flushed_size(&mut self) -> std::io::Result<u64> {
+        if self.parquet.is_some() {
+            self.refill();
+            if let Some(file) = self.parquet.as_mut() {
+                file.close_row_group(self.out.plain()?)?;
+            }
+        }
         if !matches!(self.out, Compressor::None(_)) {
             self.refill();
             self.flush_pending()?;
@@ -228,7 +313,7 @@ impl ObjectEncoder {
     /// Gives the compressor a buffer again after `take_part`.
     fn refill(&mut self) {
         if self.buffer().capacity() == 0 {
-            let fresh = self.pool.take(self.part_size + (self.part_size >> 3));
+            let fresh = self.pool.take(self.capacity);
             *self.buffer() = fresh;
         }
     }

@@ -7,6 +7,7 @@
 mod digest;
 mod encode;
 mod objects;
+mod parquet;
 mod pipeline;
 mod reexport;
 mod side;

@@ -8,8 +8,9 @@ use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::encode::frame;
 use super::objects::{Cutter, Mark, Piece};
-use crate::domain::{Encoding, Event, EventRef, TEST_ACTION, part_key};
+use crate::domain::{Event, EventRef, Format, TEST_ACTION, part_key};
 use crate::sink::{ObjectWriter, PutOutcome, Sink};
 use crate::store::{CopyDecoder, CopyOut, Run, RunKind, RunObject, Store};
 
@@ -182,7 +183,7 @@ pub(super) async fn write_objects(
     // socket rather than on another thread: a wake-up for every few rows otherwise.
     let read = tokio::spawn(async move {
         let mut batches = Batcher {
-            ndjson: format.encoding == Encoding::Ndjson,
+            format,
             batch: Batcher::empty(&spare_rx),
             spare: spare_rx,
             queue: batches_tx,
@@ -364,7 +365,7 @@ pub fn heartbeat(run: &Run, event_id: uuid::Uuid) -> Event {
 
 /// Frames events into batches and queues each batch for the encoder when it is full.
 struct Batcher {
-    ndjson: bool,
+    format: Format,
     batch: Batch,
     spare: std::sync::mpsc::Receiver<Batch>,
     queue: mpsc::Sender<Batch>,
@@ -384,10 +385,7 @@ impl Batcher {
 
     fn push(&mut self, event: &EventRef<'_>, position: Option<(i64, i64)>) {
         let start = self.batch.framed.len();
-        event.write_json(&mut self.batch.framed);
-        if self.ndjson {
-            self.batch.framed.push(b'\n');
-        }
+        frame(self.format, event, &mut self.batch.framed);
         self.batch.marks.push(Mark {
             len: (self.batch.framed.len() - start) as u32,
             occurred_at: event.occurred_at,

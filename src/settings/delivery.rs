@@ -4,14 +4,22 @@
 use serde_json::{Map, Value, json};
 
 use super::destination::{Destination, Target};
-use crate::domain::KeyLayout;
+use crate::domain::{KeyLayout, Schema};
 
 /// The fields of a delivery, in the order a change is reported.
-const FIELDS: [&str; 5] = ["tenant_id", "url", "encoding", "compression", "key_layout"];
+const FIELDS: [&str; 6] = [
+    "tenant_id",
+    "url",
+    "encoding",
+    "compression",
+    "schema",
+    "key_layout",
+];
 
 impl Destination {
     /// The tenant filter, the place (bucket, prefix and endpoint, or directory), the encoding,
-    /// the compression and the key layout. Credentials and object options (SSE, ACL, tags,
+    /// the compression, the schema (only when not `native`, so runs planned before there was a
+    /// choice still match) and the key layout. Credentials and object options (SSE, ACL, tags,
     /// storage class) are left out: fixing a secret finishes the same run, same key, same bytes.
     pub fn delivery(&self) -> Value {
         let url = match &self.target {
@@ -26,13 +34,17 @@ impl Destination {
             KeyLayout::Env0 { log_type } => json!({ "env0": log_type }),
             other => json!(other.as_config()),
         };
-        json!({
+        let mut delivery = json!({
             "tenant_id": self.tenant_id,
             "url": url,
             "encoding": self.format.encoding.as_str(),
             "compression": self.format.compression.as_str(),
             "key_layout": key_layout,
-        })
+        });
+        if self.format.schema != Schema::Native {
+            delivery["schema"] = self.format.schema.as_str().into();
+        }
+        delivery
     }
 }
 
@@ -141,6 +153,7 @@ mod tests {
                 ("COMPRESSION", "zstd"),
                 r#"compression changed from "none" to "zstd""#,
             ),
+            (("SCHEMA", "ocsf"), r#"schema changed from null to "ocsf""#),
             (
                 ("KEY_LAYOUT", "env0"),
                 r#"key_layout changed from "hive" to {"env0":"audit"}"#,

@@ -6,7 +6,7 @@ use super::raw::{RawDefaults, RawDestination};
 use super::s3::{self, S3Target};
 use super::{SettingsError, in_range};
 use crate::domain::{
-    Compression, Encoding, Format, KeyLayout, Schedule, Start, TimeOfDay, check_key_path,
+    Compression, Encoding, Format, KeyLayout, Schedule, Schema, Start, TimeOfDay, check_key_path,
 };
 
 #[derive(Debug, Clone)]
@@ -175,6 +175,18 @@ impl Destination {
                 Compression::ALLOWED
             ))
         })?;
+        let (schema_key, schema) = pick(
+            &raw.schema,
+            &defaults.schema,
+            &key("schema"),
+            "defaults.schema",
+        );
+        let schema = Schema::parse(schema).ok_or_else(|| {
+            SettingsError(format!(
+                "{schema_key}: {schema:?} is not allowed; allowed: {}",
+                Schema::ALLOWED
+            ))
+        })?;
         let (layout_key, layout) = pick(
             &raw.key_layout,
             &defaults.key_layout,
@@ -231,6 +243,7 @@ impl Destination {
             format: Format {
                 encoding,
                 compression,
+                schema,
             },
             key_layout,
             max_object_bytes,

@@ -161,6 +161,7 @@ pub(super) fn to_toml(settings: &Settings) -> String {
             "compression".into(),
             dest.format.compression.as_str().into(),
         );
+        table.insert("schema".into(), dest.format.schema.as_str().into());
         table.insert("key_layout".into(), dest.key_layout.as_config().into());
         table.insert(
             "max_object_bytes".into(),

@@ -3,7 +3,7 @@ use std::io::Write;
 use secrecy::ExposeSecret;
 
 use super::*;
-use crate::domain::{Compression, Encoding, Format};
+use crate::domain::{Compression, Encoding, Format, Schema};
 
 fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
     let mut file = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
@@ -65,7 +65,8 @@ fn a_destination_inherits_defaults_and_overrides_them() {
         acme.format,
         Format {
             encoding: Encoding::Json,
-            compression: Compression::Zstd
+            compression: Compression::Zstd,
+            schema: Schema::Native,
         }
     );
     let Target::S3(s3) = &acme.target else {
@@ -155,7 +156,15 @@ fn other_invalid_values_name_their_key() {
         ),
         (
             "[destinations.a]\nurl = \"s3://bucket-a\"\nencoding = \"csv\"\n",
-            "destinations.a.encoding: \"csv\" is not allowed; allowed: ndjson | json",
+            "destinations.a.encoding: \"csv\" is not allowed; allowed: ndjson | json | parquet",
+        ),
+        (
+            "[defaults]\nschema = \"cef\"\n[destinations.a]\nurl = \"s3://bucket-a\"\n",
+            "defaults.schema: \"cef\" is not allowed; allowed: native | ocsf",
+        ),
+        (
+            "[destinations.a]\nurl = \"s3://bucket-a\"\nschema = \"OCSF\"\n",
+            "destinations.a.schema: \"OCSF\" is not allowed; allowed: native | ocsf",
         ),
         (
             "[destinations.a]\nurl = \"s3://bucket-a\"\nkey_layout = \"{prefix}/{YYYY}\"\n",

@@ -70,10 +70,10 @@ impl Store {
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, tenant_id,
                                       object_key, encoding, compression, fencing_token, attempts, started_at,
-                                      range_from, range_to, alive_until)
+                                      range_from, range_to, alive_until, event_schema)
              SELECT $1, name, 'reexport', 'pending', '0', $2::text::xid8, $10, $3, $4, $5, $6,
                     fencing_token, 1, clock_timestamp(), $7, $8,
-                    clock_timestamp() + make_interval(secs => $11)
+                    clock_timestamp() + make_interval(secs => $11), $12
              FROM export_destinations WHERE name = $9
              RETURNING {RUN_COLUMNS}"
         );
@@ -89,6 +89,7 @@ impl Store {
             .bind(destination)
             .bind(at)
             .bind(f64::from(alive_secs))
+            .bind(format.schema.as_str())
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| anyhow::anyhow!("destination `{destination}` is not recorded"))?;

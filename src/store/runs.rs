@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::Store;
 use super::leases::Lease;
-use crate::domain::{Compression, Encoding, Format};
+use crate::domain::{Compression, Encoding, Format, Schema};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunKind {
@@ -89,9 +89,9 @@ pub enum CommitError {
 pub(super) const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigint, window_hi::text::bigint,
     window_end, slot, tenant_id, object_key, encoding, compression, heartbeat_event_id, attempts, last_error,
     event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count, window_start,
-    delivery, id_floor, max_object_bytes";
+    delivery, id_floor, max_object_bytes, event_schema";
 /// How many columns `RUN_COLUMNS` names: a query's own columns come after them.
-pub(super) const RUN_COLUMN_COUNT: usize = 27;
+pub(super) const RUN_COLUMN_COUNT: usize = 28;
 
 impl Store {
     /// The scheduled run of the destination that was planned and not committed, if any.
@@ -174,11 +174,11 @@ impl Store {
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, slot, tenant_id,
                                       object_key, encoding, compression, heartbeat_event_id, fencing_token,
-                                      window_start, delivery, id_floor, max_object_bytes)
+                                      window_start, delivery, id_floor, max_object_bytes, event_schema)
              VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12,
                      (SELECT max(window_end) FROM export_runs
                       WHERE destination = $2 AND kind = 'scheduled' AND status = 'done'),
-                     $13, $14, $15)
+                     $13, $14, $15, $16)
              ON CONFLICT (object_key) DO NOTHING
              RETURNING {RUN_COLUMNS}"
         );
@@ -202,6 +202,7 @@ impl Store {
                 .bind(&new.delivery)
                 .bind(id_floor)
                 .bind(new.max_object_bytes)
+                .bind(new.format.schema.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
             if inserted.is_some() {
@@ -321,6 +322,7 @@ pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
     let status: String = row.try_get(3)?;
     let encoding: String = row.try_get(10)?;
     let compression: String = row.try_get(11)?;
+    let schema: String = row.try_get(27)?;
     Ok(Run {
         id: row.try_get(0)?,
         destination: row.try_get(1)?,
@@ -347,6 +349,8 @@ pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
             compression: Compression::parse(&compression).ok_or_else(|| {
                 anyhow::anyhow!("unknown compression {compression:?} in the run log")
             })?,
+            schema: Schema::parse(&schema)
+                .ok_or_else(|| anyhow::anyhow!("unknown schema {schema:?} in the run log"))?,
         },
         heartbeat_event_id: row.try_get(12)?,
         attempts: row.try_get(13)?,

@@ -28,9 +28,9 @@ impl Store {
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, tenant_id,
                                       object_key, encoding, compression, heartbeat_event_id, fencing_token,
-                                      attempts, started_at, alive_until)
+                                      attempts, started_at, alive_until, event_schema)
              SELECT $1, name, 'test', 'pending', watermark, watermark, $2, $3, $4, $5, $6, $7, fencing_token,
-                    1, clock_timestamp(), clock_timestamp() + make_interval(secs => $9)
+                    1, clock_timestamp(), clock_timestamp() + make_interval(secs => $9), $10
              FROM export_destinations WHERE name = $8
              RETURNING {RUN_COLUMNS}"
         );
@@ -44,6 +44,7 @@ impl Store {
             .bind(Uuid::now_v7())
             .bind(destination)
             .bind(f64::from(alive_secs))
+            .bind(format.schema.as_str())
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| anyhow::anyhow!("destination `{destination}` is not recorded"))?;

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real PostgreSQL and a real S3-protocol server.
 
 mod alerts;
+mod analytics;
 mod check;
 mod cli;
 mod cluster_move;

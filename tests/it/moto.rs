@@ -44,7 +44,7 @@ pub fn open() -> &'static Moto {
     MOTO.get_or_init(|| start(false))
 }
 
-fn python() -> String {
+pub fn python() -> String {
     std::env::var("AUDIT_EXPORTER_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 

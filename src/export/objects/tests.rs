@@ -5,6 +5,7 @@ fn format(encoding: Encoding, compression: Compression) -> Format {
     Format {
         encoding,
         compression,
+        ..Format::default()
     }
 }
 
