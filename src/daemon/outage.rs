@@ -7,16 +7,10 @@
 #[error("the database cannot be reached: {0}")]
 pub struct DatabaseDown(pub String);
 
-/// Whether `error` says only that no connection to the database could be had: the pool gave
-/// up waiting for one, was closed, or the network failed under it. A server's answer (a
-/// refused privilege, a constraint) is not an outage.
+/// Whether `error` says only that no connection to the database could be had (see
+/// [`crate::store::unreachable`]).
 pub fn is_outage(error: &anyhow::Error) -> bool {
-    error.chain().any(|e| {
-        matches!(
-            e.downcast_ref::<sqlx::Error>(),
-            Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
-        )
-    })
+    crate::store::unreachable(error)
 }
 
 #[cfg(test)]

@@ -71,9 +71,15 @@ impl PublicKey {
         }
     }
 
-    /// Reads a SubjectPublicKeyInfo PEM public key.
+    /// Reads a SubjectPublicKeyInfo PEM public key; text around its PEM block (the fingerprint
+    /// line `integrity public-key` prints after it) is ignored, as openssl does.
     pub fn from_pem(pem: &str) -> Result<Self, String> {
-        let key = VerifyingKey::from_public_key_pem(pem)
+        const END: &str = "-----END PUBLIC KEY-----";
+        let block = match (pem.find("-----BEGIN PUBLIC KEY-----"), pem.find(END)) {
+            (Some(begin), Some(end)) if begin < end => &pem[begin..end + END.len()],
+            _ => pem,
+        };
+        let key = VerifyingKey::from_public_key_pem(block)
             .map_err(|e| format!("not an Ed25519 public key in PEM ({e})"))?;
         Ok(Self::new(key))
     }

@@ -35,9 +35,6 @@ use crate::settings::{Destination, ExporterSettings};
 use crate::sink::{PutOutcome, Sink};
 use crate::store::{Claim, CommitError, Lease, NewRun, Run, RunObject, Store};
 
-/// How long a failed export waits to record its failure and free its lease.
-const AFTER_FAILURE: Duration = Duration::from_secs(5);
-
 /// Whether to export now or only when the destination's schedule says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
@@ -222,16 +219,20 @@ impl Exporter {
                 );
                 Ok(Outcome::Exported(Box::new(report)))
             }
+            Err(error) if crate::store::unreachable(&error) => {
+                // With the database gone, recording the failure and freeing the lease would
+                // each wait out the pool's acquire timeout; the lease expires on its own.
+                Err(error)
+            }
             Err(error) => {
-                // Both are courtesies: with the database gone they would each wait out the
-                // pool's acquire timeout, and the lease expires on its own anyway.
                 if let Some(run_id) = planned {
-                    let message = format!("{error:#}");
-                    let record = self.store.record_failure(&lease, run_id, &message);
-                    let _ = tokio::time::timeout(AFTER_FAILURE, record).await;
+                    let _ = self
+                        .store
+                        .record_failure(&lease, run_id, &format!("{error:#}"))
+                        .await;
                 }
                 // The run stays pending; freeing the lease lets the next attempt resume it now.
-                let _ = tokio::time::timeout(AFTER_FAILURE, self.store.release(&lease)).await;
+                let _ = self.store.release(&lease).await;
                 Err(error)
             }
         }

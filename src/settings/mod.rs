@@ -395,6 +395,12 @@ fn signing_key(file: Option<&str>) -> Result<Option<SigningKey>, SettingsError> 
     let Some(file) = file.filter(|f| !f.is_empty()) else {
         return Ok(None);
     };
+    if file.contains("-----BEGIN") || file.contains('\n') {
+        // A key's text given where its file's path belongs: never repeat it.
+        return Err(SettingsError(format!(
+            "integrity.signing_key_file: the value is a key's text (not shown), not the path of a file holding it; {PRIVATE_KEY_ALLOWED}"
+        )));
+    }
     let error = |msg: String| {
         SettingsError(format!(
             "integrity.signing_key_file: {file}: {msg}; {PRIVATE_KEY_ALLOWED}"

@@ -110,6 +110,18 @@ pub(super) fn permission_denied(error: &(dyn std::error::Error + 'static)) -> Op
 /// message without its internal source line ("at line N"), which sqlx otherwise prints twice.
 /// A refused privilege (42501) names the role and the GRANT README's "Database roles" gives.
 /// Any other error is returned as it is.
+/// Whether `error` says only that no connection to the database could be had: the pool gave
+/// up waiting for one, was closed, or the network failed under it. A server's answer (a
+/// refused privilege, a constraint) is not.
+pub fn unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+        )
+    })
+}
+
 pub fn explain(error: anyhow::Error, role: &str) -> anyhow::Error {
     let mut said = Vec::new();
     for e in error.chain() {

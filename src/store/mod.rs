@@ -28,6 +28,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use chain::{ChainHead, ChainRecord, KeptDigest};
+pub use connect_error::unreachable;
 pub use copy::{CopyDecoder, Irregular};
 pub use copy_out::CopyOut;
 pub use destinations::{Forgotten, KnownDestination, Operator, Reset};

@@ -158,6 +158,30 @@ fn integrity_keys_are_checked_and_shared() {
         );
         assert!(!message.contains("BEGIN"), "{message}");
     }
+    // The key's text where its file's path belongs: refused, and never repeated.
+    let text = std::fs::read_to_string(&private).unwrap();
+    let output = audit_exporter(&["config", "check"], &[(key_env, text.as_str())]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.contains("the value is a key's text") && !message.contains("BEGIN"),
+        "{message}"
+    );
+    let base64_line = text.lines().nth(1).unwrap();
+    assert!(!message.contains(base64_line), "{message}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(base64_line));
+    // What `integrity public-key` prints, fingerprint line included, is a public key file.
+    let shared = keys.path().join("shared.pem");
+    let printed = audit_exporter(
+        &["integrity", "public-key"],
+        &[(key_env, private.to_str().unwrap())],
+    );
+    std::fs::write(&shared, &printed.stdout).unwrap();
+    let pem = std::fs::read_to_string(&shared).unwrap();
+    assert!(
+        audit_exporter::domain::PublicKey::from_pem(&pem).is_ok(),
+        "{pem}"
+    );
     let output = audit_exporter(&["integrity", "public-key"], &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("integrity.signing_key_file is not set"));
