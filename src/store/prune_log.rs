@@ -66,16 +66,18 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if inserted.rows_affected() == 0 {
-            let (other, since, who): (Uuid, DateTime<Utc>, Option<String>) = sqlx::query_as(
-                "SELECT id, started_at, detail->>'by' FROM export_runs
-                 WHERE kind = 'prune' AND status = 'pending'",
-            )
-            .fetch_one(&self.pool)
-            .await?;
+            let (other, since, who, alive): (Uuid, DateTime<Utc>, Option<String>, DateTime<Utc>) =
+                sqlx::query_as(
+                    "SELECT id, started_at, detail->>'by', alive_until FROM export_runs
+                     WHERE kind = 'prune' AND status = 'pending'",
+                )
+                .fetch_one(&self.pool)
+                .await?;
             anyhow::bail!(
-                "another prune is running (run {other}, started {} by {}); one at a time",
+                "another prune is running (run {other}, started {} by {}); one at a time. If its process stopped, it counts as interrupted once it shows no sign of life past {} (it renews itself while it runs), and a prune then goes ahead",
                 since.to_rfc3339(),
-                who.unwrap_or_default()
+                who.unwrap_or_default(),
+                alive.to_rfc3339()
             );
         }
         Ok(id)
