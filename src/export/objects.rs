@@ -57,8 +57,6 @@ pub struct Cutter {
     limit: Option<u64>,
     next_seq: u32,
     open: Option<Open>,
-    /// Whether the run has an object before this cutter's first (a resumed run).
-    resumed: bool,
 }
 
 struct Open {
@@ -78,7 +76,6 @@ impl Cutter {
             limit,
             next_seq: first_seq,
             open: None,
-            resumed: first_seq > 1,
         }
     }
 
@@ -141,7 +138,8 @@ impl Cutter {
     ) -> anyhow::Result<()> {
         let open = match self.open.take() {
             Some(open) => open,
-            None if self.resumed || self.next_seq > 1 => return Ok(()),
+            // Objects were written, by this cutter or (a resumed run) before it.
+            None if self.next_seq > 1 => return Ok(()),
             None => Self::begin(self.format, self.part_size, &mut self.next_seq, emit)?,
         };
         Self::end(open, emit)
