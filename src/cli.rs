@@ -134,7 +134,7 @@ pub enum Command {
     Prune {
         /// Prune events recorded before this time: an RFC 3339 time or a date (midnight UTC),
         /// not in the future.
-        #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_from_time)]
+        #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_before)]
         before: Option<chrono::DateTime<chrono::Utc>>,
         /// Prune events recorded longer ago than this: a number and a unit, d, h, m or s
         /// (30d, 12h).

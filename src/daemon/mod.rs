@@ -95,7 +95,12 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
         job,
     );
     let reloads = tokio::spawn(reloader.watch(settings.run.reload_check));
-    let pruner = tokio::spawn(retention::watch(worker.clone(), store.clone()));
+    let pruning = CancellationToken::new();
+    let pruner = tokio::spawn(retention::watch(
+        worker.clone(),
+        store.clone(),
+        pruning.clone(),
+    ));
 
     // Catch up at once on anything that fell due while no exporter ran.
     worker.check();
@@ -103,7 +108,14 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
     tracing::info!("Stopping: no new exports will start.");
     worker.stop();
     reloads.abort();
-    pruner.abort();
+    // A prune in flight stops after its batch and logs what it deleted.
+    pruning.cancel();
+    if tokio::time::timeout(ABORT_WAIT, pruner).await.is_err() {
+        tracing::warn!(
+            wait_secs = ABORT_WAIT.as_secs(),
+            "The prune did not stop in time; the next prune settles its run once its lease has passed."
+        );
+    }
     let mut scheduler = scheduler;
     scheduler.shutdown().await?;
 
