@@ -345,7 +345,7 @@ mod tests {
             .at(now)
             .unwrap_err();
         assert!(
-            e.0.contains("in the future; allowed: a time up to now"),
+            e.0.contains("in the future; allowed for --before: a time up to now"),
             "{e}"
         );
     }

@@ -25,6 +25,8 @@ mod readonly;
 mod recovery;
 mod reexport;
 mod retention;
+mod retention_holds;
+mod retention_record;
 mod retention_run;
 mod roles;
 mod schedule;
