@@ -18,8 +18,8 @@ pub use destination::{DestinationAction, destination, operator};
 pub use export::{ExportSummary, export};
 pub use integrity::{VerifyChainArgs, public_key, verify_chain};
 pub use prune::{
-    BATCH_IDS, Cutoff, PruneOutcome, PruneStopped, config_holds, held_line, parse_before, prune, prune_store,
-    record_destinations, write_held,
+    BATCH_IDS, Cutoff, PruneOutcome, PruneStopped, config_holds, held_line, parse_before, prune,
+    prune_store, record_destinations, write_held,
 };
 pub use reexport::{ReexportSummary, check_range, parse_from_time, parse_time, reexport};
 pub use status::status;

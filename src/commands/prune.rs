@@ -351,6 +351,21 @@ mod tests {
     }
 
     #[test]
+    fn before_takes_a_time_or_a_date_and_names_its_own_flag() {
+        assert_eq!(
+            parse_before("2026-11-20").unwrap(),
+            "2026-11-20T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert!(parse_before("2026-11-20T01:02:03+01:00").is_ok());
+        for bad in ["now", "NOW", "garbage", "", "2026-13-01"] {
+            let e = parse_before(bad).unwrap_err();
+            assert!(e.contains("allowed for --before:"), "{bad}: {e}");
+            assert!(!e.contains("--to") && !e.contains("or now"), "{bad}: {e}");
+        }
+        assert!(parse_before("now").unwrap_err().contains("--older-than 1s"));
+    }
+
+    #[test]
     fn each_holder_says_why_and_what_releases_it() {
         let line = |reason| {
             held_line(&HeldBack {

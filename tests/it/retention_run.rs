@@ -73,10 +73,7 @@ async fn bad_cutoffs_exit_2_naming_the_flag() {
             vec!["prune", "--before", "now"],
             "\"now\" is not a cutoff (to prune what every destination delivered up to now, use --older-than 1s); allowed for --before",
         ),
-        (
-            vec!["prune", "--before", &future],
-            "prune --before ",
-        ),
+        (vec!["prune", "--before", &future], "prune --before "),
         (
             vec!["prune", "--before", &future],
             " is in the future; allowed for --before: a time up to now (",
