@@ -31,6 +31,8 @@ DROP FUNCTION audit_prune_batch(timestamptz, bigint, bigint, jsonb);
 --     selects it has its transaction id below its watermark (or the row at or below its
 --     id_floor); one whose stream has not started holds back everything it selects, and one
 --     whose configured filter changed (tenant_change) everything the new filter selects;
+--   * (refused outright while a destination's watermark is above this cluster's transaction
+--     ids: it belongs to the cluster the database was moved from)
 --   * no pending scheduled run's window selects it (its transaction ids, its tenant, above its
 --     id_floor) and no live re-export's range does (its occurred_at range, its tenant).
 -- In the same transaction it adds what it deleted to the run's row (count, transaction-id and
@@ -45,6 +47,7 @@ RETURNS TABLE (deleted bigint, txid_min xid8, txid_max xid8,
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     cutoff timestamptz;
+    moved record;
 BEGIN
     SELECT r.window_end INTO cutoff FROM export_runs r
     WHERE r.id = prune_id AND r.kind = 'prune' AND r.status = 'pending'
@@ -55,6 +58,17 @@ BEGIN
                   HINT = 'a prune deletes only under a run of kind prune that it logged as pending';
     END IF;
     PERFORM 1 FROM export_destinations ORDER BY name FOR SHARE;
+    -- A watermark above this cluster's transaction ids belongs to another cluster (a dump and
+    -- restore not yet followed by `destination reset`): new events would count as delivered.
+    SELECT d.name, d.watermark INTO moved FROM export_destinations d
+    WHERE d.forgotten_at IS NULL AND d.stream_started
+      AND d.watermark > pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY d.name LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'audit_prune_batch: destination % has its watermark % above this cluster''s transaction ids (horizon %): the database moved, and events written since would count as delivered; refused until `audit-exporter destination reset % --start TIME` re-bases its stream',
+            moved.name, moved.watermark, pg_snapshot_xmin(pg_current_snapshot()), moved.name
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
     PERFORM set_config('audit_exporter.pruning', 'on', true);
     RETURN QUERY
     WITH live AS MATERIALIZED (

@@ -173,3 +173,34 @@ async fn a_tenant_whose_events_were_all_pruned_is_still_known() {
         assert!(warned[0].contains("\"Acme\""), "{out}");
     }
 }
+
+#[tokio::test]
+async fn a_watermark_of_another_cluster_refuses_the_prune() {
+    let db = TestDb::new().await;
+    let root = tempfile::tempdir().unwrap();
+    let mut env = destinations(root.path(), &[("all", None)]);
+    env.push(("AUDIT_EXPORTER__DATABASE__URL".into(), db.url.clone()));
+    let config = settings(&db, env.clone());
+    append(&db, 2, None).await;
+    export_now(&exporter(&db, &config), &config, "all").await;
+    // As after a dump and restore into a new cluster: the watermark is the old cluster's,
+    // above every transaction id here, and the new events lie below it.
+    sqlx::query("UPDATE export_destinations SET watermark = '100000000', cluster_id = NULL")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    append(&db, 3, None).await;
+    let (code, _, err) = cli(&["prune", "--before", &now(&db).await.to_rfc3339()], &env);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "destination all has its watermark 100000000 above this cluster's transaction ids"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("audit-exporter destination reset all --start TIME"),
+        "{err}"
+    );
+    assert_eq!(tenants_left(&db).await.len(), 5, "nothing deleted");
+}
