@@ -174,7 +174,11 @@ pub async fn prune_store(
     record_destinations(store, destinations).await?;
     let holds = config_holds(store, destinations).await?;
     let run_id = match dry_run {
-        true => None,
+        // A dead prune's deletions are logged even by a dry run, which else would be refused.
+        true => {
+            store.settle_dead_prunes(by).await?;
+            None
+        }
         false => Some(store.start_prune_run(cutoff, by).await?),
     };
     let under = run_id.map_or(PruneUnder::DryRun { cutoff }, PruneUnder::Run);
