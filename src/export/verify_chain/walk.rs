@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ChainSpan, Fetched, Finding, Verification};
 use crate::domain::{DigestDoc, PublicKey, SIGNATURE_SUFFIX, sha256_hex};
-use crate::store::ChainRecord;
+use crate::store::{ChainRecord, RunFate, Written};
 
 pub(super) fn check_signature(
     digest: &Fetched,
@@ -25,7 +25,10 @@ pub(super) fn check_signature(
     let Some(signature) = &digest.signature else {
         findings.push(Finding {
             subject,
-            problem: format!("unsigned: {}{SIGNATURE_SUFFIX} is missing", digest.key),
+            problem: format!(
+                "unsigned: signature missing ({}{SIGNATURE_SUFFIX} is not there)",
+                digest.key
+            ),
         });
         return;
     };
@@ -66,12 +69,18 @@ pub fn walk<'a>(
     let end_of = |f: &Fetched| f.doc.as_ref().and_then(DigestDoc::window_end);
     let before_to = |f: &&Fetched| span.to.is_none_or(|to| end_of(f).is_none_or(|e| e < to));
     let mut tip = chain.iter().rev().find(before_to);
+    // A pending run's digest, and an abandoned one's, are known to the run log: not the chain's.
+    let aside = |key: &str| {
+        record
+            .and_then(|r| r.written.get(key))
+            .is_some_and(|w| matches!(w.fate, RunFate::Pending | RunFate::Abandoned))
+    };
     if let Some(head) = record.and_then(|r| r.head.as_ref())
         && span.to.is_none()
     {
         match by_key.get(head.key.as_str()) {
             Some(found) => {
-                if let Some(last) = chain.last()
+                if let Some(last) = chain.iter().rev().find(|d| !aside(&d.key))
                     && last.key != head.key
                 {
                     report.findings.push(Finding {
@@ -172,8 +181,9 @@ pub fn walk<'a>(
                         ),
                     });
                 }
-                if prior.signature.as_deref().map(hex::encode).as_deref()
-                    != Some(previous.signature.as_str())
+                // A missing signature is reported with the digest (unsigned).
+                if let Some(signature) = &prior.signature
+                    && hex::encode(signature) != previous.signature
                 {
                     report.findings.push(Finding {
                         subject: location(&format!("{}{SIGNATURE_SUFFIX}", prior.key)),
@@ -207,17 +217,25 @@ pub fn walk<'a>(
         if visited.contains(digest.key.as_str()) || !span.contains(end_of(digest)) {
             continue;
         }
-        let abandoned = record.is_some_and(|r| r.abandoned_keys.contains(&digest.key));
-        if abandoned {
-            report.notes.push(format!(
-                "{}: the digest of a run that was then abandoned (the database knows it); not part of the chain",
+        match record.and_then(|r| r.written.get(&digest.key)) {
+            Some(Written {
+                run_id,
+                fate: RunFate::Abandoned,
+            }) => report.notes.push(format!(
+                "{}: the digest of a run that was then abandoned (run {run_id}; the database knows it); not part of the chain",
                 location(&digest.key)
-            ));
-        } else {
-            report.findings.push(Finding {
+            )),
+            Some(Written {
+                run_id,
+                fate: RunFate::Pending,
+            }) => report.notes.push(format!(
+                "{}: the digest of run {run_id}, still pending (the database knows it); it joins the chain when the run commits",
+                location(&digest.key)
+            )),
+            _ => report.findings.push(Finding {
                 subject: location(&digest.key),
                 problem: "not part of the chain: no later digest links to it".into(),
-            });
+            }),
         }
     }
     on_chain.reverse();
