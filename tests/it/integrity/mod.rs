@@ -3,6 +3,7 @@
 //! by `openssl` alone; every kind of tampering is reported by name.
 
 mod chain;
+mod findings;
 mod resume;
 mod tamper;
 
