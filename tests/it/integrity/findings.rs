@@ -129,6 +129,12 @@ async fn older_objects_a_pending_run_and_unsigned_runs_are_told_apart() {
     );
     let (_, stdout, _) = cli(&["config", "check"], &signed_cli);
     assert!(!stdout.contains("# warning"), "{stdout}");
+    let (code, stdout, stderr) = cli(&["status"], &unsigned_cli);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("its signed digest chain has begun"),
+        "{stdout}"
+    );
     run_warns(&unsigned_cli).await;
 
     // …and verify-chain reports each object of a run committed unsigned since.
