@@ -242,8 +242,10 @@ pub enum ConfigCommand {
     /// Validate the configuration and print the effective result, secrets redacted.
     ///
     /// Warns about destinations that share a bucket and prefix (or directory) and, when
-    /// database.url is set and answers, about a tenant_id no recorded event has. Never writes to
-    /// the database and never fails because it cannot be reached.
+    /// database.url is set and answers, about a tenant_id no recorded event has and, with no
+    /// integrity.signing_key_file, about destinations whose signed digest chain has begun (their
+    /// new runs would not be signed). Never writes to the database and never fails because it
+    /// cannot be reached.
     Check,
 }
 

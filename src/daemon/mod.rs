@@ -68,6 +68,7 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
             return Ok(());
         }
     }
+    warn_of_unsigned_chains(&store, &settings).await;
     let refresher = tokio::spawn(refresh::watch(
         worker.clone(),
         store.clone(),
@@ -176,6 +177,24 @@ async fn wait_for_database(store: &Store, settings: &Settings, worker: &Worker) 
         );
         worker.health.waiting(Some(error));
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// With no signing key, warns once for each destination whose signed digest chain has begun.
+async fn warn_of_unsigned_chains(store: &Store, settings: &Settings) {
+    match crate::commands::unsigned_chains(store, settings).await {
+        Ok(found) => {
+            for warning in found {
+                tracing::warn!(
+                    destination = warning.destination,
+                    "The destination's signed digest chain has begun, but integrity.signing_key_file is not set: its new runs will not be signed, and verify-chain will report each of their objects as an extra object; set the key again to continue the chain."
+                );
+            }
+        }
+        Err(error) => tracing::warn!(
+            error = format!("{error:#}"),
+            "Whether a destination's signed digest chain began could not be read."
+        ),
     }
 }
 

@@ -28,7 +28,7 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-pub use chain::{ChainHead, ChainRecord, KeptDigest};
+pub use chain::{ChainHead, ChainRecord, KeptDigest, RunFate, Written};
 pub use connect_error::unreachable;
 pub use copy::{CopyDecoder, Irregular};
 pub use copy_out::CopyOut;
