@@ -25,9 +25,11 @@ def config_file(fixture, names, tenants, compression):
     for name, tenant in zip(names, tenants):
         lines += [
             f"[destinations.{name}]",
-            # The name alone (it starts with the round's label): the test S3 server names a
-            # multipart upload's files after the bucket and key, within 255 bytes.
+            # The name alone (it starts with the round's label), and a flat key: the test S3
+            # server names a multipart upload's file after the bucket and key (base64), within
+            # 255 bytes, which hive's folders would pass.
             f'url = "s3://{fixture.bucket}/{name}"',
+            'key_layout = "{prefix}/{YYYY}{MM}{DD}T{HH}{mm}{ss}Z_{run_id}{ext}"',
             'region = "us-east-1"',
             f'endpoint = "{fixture.s3_endpoint}"',
             "force_path_style = true",
