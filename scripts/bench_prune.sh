@@ -16,6 +16,7 @@ args=()
 for arg in "$@"; do
   case "$arg" in
     --debug) profile=debug ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exec python3 scripts/bench_prune.py --help ;;
     *) args+=("$arg") ;;
   esac
 done

@@ -125,16 +125,18 @@ pub enum Command {
     ///
     /// An event goes only when at least one destination delivered it and every destination
     /// the database knows (and has not forgotten) whose tenant filter selects it has committed
-    /// it (its transaction id is below that destination's watermark); never while it lies in a
-    /// pending run's window or a running re-export's range. A destination no longer in the
-    /// configuration holds events back until `destination forget`. Deletes in short batches
-    /// while the application keeps writing; logs a run of kind `prune` and appends one
-    /// `system.retention.pruned` event. Prints which destination holds how much back.
+    /// it (its transaction id is below that destination's watermark); never while a pending
+    /// run's window (its tenant's events in its transaction-id range) or a running re-export's
+    /// range selects it. Configured destinations are recorded first, as an export would; one no
+    /// longer in the configuration holds events back until `destination forget`. Deletes in
+    /// short batches while the application keeps writing, each recorded on a run of kind
+    /// `prune`, and appends one `system.retention.pruned` event, also when stopped (SIGTERM or
+    /// Ctrl-C stop it between batches; exit 1). Prints which destination holds how much back.
     #[command(group(clap::ArgGroup::new("cutoff").required(true).args(["before", "older_than"])))]
     Prune {
         /// Prune events recorded before this time: an RFC 3339 time or a date (midnight UTC),
         /// not in the future.
-        #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_from_time)]
+        #[arg(long, value_name = "TIME", value_parser = crate::commands::parse_before)]
         before: Option<chrono::DateTime<chrono::Utc>>,
         /// Prune events recorded longer ago than this: a number and a unit, d, h, m or s
         /// (30d, 12h).
@@ -240,8 +242,10 @@ pub enum ConfigCommand {
     /// Validate the configuration and print the effective result, secrets redacted.
     ///
     /// Warns about destinations that share a bucket and prefix (or directory) and, when
-    /// database.url is set and answers, about a tenant_id no recorded event has. Never writes to
-    /// the database and never fails because it cannot be reached.
+    /// database.url is set and answers, about a tenant_id no recorded event has and, with no
+    /// integrity.signing_key_file, about destinations whose signed digest chain has begun (their
+    /// new runs would not be signed). Never writes to the database and never fails because it
+    /// cannot be reached.
     Check,
 }
 

@@ -13,14 +13,20 @@ mod warnings;
 
 use std::io::Write;
 
+use anyhow::Context;
+
 pub use append::{AppendArgs, append};
 pub use destination::{DestinationAction, destination, operator};
 pub use export::{ExportSummary, export};
 pub use integrity::{VerifyChainArgs, public_key, verify_chain};
-pub use prune::{Cutoff, PruneOutcome, config_holds, held_line, prune, prune_store, write_held};
+pub use prune::{
+    BATCH_IDS, Cutoff, PruneOutcome, PruneStopped, config_holds, held_line, parse_before, prune,
+    prune_store, record_destinations, write_held,
+};
 pub use reexport::{ReexportSummary, check_range, parse_from_time, parse_time, reexport};
 pub use status::status;
 pub use verify::{VerifySummary, verify};
+pub use warnings::unsigned_chains;
 
 use crate::settings::{Destination, Settings, SettingsError, Target};
 use crate::sink::{RemoteError, hint};
@@ -109,36 +115,61 @@ pub async fn config_check(settings: &Settings, out: &mut dyn Write) -> anyhow::R
     for warning in warnings::shared_locations(settings) {
         writeln!(out, "# warning: {warning}")?;
     }
-    match tenant_warnings(settings).await {
+    match database_warnings(settings).await {
         Ok(found) => {
             for warning in found {
                 writeln!(out, "# warning: {warning}")?;
             }
         }
-        Err(e) => writeln!(out, "# note: tenant_id values were not checked: {e:#}")?,
+        Err(e) => writeln!(out, "# note: {e:#}")?,
     }
     write!(out, "{}", settings.to_redacted_toml())?;
     Ok(())
 }
 
-async fn tenant_warnings(settings: &Settings) -> anyhow::Result<Vec<warnings::Warning>> {
-    if settings.destinations.iter().all(|d| d.tenant_id.is_none()) {
+/// Warnings that need the database: tenant filters no event has, and chains whose signing key
+/// was removed. Checked only where they may apply, and only with a `database.url`.
+async fn database_warnings(settings: &Settings) -> anyhow::Result<Vec<warnings::Warning>> {
+    let tenants = settings.destinations.iter().any(|d| d.tenant_id.is_some());
+    let unsigned = settings.exporter.signing.is_none() && !settings.destinations.is_empty();
+    if !tenants && !unsigned {
         return Ok(Vec::new());
     }
     if settings.database.url.is_none() {
+        if !tenants {
+            // Whether a chain began is told again by `run` at start.
+            return Ok(Vec::new());
+        }
         anyhow::bail!(
-            "no database.url is set (the embedded PostgreSQL is not started for a check)"
+            "tenant_id values were not checked: no database.url is set (the embedded PostgreSQL is not started for a check)"
         );
     }
-    let database = Database::connect_read_only(&settings.database).await?;
+    let what = if tenants {
+        "tenant_id values were not checked"
+    } else {
+        "whether a signed digest chain began was not checked"
+    };
+    let database = Database::connect_read_only(&settings.database)
+        .await
+        .context(what)?;
     let result = async {
         let missing = database.store.unapplied_migrations().await?;
         if missing.len() == crate::store::migration_count() {
+            if !tenants {
+                // No chain can have begun.
+                return Ok(Vec::new());
+            }
             anyhow::bail!("{}", status::not_migrated(&missing));
         }
-        warnings::tenants_without_events(&database.store, settings).await
+        let mut found = Vec::new();
+        if tenants {
+            found.extend(warnings::tenants_without_events(&database.store, settings).await?);
+        }
+        found.extend(warnings::unsigned_chains(&database.store, settings).await?);
+        Ok(found)
     }
-    .await;
+    .await
+    .context(what);
     database.close().await;
     result
 }

@@ -5,12 +5,13 @@
 use std::io::Write;
 
 use chrono::{DateTime, Duration, Utc};
+use tokio_util::sync::CancellationToken;
 
 use super::UsageError;
 use super::destination::operator;
 use crate::domain::{Hold, StreamKnown, hold_of};
 use crate::settings::{Destination, Settings};
-use crate::store::{HeldBack, HoldReason, Operator, PruneBatch, Store};
+use crate::store::{HeldBack, HoldReason, Operator, PruneBatch, PruneEnd, PruneUnder, Store};
 
 /// Event ids deleted per transaction: short enough that no lock is held for more than a
 /// moment (see docs/retention.md for the measurement).
@@ -31,13 +32,28 @@ impl Cutoff {
         match self {
             Self::OlderThan(age) => Ok(now - age),
             Self::Before(t) if t > now => Err(UsageError(format!(
-                "--before {} is in the future; allowed: a time up to now ({})",
+                "prune --before {} is in the future; allowed for --before: a time up to now ({}), or --older-than DURATION",
                 t.to_rfc3339(),
                 now.to_rfc3339()
             ))),
             Self::Before(t) => Ok(t),
         }
     }
+}
+
+const BEFORE_ALLOWED: &str = "allowed for --before: an RFC 3339 time such as \
+     2026-11-20T00:00:00Z or a date such as 2026-11-20 (midnight UTC), not in the future";
+
+/// Parses `prune --before`: an RFC 3339 time or a date (midnight UTC). `now` is not one: the
+/// database's clock decides what is in the future, and `--older-than 1s` says it.
+pub fn parse_before(text: &str) -> Result<DateTime<Utc>, String> {
+    if text.trim().eq_ignore_ascii_case("now") {
+        return Err(format!(
+            "\"now\" is not a cutoff (to prune what every destination delivered up to now, use \
+             --older-than 1s); {BEFORE_ALLOWED}"
+        ));
+    }
+    super::reexport::parse_instant(text).map_err(|e| format!("{e}; {BEFORE_ALLOWED}"))
 }
 
 /// What a prune did (or, dry, would do).
@@ -59,19 +75,41 @@ pub async fn prune(
 ) -> anyhow::Result<()> {
     let database = super::open(settings).await?;
     let store = database.store.clone();
+    // SIGTERM or Ctrl-C stops the prune between batches; what went is logged.
+    let stop = CancellationToken::new();
+    let on_signal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            super::shutdown_signal().await;
+            stop.cancel();
+            tracing::warn!(
+                "Stopping: the prune stops after the batch in flight and logs what it deleted."
+            );
+        }
+    });
     let result = async {
         let cutoff = cutoff.at(store.now().await?)?;
-        prune_store(&store, &settings.destinations, cutoff, dry_run, &operator()).await
+        prune_store(
+            &store,
+            &settings.destinations,
+            cutoff,
+            dry_run,
+            &operator(),
+            &stop,
+        )
+        .await
     }
     .await
     .map_err(|e| store.explain(e));
+    on_signal.abort();
     database.close().await;
     write_outcome(&result?, out)?;
     Ok(())
 }
 
 /// The holds of the configured destinations whose stream the database has not started as
-/// configured (see [`hold_of`]).
+/// configured (see [`hold_of`]), for what `status` and the output say is held back; the prune
+/// itself reads them from the tables.
 pub async fn config_holds(
     store: &Store,
     destinations: &[Destination],
@@ -89,8 +127,41 @@ pub async fn config_holds(
         .collect())
 }
 
-/// Prunes (or counts, dry) batch by batch over the event ids recorded before `cutoff`, logging
-/// the run unless dry.
+/// Records every configured destination as an export first seeing it would (its row, its
+/// stream started per its `start`, its tenant filter), so that `audit_prune_batch` finds every
+/// hold in the tables: nothing the configuration needs is left to the caller to say.
+pub async fn record_destinations(
+    store: &Store,
+    destinations: &[Destination],
+) -> anyhow::Result<()> {
+    let cluster = store.cluster_id().await?;
+    for d in destinations {
+        let tenant = d.tenant_id.as_deref();
+        store
+            .sync_destination(&d.name, d.every_hours, d.schedule_at)
+            .await?;
+        store
+            .begin_stream(&d.name, tenant, d.start, cluster.as_deref())
+            .await?;
+        store.note_configured_tenant(&d.name, tenant).await?;
+    }
+    Ok(())
+}
+
+/// A prune stopped between batches by `stop`; what it deleted is logged.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "prune stopped (SIGTERM, Ctrl-C or `run` stopping) after deleting {deleted}; they are on record: run {run_id} and its system.retention.pruned event (\"complete\": false)"
+)]
+pub struct PruneStopped {
+    pub run_id: uuid::Uuid,
+    pub deleted: String,
+}
+
+/// Prunes (or counts, dry) batch by batch over the event ids recorded before `cutoff`, after
+/// recording the configured destinations. Each batch records what it deleted on the prune's
+/// run; the run ends with its `system.retention.pruned` event, also when `stop` fires (between
+/// batches) or a batch fails.
 #[tracing::instrument(skip_all, fields(%cutoff, dry_run), err)]
 pub async fn prune_store(
     store: &Store,
@@ -98,59 +169,101 @@ pub async fn prune_store(
     cutoff: DateTime<Utc>,
     dry_run: bool,
     by: &Operator,
+    stop: &CancellationToken,
 ) -> anyhow::Result<PruneOutcome> {
+    record_destinations(store, destinations).await?;
     let holds = config_holds(store, destinations).await?;
     let run_id = match dry_run {
-        true => None,
+        // A dead prune's deletions are logged even by a dry run, which else would be refused.
+        true => {
+            store.settle_dead_prunes(by).await?;
+            None
+        }
         false => Some(store.start_prune_run(cutoff, by).await?),
     };
+    let under = run_id.map_or(PruneUnder::DryRun { cutoff }, PruneUnder::Run);
     let mut total = PruneBatch::default();
     let configured: Vec<&str> = destinations.iter().map(|d| d.name.as_str()).collect();
-    let held = async {
+    let swept = async {
         if let Some((first, last)) = store.event_id_bounds().await? {
             let end = end_of_cutoff(store, cutoff, first, last).await?;
             // One batch more than the search found: ids and recording times can be out of
             // order by a moment between concurrent writers.
             let mut from = first;
             while from < end.saturating_add(BATCH_IDS).min(last + 1) {
+                if stop.is_cancelled() {
+                    return Ok(false);
+                }
                 let to = from + BATCH_IDS;
-                let batch = store
-                    .prune_batch(cutoff, (from, to), &holds, dry_run)
-                    .await?;
-                total = total.and(batch);
+                total = total.and(store.prune_batch(under, (from, to), by).await?);
                 if let Some(id) = run_id {
                     store.renew_prune_run(id).await?;
                 }
                 from = to;
             }
         }
-        store.held_back(cutoff, &configured, &holds).await
+        Ok::<_, anyhow::Error>(true)
     }
     .await;
-    let held = match (run_id, held) {
-        (Some(id), Ok(held)) => {
-            store
-                .finish_prune_run(id, cutoff, &total, &held, by)
-                .await?;
-            held
-        }
-        (Some(id), Err(e)) => {
-            store.fail_prune_run(id, &total, &format!("{e:#}")).await?;
-            return Err(e.context(format!(
-                "prune stopped after deleting {}",
-                super::counted(total.deleted, "event")
-            )));
-        }
-        (None, held) => held?,
+    // The held-back counts once every batch went; Err(None) when stopped between batches.
+    let end = match swept {
+        Ok(true) => store
+            .held_back(cutoff, &configured, &holds)
+            .await
+            .map_err(Some),
+        Ok(false) => Err(None),
+        Err(e) => Err(Some(e)),
     };
-    tracing::info!(deleted = total.deleted, dry_run, "Prune finished.");
-    Ok(PruneOutcome {
-        cutoff,
-        dry_run,
-        run_id,
-        total,
-        held,
-    })
+    let Some(id) = run_id else {
+        return match end {
+            Ok(held) => Ok(PruneOutcome {
+                cutoff,
+                dry_run,
+                run_id,
+                total,
+                held,
+            }),
+            Err(None) => Err(anyhow::anyhow!(
+                "dry run stopped (SIGTERM, Ctrl-C or `run` stopping); nothing was deleted"
+            )),
+            Err(Some(e)) => Err(e),
+        };
+    };
+    match end {
+        Ok(held) => {
+            total = store.close_prune_run(id, PruneEnd::Done(&held), by).await?;
+            tracing::info!(deleted = total.deleted, "Prune finished.");
+            Ok(PruneOutcome {
+                cutoff,
+                dry_run,
+                run_id,
+                total,
+                held,
+            })
+        }
+        Err(None) => {
+            total = store.close_prune_run(id, PruneEnd::Stopped, by).await?;
+            Err(PruneStopped {
+                run_id: id,
+                deleted: super::counted(total.deleted, "event"),
+            }
+            .into())
+        }
+        Err(Some(e)) => {
+            // If even this fails (the database gone), the run stays pending with what its
+            // batches recorded, and the next prune settles it once its lease has passed.
+            if let Err(closing) = store
+                .close_prune_run(id, PruneEnd::Failed(&format!("{e:#}")), by)
+                .await
+            {
+                tracing::warn!(run_id = %id, error = format!("{closing:#}"), "Could not log the failed prune's end; the next prune settles it.");
+            }
+            Err(e.context(format!(
+                "prune stopped after deleting {} (logged on run {id})",
+                super::counted(total.deleted, "event")
+            )))
+        }
+    }
 }
 
 /// The first event id recorded at or after `cutoff`, by a binary search over the primary key
@@ -236,9 +349,24 @@ mod tests {
             .at(now)
             .unwrap_err();
         assert!(
-            e.0.contains("in the future; allowed: a time up to now"),
+            e.0.contains("in the future; allowed for --before: a time up to now"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn before_takes_a_time_or_a_date_and_names_its_own_flag() {
+        assert_eq!(
+            parse_before("2026-11-20").unwrap(),
+            "2026-11-20T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert!(parse_before("2026-11-20T01:02:03+01:00").is_ok());
+        for bad in ["now", "NOW", "garbage", "", "2026-13-01"] {
+            let e = parse_before(bad).unwrap_err();
+            assert!(e.contains("allowed for --before:"), "{bad}: {e}");
+            assert!(!e.contains("--to") && !e.contains("or now"), "{bad}: {e}");
+        }
+        assert!(parse_before("now").unwrap_err().contains("--older-than 1s"));
     }
 
     #[test]

@@ -54,6 +54,18 @@ pub fn parse_time_at(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, St
         .map_err(|e| format!("{text:?}: {}; {}", time_error(text, &e), allowed(true)))
 }
 
+/// An RFC 3339 time or a date (midnight UTC), `now` excluded; the error says why `text` is not
+/// one, and the caller says what is allowed.
+pub(super) fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{text:?}: {}", time_error(text, &e)))
+}
+
 /// Why `text` is not a time, in words: chrono says "premature end of input" for most.
 fn time_error(text: &str, error: &chrono::ParseError) -> String {
     let date_part = text.get(..10).unwrap_or("");

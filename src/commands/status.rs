@@ -121,6 +121,7 @@ pub async fn collect(store: &Store, settings: &Settings) -> anyhow::Result<Statu
     let now = Utc::now();
     let mut warnings = warnings::shared_locations(settings);
     warnings.extend(warnings::tenants_without_events(store, settings).await?);
+    warnings.extend(warnings::unsigned_chains(store, settings).await?);
     let cluster = store.cluster_id().await?;
     // Each destination's reads are independent: hundreds of destinations are read a pool's
     // worth at a time, in the configured order.

@@ -80,6 +80,32 @@ pub async fn tenants_without_events(
         .collect())
 }
 
+/// With no signing key configured, a warning for each destination whose chain has begun: its
+/// new runs are not signed, and `verify-chain` reports their objects. Reads only.
+pub async fn unsigned_chains(store: &Store, settings: &Settings) -> anyhow::Result<Vec<Warning>> {
+    if settings.exporter.signing.is_some() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = settings
+        .destinations
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
+    Ok(store
+        .chained_destinations(&names)
+        .await?
+        .into_iter()
+        .map(|destination| Warning {
+            destination,
+            message: UNSIGNED_CHAIN.into(),
+        })
+        .collect())
+}
+
+const UNSIGNED_CHAIN: &str = "its signed digest chain has begun, but integrity.signing_key_file \
+     is not set: its new runs will not be signed, and verify-chain will report each of their \
+     objects as an extra object; set integrity.signing_key_file again to continue the chain";
+
 /// The messages of the warnings about `destination`.
 pub fn of(warnings: &[Warning], destination: &str) -> Vec<String> {
     warnings

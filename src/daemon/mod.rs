@@ -68,6 +68,7 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
             return Ok(());
         }
     }
+    warn_of_unsigned_chains(&store, &settings).await;
     let refresher = tokio::spawn(refresh::watch(
         worker.clone(),
         store.clone(),
@@ -95,7 +96,12 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
         job,
     );
     let reloads = tokio::spawn(reloader.watch(settings.run.reload_check));
-    let pruner = tokio::spawn(retention::watch(worker.clone(), store.clone()));
+    let pruning = CancellationToken::new();
+    let pruner = tokio::spawn(retention::watch(
+        worker.clone(),
+        store.clone(),
+        pruning.clone(),
+    ));
 
     // Catch up at once on anything that fell due while no exporter ran.
     worker.check();
@@ -103,7 +109,14 @@ pub async fn run(config_file: Option<PathBuf>, settings: Settings) -> anyhow::Re
     tracing::info!("Stopping: no new exports will start.");
     worker.stop();
     reloads.abort();
-    pruner.abort();
+    // A prune in flight stops after its batch and logs what it deleted.
+    pruning.cancel();
+    if tokio::time::timeout(ABORT_WAIT, pruner).await.is_err() {
+        tracing::warn!(
+            wait_secs = ABORT_WAIT.as_secs(),
+            "The prune did not stop in time; the next prune settles its run once its lease has passed."
+        );
+    }
     let mut scheduler = scheduler;
     scheduler.shutdown().await?;
 
@@ -164,6 +177,24 @@ async fn wait_for_database(store: &Store, settings: &Settings, worker: &Worker) 
         );
         worker.health.waiting(Some(error));
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// With no signing key, warns once for each destination whose signed digest chain has begun.
+async fn warn_of_unsigned_chains(store: &Store, settings: &Settings) {
+    match crate::commands::unsigned_chains(store, settings).await {
+        Ok(found) => {
+            for warning in found {
+                tracing::warn!(
+                    destination = warning.destination,
+                    "The destination's signed digest chain has begun, but integrity.signing_key_file is not set: its new runs will not be signed, and verify-chain will report each of their objects as an extra object; set the key again to continue the chain."
+                );
+            }
+        }
+        Err(error) => tracing::warn!(
+            error = format!("{error:#}"),
+            "Whether a destination's signed digest chain began could not be read."
+        ),
     }
 }
 

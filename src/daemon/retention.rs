@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use tokio_util::sync::CancellationToken;
 
 use super::worker::Worker;
 use crate::domain::prune_due;
@@ -13,21 +14,33 @@ use crate::store::Store;
 /// How often `run` asks whether a prune is due.
 const CHECK_EVERY: Duration = Duration::from_secs(3600);
 
-/// Checks at once, then every hour, until the task is dropped.
-pub async fn watch(worker: Arc<Worker>, store: Store) {
-    loop {
-        if let Err(error) = prune_if_due(&worker, &store).await {
-            tracing::warn!(
+/// Checks at once, then every hour, until `stop` fires: a prune running then stops between
+/// batches and logs what it deleted.
+pub async fn watch(worker: Arc<Worker>, store: Store, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        match prune_if_due(&worker, &store, &stop).await {
+            Err(error) if error.is::<crate::commands::PruneStopped>() => {
+                tracing::warn!(error = format!("{error:#}"), "The daily prune stopped.");
+            }
+            Err(error) => tracing::warn!(
                 error = format!("{error:#}"),
                 "The daily prune (retention.keep_days) failed; it is tried again within the hour."
-            );
+            ),
+            Ok(()) => {}
         }
-        tokio::time::sleep(CHECK_EVERY).await;
+        tokio::select! {
+            () = tokio::time::sleep(CHECK_EVERY) => {}
+            () = stop.cancelled() => {}
+        }
     }
 }
 
 #[tracing::instrument(skip_all, err)]
-async fn prune_if_due(worker: &Worker, store: &Store) -> anyhow::Result<()> {
+async fn prune_if_due(
+    worker: &Worker,
+    store: &Store,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     let plan = worker.plan();
     let Some(days) = plan.keep_days else {
         return Ok(());
@@ -46,6 +59,7 @@ async fn prune_if_due(worker: &Worker, store: &Store) -> anyhow::Result<()> {
         cutoff,
         false,
         &crate::commands::operator(),
+        stop,
     )
     .await?;
     let held: Vec<String> = outcome

@@ -10,7 +10,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use super::digest::sha256_hex;
 
 /// What a key file must hold, for error messages.
-pub const PRIVATE_KEY_ALLOWED: &str = "allowed: an Ed25519 private key in PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes it";
+pub const PRIVATE_KEY_ALLOWED: &str = "allowed: an unencrypted Ed25519 private key in PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes it";
 pub const PUBLIC_KEY_ALLOWED: &str =
     "allowed: an Ed25519 public key in PEM, as `openssl pkey -in key.pem -pubout` writes it";
 
@@ -30,8 +30,7 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// Reads a PKCS#8 PEM private key; the error never holds the key's text.
     pub fn from_pem(pem: &str) -> Result<Self, String> {
-        let key = SigningKey::from_pkcs8_pem(pem)
-            .map_err(|e| format!("not an Ed25519 private key in PKCS#8 PEM ({e})"))?;
+        let key = SigningKey::from_pkcs8_pem(pem).map_err(|_| private_key_kind(pem))?;
         let public = PublicKey::new(key.verifying_key());
         Ok(Self { key, public })
     }
@@ -45,6 +44,52 @@ impl Signer {
     pub fn sign(&self, bytes: &[u8]) -> [u8; 64] {
         self.key.sign(bytes).to_bytes()
     }
+}
+
+/// What a private key file holds that is not an Ed25519 PKCS#8 key, in words: "is empty", "is
+/// an RSA private key", "is encrypted"… Never any of the key's text.
+fn private_key_kind(pem: &str) -> String {
+    use ed25519_dalek::pkcs8::spki::der::pem::decode_label;
+    use ed25519_dalek::pkcs8::{ObjectIdentifier, PrivateKeyInfo, SecretDocument};
+
+    if pem.trim().is_empty() {
+        return "is empty".into();
+    }
+    let Some(begin) = pem.find("-----BEGIN ") else {
+        return "is not PEM (no -----BEGIN line)".into();
+    };
+    let block = &pem[begin..];
+    let label = decode_label(block.as_bytes()).unwrap_or_default();
+    let what = match label {
+        "ENCRYPTED PRIVATE KEY" => {
+            "is encrypted (a passphrase protects it): write it unencrypted with `openssl pkey -in FILE -out NEW_FILE`"
+        }
+        "RSA PRIVATE KEY" => "is an RSA private key",
+        "EC PRIVATE KEY" => "is an EC private key",
+        "OPENSSH PRIVATE KEY" => "is an OpenSSH private key",
+        "PUBLIC KEY" | "RSA PUBLIC KEY" => "is a public key, not a private key",
+        "CERTIFICATE" => "is a certificate, not a private key",
+        "PRIVATE KEY" => {
+            let oid = SecretDocument::from_pem(block).ok().and_then(|(_, doc)| {
+                Some(PrivateKeyInfo::try_from(doc.as_bytes()).ok()?.algorithm.oid)
+            });
+            const RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+            const EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+            const ED448: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.113");
+            const X25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.110");
+            return match oid {
+                Some(RSA) => "is an RSA private key".into(),
+                Some(EC) => "is an EC private key".into(),
+                Some(ED448) => "is an Ed448 private key".into(),
+                Some(X25519) => "is an X25519 private key".into(),
+                Some(oid) => format!("is a private key of another algorithm (OID {oid})"),
+                None => "is not a valid PKCS#8 private key (its PEM block does not decode)".into(),
+            };
+        }
+        "" => "is not a valid PEM block",
+        _ => return format!("holds a PEM block of type {label:?}, not \"PRIVATE KEY\""),
+    };
+    what.into()
 }
 
 /// A public key, for verifying and for naming the signer.
@@ -138,9 +183,49 @@ MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g
     fn wrong_keys_are_refused_without_echoing_them() {
         let e = Signer::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
             .unwrap_err();
-        assert!(e.contains("not an Ed25519 private key"), "{e}");
+        assert!(e.contains("is not a valid PKCS#8 private key"), "{e}");
         assert!(!e.contains("AAAA"));
         assert!(Signer::from_pem("hello").is_err());
         assert!(PublicKey::from_pem(PRIVATE).is_err());
+    }
+
+    /// Each kind of key file says what it is (keys as openssl writes them).
+    #[test]
+    fn a_wrong_key_file_says_what_it_holds() {
+        const RSA: &str = "-----BEGIN PRIVATE KEY-----
+MIIBVAIBADANBgkqhkiG9w0BAQEFAASCAT4wggE6AgEAAkEAq55btrlmpjoSjTwl
+ReTUo2DafT3xxmLd+Caj0++p6jAqRTo2ZKNiIFHcuJ9dQ7LT5HkMaRzFIMGL+og7
+MqjxwwIDAQABAkBCIaWpxcu+ZkZb0j9yrXka8+l9tW8DSXnLc+hRdNr++KquiBhG
+YGdOdcQ0uPexWuqQ2q3IoYU6jyDJKTRHgYXBAiEA3NOpYSL0yf1GfO4ZKcoAIyOQ
+iu5vg5F2c9DbpRZcolECIQDG9DQhznU41xt8Owh6SgxDCGweQ+IXcyY+LHOpoJFZ
+0wIgEepmMohIfd67ikUy624FBtTK1Eq152G0z36hY0pmJ5ECIQCT8CqDqN2JcopB
+ijP3mvAbODwNFTUdcsZRHQS0cW0jeQIgS8YvkBBQpT9QLSL5SiiHZbdfxqoSIGQs
+01XXc61dfXI=
+-----END PRIVATE KEY-----
+";
+        const ENCRYPTED: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIGbMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAjvpL8477Yq6gICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEBwZl1XVg/l0FmBtt+wXwmkEQM8a
+F0ffuNEoahFXiiyaNEjSio4qf63VXNLMivI3XedB1mgvMNahVEhiztnpt1ivqVmt
+f0fGGOPbHHRBNC7Vu4U=
+-----END ENCRYPTED PRIVATE KEY-----
+";
+        let public = Signer::from_pem(PRIVATE).unwrap().public_key().to_pem();
+        let cases = [
+            ("", "is empty"),
+            ("  \n", "is empty"),
+            ("hello", "is not PEM"),
+            (RSA, "is an RSA private key"),
+            (ENCRYPTED, "is encrypted (a passphrase protects it)"),
+            (&public, "is a public key, not a private key"),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+                "is an RSA private key",
+            ),
+        ];
+        for (pem, says) in cases {
+            let e = Signer::from_pem(pem).unwrap_err();
+            assert!(e.starts_with(says), "{pem}: {e}");
+        }
     }
 }

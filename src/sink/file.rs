@@ -83,15 +83,9 @@ async fn remove_temps(dir: &Path, name: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("Failed to list {}", dir.display())),
     };
-    let prefix = format!(".{name}.");
     while let Some(entry) = entries.next_entry().await? {
         let file_name = entry.file_name();
-        let is_temp = file_name
-            .to_str()
-            .and_then(|f| f.strip_prefix(&prefix))
-            .and_then(|rest| rest.strip_suffix(".tmp"))
-            .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()));
-        if is_temp {
+        if file_name.to_str().and_then(temp_of) == Some(name) {
             let temp = entry.path();
             match tokio::fs::remove_file(&temp).await {
                 Ok(()) => {
@@ -105,6 +99,15 @@ async fn remove_temps(dir: &Path, name: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The object whose write in progress `file_name` is the temp file of: `name` for
+/// `.{name}.{32 hex digits}.tmp`, else `None` (any other file, dot-files included, is not ours).
+pub(crate) fn temp_of(file_name: &str) -> Option<&str> {
+    let rest = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (name, id) = rest.rsplit_once('.')?;
+    let ours = !name.is_empty() && id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    ours.then_some(name)
 }
 
 struct FileWriter {
@@ -172,4 +175,28 @@ async fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
         .await?
         .context("Failed to sync the object's directory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::temp_of;
+
+    #[test]
+    fn only_our_own_temp_files_are_temp_files() {
+        let id = "0123456789abcdef0123456789ABCDEF";
+        assert_eq!(temp_of(&format!(".x.jsonl.{id}.tmp")), Some("x.jsonl"));
+        assert_eq!(temp_of(&format!(".a.b.c.{id}.tmp")), Some("a.b.c"));
+        for other in [
+            ".x.json".to_owned(),
+            ".x.jsonl.tmp".to_owned(),
+            format!("..{id}.tmp"),
+            format!(".x.{}.tmp", &id[1..]),
+            format!(".x.{}g.tmp", &id[1..]),
+            format!("x.{id}.tmp"),
+            format!(".x.{id}.tmpx"),
+            ".hidden".to_owned(),
+        ] {
+            assert_eq!(temp_of(&other), None, "{other}");
+        }
+    }
 }

@@ -123,8 +123,8 @@ async fn open(root: &Path, key: &str) -> anyhow::Result<Option<tokio::fs::File>>
     }
 }
 
-/// The files below `root` whose relative path starts with `prefix`, skipping the hidden
-/// temporary files of writes in progress.
+/// The files below `root` whose relative path starts with `prefix`, skipping the temporary
+/// files of the directory sink's writes in progress (and nothing else).
 fn list_dir(root: &Path, prefix: &str) -> anyhow::Result<Vec<Listed>> {
     fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<Listed>) -> anyhow::Result<()> {
         let entries = match std::fs::read_dir(dir) {
@@ -140,8 +140,9 @@ fn list_dir(root: &Path, prefix: &str) -> anyhow::Result<Vec<Listed>> {
                 walk(root, &path, prefix, out)?;
                 continue;
             }
+            // Only a write in progress is skipped: any other dot-file is an object to check.
             let name = entry.file_name();
-            if !kind.is_file() || name.to_string_lossy().starts_with('.') {
+            if !kind.is_file() || name.to_str().and_then(super::file::temp_of).is_some() {
                 continue;
             }
             let Some(key) = path.strip_prefix(root).ok().and_then(|p| p.to_str()) else {

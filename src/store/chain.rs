@@ -1,6 +1,8 @@
 //! The digest chain's state: each run's digest, kept from the first time it is built, and the
 //! destination's chain head, which the commit moves with the watermark (see `commit_run`).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
@@ -37,13 +39,64 @@ pub struct ChainRecord {
     pub public_keys: Vec<String>,
     /// Run id → SHA-256 (hex) of its committed digest.
     pub digests: Vec<(Uuid, String)>,
-    /// Keys that abandoned runs (cancelled, forgotten, or with a changed delivery) may have
-    /// written, their digest's included: never part of the chain.
-    pub abandoned_keys: Vec<String>,
-    /// The window end of the first committed run with a digest: objects written before it
-    /// belong to runs from before signing was enabled.
-    pub first_signed_at: Option<DateTime<Utc>>,
+    /// Every key the run log says a run of the destination wrote or may have written (its
+    /// objects, the next one it was writing when it stopped, its digest and signature), with
+    /// what became of the run.
+    pub written: BTreeMap<String, Written>,
 }
+
+/// A key the run log accounts for: which run wrote it, and what became of that run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub run_id: Uuid,
+    pub fate: RunFate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunFate {
+    /// Committed with a digest: that digest names its objects.
+    Signed,
+    /// Committed without a digest before the chain's first digest was committed.
+    BeforeChain,
+    /// Committed without a digest after the chain began: signing was turned off.
+    Unsigned,
+    /// Still pending: its digest, if any, joins the chain when it commits.
+    Pending,
+    /// Abandoned (cancelled, forgotten, its delivery changed) or failed: never part of it.
+    Abandoned,
+}
+
+impl RunFate {
+    /// What became of a run, from its status, whether it kept a digest, and when it was
+    /// committed against when the chain's first digest was (`None`: no chain yet).
+    pub fn of(
+        status: &str,
+        has_digest: bool,
+        finished_at: Option<DateTime<Utc>>,
+        chain_began: Option<DateTime<Utc>>,
+    ) -> Self {
+        match status {
+            "pending" => Self::Pending,
+            "done" if has_digest => Self::Signed,
+            "done" => match (finished_at, chain_began) {
+                (_, None) => Self::BeforeChain,
+                (Some(done), Some(began)) if done < began => Self::BeforeChain,
+                _ => Self::Unsigned,
+            },
+            _ => Self::Abandoned,
+        }
+    }
+}
+
+type WrittenRow = (
+    Uuid,
+    String,
+    bool,
+    Option<DateTime<Utc>>,
+    String,
+    Option<String>,
+    Vec<String>,
+);
 
 impl Store {
     pub async fn chain_head(&self, destination: &str) -> anyhow::Result<Option<ChainHead>> {
@@ -63,6 +116,17 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// Those of `destinations` whose chain has begun (a head is recorded).
+    pub async fn chained_destinations(&self, destinations: &[&str]) -> anyhow::Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM export_destinations
+             WHERE name = ANY($1) AND chain_head_key IS NOT NULL ORDER BY name",
+        )
+        .bind(destinations)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// The digest kept with the run, if one was built.
@@ -162,41 +226,70 @@ impl Store {
         .bind(destination)
         .fetch_all(&self.pool)
         .await?;
-        // Each object such a run delivered is recorded; the one it was writing when it stopped
-        // may be there too.
-        let abandoned: Vec<(String, Option<String>, Vec<String>)> = sqlx::query_as(
-            "SELECT r.object_key, r.digest_key,
-                    COALESCE(array_agg(o.key ORDER BY o.seq) FILTER (WHERE o.key IS NOT NULL), '{}')
-             FROM export_runs r LEFT JOIN export_run_objects o ON o.run_id = r.id
-             WHERE r.destination = $1 AND r.status IN ('abandoned', 'failed')
-             GROUP BY r.id",
-        )
-        .bind(destination)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut abandoned_keys = Vec::new();
-        for (first, digest_key, objects) in abandoned {
-            let next = crate::domain::part_key(&first, objects.len() as u32 + 1);
-            abandoned_keys.extend(objects);
-            abandoned_keys.push(next);
-            if let Some(key) = digest_key {
-                abandoned_keys.push(format!("{key}{}", crate::domain::SIGNATURE_SUFFIX));
-                abandoned_keys.push(key);
-            }
-        }
-        let first_signed_at: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT min(window_end) FROM export_runs
+        let chain_began: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT min(finished_at) FROM export_runs
              WHERE destination = $1 AND kind = 'scheduled' AND status = 'done' AND digest IS NOT NULL",
         )
         .bind(destination)
         .fetch_one(&self.pool)
         .await?;
+        // Each object a run delivered is recorded; the one it was writing when it stopped may be
+        // there too.
+        let runs: Vec<WrittenRow> = sqlx::query_as(
+            "SELECT r.id, r.status, r.digest IS NOT NULL, r.finished_at, r.object_key, r.digest_key,
+                    COALESCE(array_agg(o.key ORDER BY o.seq) FILTER (WHERE o.key IS NOT NULL), '{}')
+             FROM export_runs r LEFT JOIN export_run_objects o ON o.run_id = r.id
+             WHERE r.destination = $1
+             GROUP BY r.id",
+        )
+        .bind(destination)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut written = BTreeMap::new();
+        for (run_id, status, has_digest, finished_at, first, digest_key, objects) in runs {
+            let fate = RunFate::of(&status, has_digest, finished_at, chain_began);
+            let next = crate::domain::part_key(&first, objects.len() as u32 + 1);
+            let mut keys = objects;
+            keys.push(first);
+            if matches!(fate, RunFate::Pending | RunFate::Abandoned) {
+                keys.push(next);
+            }
+            if let Some(key) = digest_key {
+                keys.push(format!("{key}{}", crate::domain::SIGNATURE_SUFFIX));
+                keys.push(key);
+            }
+            for key in keys {
+                written.insert(key, Written { run_id, fate });
+            }
+        }
         Ok(ChainRecord {
             head,
             public_keys,
             digests,
-            abandoned_keys,
-            first_signed_at,
+            written,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_fate_follows_its_status_its_digest_and_the_chain_start() {
+        use chrono::TimeZone;
+        let at = |h: u32| Utc.with_ymd_and_hms(2026, 11, 29, h, 0, 0).single();
+        let cases = [
+            ("pending", false, None, at(5), RunFate::Pending),
+            ("done", true, at(6), at(5), RunFate::Signed),
+            ("done", false, at(4), at(5), RunFate::BeforeChain),
+            ("done", false, at(6), at(5), RunFate::Unsigned),
+            ("done", false, at(6), None, RunFate::BeforeChain),
+            ("abandoned", true, at(6), at(5), RunFate::Abandoned),
+            ("failed", false, at(6), at(5), RunFate::Abandoned),
+        ];
+        for (status, digest, done, began, fate) in cases {
+            assert_eq!(RunFate::of(status, digest, done, began), fate, "{status}");
+        }
     }
 }

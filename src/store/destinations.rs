@@ -159,6 +159,7 @@ impl Store {
              SET watermark = LEAST({start}, pg_current_xact_id()),
                  stream_lo = LEAST({start}, pg_current_xact_id()), tenant_id = $2, cluster_id = $5,
                  stream_started = true, stream_since = clock_timestamp(), forgotten_at = NULL,
+                 tenant_change = NULL,
                  id_floor = CASE WHEN NOT $6 THEN id_floor
                                  WHEN $3 = 'beginning' THEN NULL
                                  ELSE (SELECT max(id) FROM audit_events
@@ -236,7 +237,8 @@ impl Store {
         }
         sqlx::query(
             "UPDATE export_destinations
-             SET stream_started = false, forgotten_at = clock_timestamp(), cluster_id = NULL
+             SET stream_started = false, forgotten_at = clock_timestamp(), cluster_id = NULL,
+                 tenant_change = NULL
              WHERE name = $1",
         )
         .bind(&lease.destination)

@@ -76,15 +76,19 @@ impl Store {
         .await
     }
 
-    /// Those of `tenants` of which no event was ever recorded, in one statement (by the
-    /// `(tenant_id, occurred_at)` index).
+    /// Those of `tenants` of which no event was ever recorded, in one statement: none is in
+    /// the table (by the `(tenant_id, occurred_at)` index), no committed run of that tenant
+    /// delivered any, and no prune deleted any (both by their tables' indexes).
     pub async fn tenants_without_events(
         &self,
         tenants: &[&str],
     ) -> anyhow::Result<std::collections::BTreeSet<String>> {
         let found: Vec<String> = sqlx::query_scalar(
             "SELECT t FROM unnest($1::text[]) t
-             WHERE NOT EXISTS (SELECT 1 FROM audit_events WHERE tenant_id = t)",
+             WHERE NOT EXISTS (SELECT 1 FROM audit_events WHERE tenant_id = t)
+               AND NOT EXISTS (SELECT 1 FROM export_runs
+                               WHERE tenant_id = t AND status = 'done' AND event_count > 0)
+               AND NOT EXISTS (SELECT 1 FROM export_pruned_tenants p WHERE p.tenant_id = t)",
         )
         .bind(tenants)
         .fetch_all(&self.pool)

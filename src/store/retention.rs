@@ -1,6 +1,6 @@
-//! Retention: deleting what every destination has delivered, in short batches through the one
-//! path the append-only trigger lets through (`audit_prune_batch`, a SECURITY DEFINER function
-//! of the schema's owner), and what holds the rest back.
+//! Retention: what the prune's rule reads of the destinations, and what holds events back.
+//! The deleting itself goes through the one path the append-only trigger lets through
+//! (`audit_prune_batch`, a SECURITY DEFINER function of the schema's owner): `prune_run.rs`.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -115,41 +115,32 @@ impl Store {
         .await?)
     }
 
-    /// Deletes the events of `[from_id, to_id)` that `audit_prune_batch` finds delivered
-    /// everywhere, in a transaction of its own; a dry run rolls it back, so it counts exactly
-    /// what would go and deletes nothing.
-    #[tracing::instrument(skip_all, fields(from_id, to_id, dry_run), err)]
-    pub async fn prune_batch(
+    /// Records the tenant filter the configuration names for a destination whose stream has
+    /// started, as an export would: a stream without a committed run adopts it; one whose
+    /// watermark covers another filter (refused until `destination reset`) notes it as
+    /// `tenant_change`, so `audit_prune_batch` holds back everything the new filter selects.
+    #[tracing::instrument(skip_all, fields(destination = name), err)]
+    pub async fn note_configured_tenant(
         &self,
-        cutoff: DateTime<Utc>,
-        (from_id, to_id): (i64, i64),
-        holds: &[Hold],
-        dry_run: bool,
-    ) -> anyhow::Result<PruneBatch> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "SELECT deleted, txid_min::text::bigint, txid_max::text::bigint, occurred_min, occurred_max
-             FROM audit_prune_batch($1, $2, $3, $4)",
+        name: &str,
+        tenant: Option<&str>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE export_destinations d
+             SET tenant_id = CASE WHEN c.committed THEN d.tenant_id ELSE $2 END,
+                 tenant_change = CASE WHEN c.committed AND d.tenant_id IS DISTINCT FROM $2
+                                      THEN jsonb_build_object('tenant_id', $2::text) END
+             FROM (SELECT EXISTS (
+                       SELECT 1 FROM export_destinations s JOIN export_runs r ON r.destination = s.name
+                       WHERE s.name = $1 AND r.kind = 'scheduled' AND r.status = 'done'
+                         AND r.finished_at >= s.stream_since) AS committed) c
+             WHERE d.name = $1 AND d.stream_started",
         )
-        .bind(cutoff)
-        .bind(from_id)
-        .bind(to_id)
-        .bind(serde_json::to_value(holds)?)
-        .fetch_one(&mut *tx)
+        .bind(name)
+        .bind(tenant)
+        .execute(&self.pool)
         .await?;
-        if dry_run {
-            tx.rollback().await?;
-        } else {
-            tx.commit().await?;
-        }
-        let (lo, hi): (Option<i64>, Option<i64>) = (row.try_get(1)?, row.try_get(2)?);
-        let (from, to): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-            (row.try_get(3)?, row.try_get(4)?);
-        Ok(PruneBatch {
-            deleted: row.try_get(0)?,
-            txids: lo.zip(hi),
-            occurred: from.zip(to),
-        })
+        Ok(())
     }
 
     /// Per destination (not forgotten) and per configured hold, how many events recorded before

@@ -26,6 +26,8 @@ mod readonly;
 mod recovery;
 mod reexport;
 mod retention;
+mod retention_holds;
+mod retention_record;
 mod retention_run;
 mod roles;
 mod schedule;

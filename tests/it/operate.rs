@@ -24,12 +24,19 @@ pub(crate) struct Running {
 
 impl Running {
     pub(crate) fn start(config: Option<&Path>, env: &[(String, String)]) -> Self {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_audit-exporter"));
+        let mut args = Vec::new();
         if let Some(config) = config {
-            command.arg("--config").arg(config);
+            args.extend(["--config", config.to_str().unwrap()]);
         }
+        args.push("run");
+        Self::spawn(&args, env)
+    }
+
+    /// The binary with `args`, its JSON log lines collected as they come.
+    pub(crate) fn spawn(args: &[&str], env: &[(String, String)]) -> Self {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_audit-exporter"));
         command
-            .arg("run")
+            .args(args)
             .env("AUDIT_EXPORTER__LOG__FORMAT", "json")
             .env("AUDIT_EXPORTER__LOG__LEVEL", "info")
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -81,6 +88,15 @@ impl Running {
     pub(crate) async fn kill(mut self) {
         kill(self.pid(), Signal::SIGKILL).unwrap();
         self.child.wait().await.unwrap();
+    }
+
+    /// Waits for the process to exit on its own (at most a minute); its exit code.
+    pub(crate) async fn exit(mut self) -> Option<i32> {
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the process exits within a minute")
+            .unwrap()
+            .code()
     }
 
     pub(crate) async fn stop(mut self) -> (Option<i32>, Duration) {

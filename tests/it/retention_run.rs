@@ -62,17 +62,30 @@ async fn bad_cutoffs_exit_2_naming_the_flag() {
             "unit \"w\" is not allowed; allowed: a whole number and a unit",
         ),
         (
-            vec!["prune", "--before", "yesterday"],
-            "allowed: an RFC 3339 time",
+            vec!["prune", "--older-than", "0d"],
+            "'--older-than <DURATION>': \"0d\" is out of range; allowed: a whole number and a unit",
         ),
         (
+            vec!["prune", "--before", "garbage"],
+            "'--before <TIME>': \"garbage\": is not a time; allowed for --before: an RFC 3339 time",
+        ),
+        (
+            vec!["prune", "--before", "now"],
+            "\"now\" is not a cutoff (to prune what every destination delivered up to now, use --older-than 1s); allowed for --before",
+        ),
+        (vec!["prune", "--before", &future], "prune --before "),
+        (
             vec!["prune", "--before", &future],
-            "is in the future; allowed: a time up to now",
+            " is in the future; allowed for --before: a time up to now (",
         ),
     ] {
         let (code, _, err) = cli(&args, &env);
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(err.contains(said), "{args:?}: {err}");
+        // Its own flags, not `reexport`'s.
+        for borrowed in ["--to", "--from", ", or now"] {
+            assert!(!err.contains(borrowed), "{args:?}: {err}");
+        }
     }
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM export_runs")
         .fetch_one(db.pool())

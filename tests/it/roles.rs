@@ -138,7 +138,7 @@ async fn the_readme_roles_migrate_export_and_only_append() {
         "DELETE FROM audit_events",
         "TRUNCATE audit_events",
         "UPDATE export_destinations SET watermark = '0'",
-        "SELECT * FROM audit_prune_batch(now(), 0, 1000, '[]')",
+        "SELECT * FROM audit_prune_batch(gen_random_uuid(), 0, 1000)",
     ] {
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(&app_url).await.unwrap();

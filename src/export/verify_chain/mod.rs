@@ -10,8 +10,10 @@ use crate::domain::{DigestDoc, PublicKey, SIGNATURE_SUFFIX, digest_folder};
 use crate::sink::{BucketReader, Listed};
 use crate::store::ChainRecord;
 
+mod extra;
 mod walk;
 
+use extra::Began;
 use walk::check_signature;
 pub use walk::walk;
 
@@ -147,7 +149,6 @@ pub async fn verify_chain(
             let key = object.key.clone();
             named.insert(key.clone());
             report.objects += 1;
-            report.events += object.events;
             let subject = reader.location(&key);
             let problem = match sizes.get(key.as_str()) {
                 None => Some(format!("missing (named by digest {})", digest.key)),
@@ -164,57 +165,48 @@ pub async fn verify_chain(
                     Some(_) => None,
                 },
             };
-            if let Some(problem) = problem {
-                report.findings.push(Finding { subject, problem });
+            match problem {
+                // Only events whose bytes verified are counted as verified.
+                None => report.events += object.events,
+                Some(problem) => report.findings.push(Finding { subject, problem }),
             }
         }
     }
 
-    // Objects that no digest names, written since the chain began.
-    let since = walked
+    // Objects that no verified digest names. Those a digest outside the span names are that
+    // digest's; the rest are extra, unless the run log (online) or their age (offline) says
+    // they are older than the chain.
+    let outside: BTreeSet<&str> = chain
         .iter()
-        .filter(|d| d.doc.as_ref().is_some_and(|doc| doc.previous.is_none()))
-        .filter_map(|d| d.doc.as_ref()?.window_end())
-        .min()
-        .or(record.and_then(|r| r.first_signed_at))
-        .map(|t| t - chrono::Duration::seconds(1))
-        .max(span.from);
+        .chain(&reexports)
+        .filter_map(|d| d.doc.as_ref())
+        .filter(|doc| !span.contains(doc.window_end()))
+        .flat_map(|doc| doc.objects.iter().map(|o| o.key.as_str()))
+        .collect();
     let test_folder = format!("{folder}test/");
-    let abandoned: BTreeSet<&str> = record
-        .map(|r| r.abandoned_keys.iter().map(String::as_str).collect())
-        .unwrap_or_default();
-    let mut older = 0;
-    for item in &listed {
-        if item.key.starts_with(&digest_folder)
-            || item.key.starts_with(&test_folder)
-            || named.contains(&item.key)
-        {
-            continue;
-        }
-        let written = item.modified;
-        if since.is_none() || written.is_some_and(|w| since.is_some_and(|s| w < s)) {
-            older += 1;
-            continue;
-        }
-        if span.to.is_some_and(|to| written.is_some_and(|w| w >= to)) {
-            continue;
-        }
-        if abandoned.contains(item.key.as_str()) {
-            report.notes.push(format!(
-                "{}: written by a run that was then abandoned (the database knows it); not part of the chain",
-                reader.location(&item.key)
-            ));
-            continue;
-        }
-        report.findings.push(Finding {
-            subject: reader.location(&item.key),
-            problem: "extra object: no digest names it".into(),
-        });
-    }
-    if older > 0 {
-        report.notes.push(format!(
-            "{older} object(s) written before the verified span of the chain were not checked"
-        ));
-    }
+    let unnamed: Vec<&Listed> = listed
+        .iter()
+        .filter(|item| {
+            !item.key.starts_with(&digest_folder)
+                && !item.key.starts_with(&test_folder)
+                && !named.contains(&item.key)
+                && !outside.contains(item.key.as_str())
+        })
+        .collect();
+    let began = match record {
+        Some(record) => Began::RunLog(record),
+        None => Began::Modified(chain_began(&chain, &sizes)),
+    };
+    extra::report_unnamed(&unnamed, &began, &location, &mut report);
     Ok(report)
+}
+
+/// When the chain's first digest was written, as the listing shows it: the first digest with
+/// no previous one, else the oldest digest there is.
+fn chain_began(chain: &[Fetched], listed: &BTreeMap<&str, &Listed>) -> Option<DateTime<Utc>> {
+    let first = chain
+        .iter()
+        .find(|d| d.doc.as_ref().is_some_and(|doc| doc.previous.is_none()))
+        .or(chain.first())?;
+    listed.get(first.key.as_str())?.modified
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ChainSpan, Fetched, Finding, Verification};
 use crate::domain::{DigestDoc, PublicKey, SIGNATURE_SUFFIX, sha256_hex};
-use crate::store::ChainRecord;
+use crate::store::{ChainRecord, RunFate, Written};
 
 pub(super) fn check_signature(
     digest: &Fetched,
@@ -25,7 +25,10 @@ pub(super) fn check_signature(
     let Some(signature) = &digest.signature else {
         findings.push(Finding {
             subject,
-            problem: format!("unsigned: {}{SIGNATURE_SUFFIX} is missing", digest.key),
+            problem: format!(
+                "unsigned: signature missing ({}{SIGNATURE_SUFFIX} is not there)",
+                digest.key
+            ),
         });
         return;
     };
@@ -66,12 +69,18 @@ pub fn walk<'a>(
     let end_of = |f: &Fetched| f.doc.as_ref().and_then(DigestDoc::window_end);
     let before_to = |f: &&Fetched| span.to.is_none_or(|to| end_of(f).is_none_or(|e| e < to));
     let mut tip = chain.iter().rev().find(before_to);
+    // A pending run's digest, and an abandoned one's, are known to the run log: not the chain's.
+    let aside = |key: &str| {
+        record
+            .and_then(|r| r.written.get(key))
+            .is_some_and(|w| matches!(w.fate, RunFate::Pending | RunFate::Abandoned))
+    };
     if let Some(head) = record.and_then(|r| r.head.as_ref())
         && span.to.is_none()
     {
         match by_key.get(head.key.as_str()) {
             Some(found) => {
-                if let Some(last) = chain.last()
+                if let Some(last) = chain.iter().rev().find(|d| !aside(&d.key))
                     && last.key != head.key
                 {
                     report.findings.push(Finding {
@@ -172,8 +181,9 @@ pub fn walk<'a>(
                         ),
                     });
                 }
-                if prior.signature.as_deref().map(hex::encode).as_deref()
-                    != Some(previous.signature.as_str())
+                // A missing signature is reported with the digest (unsigned).
+                if let Some(signature) = &prior.signature
+                    && hex::encode(signature) != previous.signature
                 {
                     report.findings.push(Finding {
                         subject: location(&format!("{}{SIGNATURE_SUFFIX}", prior.key)),
@@ -207,17 +217,25 @@ pub fn walk<'a>(
         if visited.contains(digest.key.as_str()) || !span.contains(end_of(digest)) {
             continue;
         }
-        let abandoned = record.is_some_and(|r| r.abandoned_keys.contains(&digest.key));
-        if abandoned {
-            report.notes.push(format!(
-                "{}: the digest of a run that was then abandoned (the database knows it); not part of the chain",
+        match record.and_then(|r| r.written.get(&digest.key)) {
+            Some(Written {
+                run_id,
+                fate: RunFate::Abandoned,
+            }) => report.notes.push(format!(
+                "{}: the digest of a run that was then abandoned (run {run_id}; the database knows it); not part of the chain",
                 location(&digest.key)
-            ));
-        } else {
-            report.findings.push(Finding {
+            )),
+            Some(Written {
+                run_id,
+                fate: RunFate::Pending,
+            }) => report.notes.push(format!(
+                "{}: the digest of run {run_id}, still pending (the database knows it); it joins the chain when the run commits",
+                location(&digest.key)
+            )),
+            _ => report.findings.push(Finding {
                 subject: location(&digest.key),
                 problem: "not part of the chain: no later digest links to it".into(),
-            });
+            }),
         }
     }
     on_chain.reverse();
@@ -225,162 +243,4 @@ pub fn walk<'a>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{
-        DIGEST_VERSION, DigestKind, DigestWindow, PreviousDigest, SIGNATURE_ALGORITHM, Signer,
-    };
-    use crate::store::ChainHead;
-
-    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g
------END PRIVATE KEY-----
-";
-
-    /// A chain of `n` digests, one an hour, windows [10 i, 10 i + 10).
-    fn chain(signer: &Signer, n: usize) -> Vec<Fetched> {
-        let mut out: Vec<Fetched> = Vec::new();
-        for i in 0..n {
-            let previous = out.last().map(|p| PreviousDigest {
-                key: p.key.clone(),
-                sha256: sha256_hex(&p.bytes),
-                signature: hex::encode(p.signature.as_ref().unwrap()),
-            });
-            let doc = DigestDoc {
-                version: DIGEST_VERSION,
-                kind: DigestKind::Scheduled,
-                destination: "d".into(),
-                run_id: uuid::Uuid::now_v7(),
-                created_at: format!("2026-11-29T{i:02}:00:01.000000Z"),
-                signature_algorithm: SIGNATURE_ALGORITHM.into(),
-                public_key_sha256: signer.public_key().fingerprint().into(),
-                window: DigestWindow {
-                    lo: (10 * i).to_string(),
-                    hi: (10 * i + 10).to_string(),
-                    start: None,
-                    end: format!("2026-11-29T{i:02}:00:00.000000Z"),
-                    follows_previous: true,
-                },
-                range: None,
-                heartbeat: true,
-                objects: vec![],
-                previous,
-            };
-            let bytes = doc.to_bytes();
-            out.push(Fetched {
-                key: format!("digest/2026/11/29/20261129T{i:02}0000Z.json"),
-                signature: Some(signer.sign(&bytes).to_vec()),
-                bytes,
-                doc: Some(doc),
-            });
-        }
-        out
-    }
-
-    fn run(
-        chain: &[Fetched],
-        span: &ChainSpan,
-        record: Option<&ChainRecord>,
-    ) -> (Vec<String>, usize) {
-        let mut report = Verification::default();
-        let on = walk(chain, span, record, &|k: &str| k.to_owned(), &mut report);
-        let found = report
-            .findings
-            .iter()
-            .map(|f| format!("{}: {}", f.subject, f.problem))
-            .collect();
-        (found, on.len())
-    }
-
-    #[test]
-    fn an_intact_chain_has_no_finding_and_a_span_limits_it() {
-        let signer = Signer::from_pem(PRIVATE).unwrap();
-        let digests = chain(&signer, 4);
-        assert_eq!(run(&digests, &ChainSpan::default(), None), (vec![], 4));
-        let from = "2026-11-29T02:00:00Z".parse().ok();
-        let (found, on) = run(&digests, &ChainSpan { from, to: None }, None);
-        assert_eq!((found, on), (vec![], 2));
-        let mut findings = Vec::new();
-        for digest in &digests {
-            check_signature(
-                digest,
-                &[signer.public_key().clone()],
-                &|k: &str| k.to_owned(),
-                &mut findings,
-            );
-        }
-        assert!(findings.is_empty());
-    }
-
-    #[test]
-    fn a_missing_digest_a_stray_one_and_a_gap_are_found() {
-        let signer = Signer::from_pem(PRIVATE).unwrap();
-        let mut digests = chain(&signer, 4);
-        let removed = digests.remove(1);
-        let (found, on) = run(&digests, &ChainSpan::default(), None);
-        assert_eq!(on, 3);
-        assert_eq!(
-            found,
-            [format!(
-                "{}: missing: named as previous by {}",
-                removed.key, digests[1].key
-            )]
-        );
-
-        // A digest no later one links to; a window that does not follow its previous one.
-        let mut digests = chain(&signer, 3);
-        let mut stray = digests[1].clone();
-        stray.key = "digest/2026/11/29/20261129T013000Z.json".into();
-        digests.insert(2, stray);
-        let doc = digests[1].doc.as_mut().unwrap();
-        doc.window.lo = "11".into();
-        let (found, _) = run(&digests, &ChainSpan::default(), None);
-        assert!(
-            found.contains(&format!(
-                "{}: not part of the chain: no later digest links to it",
-                digests[2].key
-            )),
-            "{found:?}"
-        );
-
-        // The database's head is not there: the newest digest was removed.
-        let digests = chain(&signer, 3);
-        let record = ChainRecord {
-            head: Some(ChainHead {
-                key: "digest/2026/11/29/20261129T030000Z.json".into(),
-                sha256: String::new(),
-                signature: String::new(),
-                hi: 40,
-            }),
-            ..ChainRecord::default()
-        };
-        let (found, on) = run(&digests, &ChainSpan::default(), Some(&record));
-        assert_eq!(on, 3);
-        assert_eq!(
-            found,
-            [
-                "digest/2026/11/29/20261129T030000Z.json: missing: the database recorded it as the chain's newest digest"
-            ]
-        );
-    }
-
-    #[test]
-    fn a_window_gap_is_found_unless_declared() {
-        let signer = Signer::from_pem(PRIVATE).unwrap();
-        let mut digests = chain(&signer, 2);
-        let later = &mut digests[1];
-        let doc = later.doc.as_mut().unwrap();
-        doc.window.lo = "12".into();
-        let (found, _) = run(&digests, &ChainSpan::default(), None);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(
-            found[0].contains("gap between windows: it starts at transaction 12"),
-            "{found:?}"
-        );
-        digests[1].doc.as_mut().unwrap().window.follows_previous = false;
-        assert_eq!(
-            run(&digests, &ChainSpan::default(), None).0,
-            Vec::<String>::new()
-        );
-    }
-}
+mod tests;

@@ -153,6 +153,27 @@ async fn an_intact_chain_verifies_online_offline_and_with_openssl() {
         "{stdout}"
     );
 
+    // A dot-file slipped into the bucket is an object like any other.
+    bucket
+        .client()
+        .put_object()
+        .bucket(&bucket.name)
+        .key("audit/eu/.x.json")
+        .body(b"{}\n".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let output = audit_exporter(&["verify-chain", "--destination", "bucket"], &env);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{}", stderr(&output));
+    assert!(
+        stdout.contains(&format!(
+            "FINDING: s3://{}/audit/eu/.x.json: extra object: no digest names it",
+            bucket.name
+        )),
+        "{stdout}"
+    );
+
     // The newest digest removed from the bucket: only the database's head tells.
     let newest = stored.keys().rfind(|k| k.ends_with(".json")).unwrap();
     bucket

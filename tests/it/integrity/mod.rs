@@ -3,6 +3,7 @@
 //! by `openssl` alone; every kind of tampering is reported by name.
 
 mod chain;
+mod findings;
 mod resume;
 mod tamper;
 
@@ -146,14 +147,59 @@ fn integrity_keys_are_checked_and_shared() {
             .unwrap()
             .success()
     );
+    let rsa = keys.path().join("rsa.pem");
+    let encrypted = keys.path().join("encrypted.pem");
+    let empty = keys.path().join("empty.pem");
+    for args in [
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:1024",
+            "-out",
+        ][..],
+        &[
+            "genpkey",
+            "-algorithm",
+            "ed25519",
+            "-pass",
+            "pass:secret",
+            "-aes256",
+            "-out",
+        ],
+    ] {
+        let out = if args[2] == "RSA" { &rsa } else { &encrypted };
+        let ok = Command::new("openssl")
+            .args(args)
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    }
+    std::fs::write(&empty, "").unwrap();
     let missing = keys.path().join("missing.pem");
-    for file in [&missing, &ec, &public] {
+    for (file, says) in [
+        (&missing, "cannot be read"),
+        (&ec, "is an EC private key"),
+        (&public, "is a public key, not a private key"),
+        (&rsa, "is an RSA private key"),
+        (&encrypted, "is encrypted (a passphrase protects it)"),
+        (&empty, "is empty"),
+    ] {
         let output = audit_exporter(&["config", "check"], &[(key_env, file.to_str().unwrap())]);
         assert_eq!(output.status.code(), Some(2), "{}", file.display());
         let message = stderr(&output);
         assert!(
-            message.contains(&format!("integrity.signing_key_file: {}:", file.display()))
-                && message.contains("allowed: an Ed25519 private key in PKCS#8 PEM"),
+            message.contains(&format!(
+                "integrity.signing_key_file: {}: {says}",
+                file.display()
+            )) && message
+                .contains("allowed: an unencrypted Ed25519 private key in PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes it"),
             "{message}"
         );
         assert!(!message.contains("BEGIN"), "{message}");

@@ -128,6 +128,33 @@ async fn each_kind_of_tampering_is_reported_by_name() {
             }),
         ),
         (
+            "a digest's signature deleted",
+            Box::new(|root: &Path| {
+                std::fs::remove_file(root.join(format!("{}.sig", digests[1]))).unwrap();
+                vec![format!(
+                    "{}: unsigned: signature missing ({}.sig is not there)",
+                    at(root, &digests[1]),
+                    digests[1]
+                )]
+            }),
+        ),
+        (
+            "dot-files slipped in, at the top and beside the objects",
+            Box::new(|root: &Path| {
+                let beside = object(3).replace(".jsonl", "");
+                let beside = match beside.rsplit_once('/') {
+                    Some((folder, name)) => format!("{folder}/.{name}.jsonl"),
+                    None => format!(".{beside}.jsonl"),
+                };
+                std::fs::write(root.join(".x.json"), b"{}\n").unwrap();
+                std::fs::write(root.join(&beside), b"{}\n").unwrap();
+                vec![
+                    format!("{}: extra object: no digest names it", at(root, ".x.json")),
+                    format!("{}: extra object: no digest names it", at(root, &beside)),
+                ]
+            }),
+        ),
+        (
             "a file slipped into the digest folder",
             Box::new(|root: &Path| {
                 let extra = digests[2].replace(".json", ".txt");
@@ -150,6 +177,12 @@ async fn each_kind_of_tampering_is_reported_by_name() {
                 "{case}: expected {want:?} in {found:#?}"
             );
         }
+        if case.contains("signature deleted") {
+            assert_eq!(
+                found, expected,
+                "{case}: a missing signature is no alteration"
+            );
+        }
         // The binary says so too, with exit 1.
         let url = format!("file://{}", copy.path().display());
         let output = audit_exporter(
@@ -169,6 +202,64 @@ async fn each_kind_of_tampering_is_reported_by_name() {
             "{case}: {stdout}"
         );
     }
+
+    // The summary counts the events of the objects that verified, and only those.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&dir, copy.path());
+    let path = copy.path().join(object(2));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let v = verify_dir(copy.path(), std::slice::from_ref(&key)).await;
+    assert_eq!((v.objects, v.events), (4, 3 + 2), "{:#?}", v.findings);
+
+    // A temp file of a directory write in progress is no object; any other dot-file is.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&dir, copy.path());
+    let temp = format!(".{}.{}.tmp", "x.jsonl", uuid::Uuid::new_v4().simple());
+    std::fs::write(copy.path().join(&temp), b"half").unwrap();
+    let v = verify_dir(copy.path(), std::slice::from_ref(&key)).await;
+    assert!(v.findings.is_empty(), "{:#?}", v.findings);
+
+    // An object slipped in with a time from before the chain began: online the run log knows
+    // no run wrote it; offline it is named, as what nothing can tell from an older object.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&dir, copy.path());
+    let stray = object(1).replace(".jsonl", "_old.jsonl");
+    let path = copy.path().join(&stray);
+    std::fs::write(&path, b"{}\n").unwrap();
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    let online = verify_chain(
+        &BucketReader::File(copy.path().to_owned()),
+        "",
+        std::slice::from_ref(&key),
+        &ChainSpan::default(),
+        Some(&record),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        problems(&online),
+        [format!(
+            "{}: extra object: no digest names it",
+            at(copy.path(), &stray)
+        )]
+    );
+    let offline = verify_dir(copy.path(), std::slice::from_ref(&key)).await;
+    assert!(offline.findings.is_empty(), "{:#?}", offline.findings);
+    assert!(
+        offline.notes.iter().any(|n| n
+            .starts_with(&format!("{}: written (", at(copy.path(), &stray)))
+            && n.contains("before the chain's first digest")),
+        "{:#?}",
+        offline.notes
+    );
 
     // The newest digest deleted: offline nothing can tell, online the head can.
     let copy = tempfile::tempdir().unwrap();
