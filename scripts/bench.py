@@ -231,19 +231,28 @@ class Bench:
             [self.args.exporter, "export", "--destination", name],
             env=exporter_env(url, destination),
         )
+        # The run's objects (several once the window passes max_object_bytes): key, bytes and
+        # SHA-256 of each, in order.
         row = psql(
             url,
-            "SELECT event_count, bytes, sha256, object_key FROM export_runs "
-            f"WHERE destination = '{name}' AND status = 'done'",
+            "SELECT r.event_count, string_agg(o.key || ' ' || o.bytes || ' ' || o.sha256, ';' "
+            "ORDER BY o.seq) FROM export_runs r JOIN export_run_objects o ON o.run_id = r.id "
+            f"WHERE r.destination = '{name}' AND r.status = 'done' GROUP BY r.id",
         ).split("|")
-        events, size, sha256, key = int(row[0]), int(row[1]), row[2], row[3]
+        events = int(row[0])
         if events != n:
             raise SystemExit(f"A exported {events} events, not {n}")
-        path = self.object_path(key)
-        if os.path.getsize(path) != size:
-            raise SystemExit(f"A's object {key} is not {size} bytes")
-        os.remove(path)
-        return {"wall": wall, "rss_kib": rss, "bytes": size, "sha256": sha256}
+        total, hashes = 0, []
+        for item in row[1].split(";"):
+            key, size, sha256 = item.rsplit(" ", 2)
+            path = self.object_path(key)
+            if os.path.getsize(path) != int(size):
+                raise SystemExit(f"A's object {key} is not {size} bytes")
+            os.remove(path)
+            total += int(size)
+            hashes.append(sha256)
+        return {"wall": wall, "rss_kib": rss, "bytes": total, "sha256": ",".join(hashes),
+                "objects": len(hashes)}
 
     def pipeline(self, url, n, compression, label):
         """B: psql row_to_json | compressor | aws s3 cp -."""

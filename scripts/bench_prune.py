@@ -101,6 +101,9 @@ def main():
     parser.add_argument("--events", type=int, default=20_000_000)
     parser.add_argument("--rate", type=int, default=500, help="inserts a second during the prune")
     parser.add_argument("--cycles", type=int, default=3)
+    parser.add_argument("--in-place", action="store_true",
+                        help="prune the seeded database itself rather than a copy (half the disk; "
+                        "it is seeded again next time)")
     parser.add_argument("--dir", required=True)
     parser.add_argument("--exporter", required=True)
     parser.add_argument("--fixture", required=True)
@@ -110,11 +113,16 @@ def main():
     fixture = Fixture(args.fixture, args.dir, os.path.join(args.dir, "s3"))
     try:
         seeded = database_for(fixture, args.exporter, n, False)
-        name = f"bench_prune_{n}"
         admin = fixture.admin_url
-        psql(admin, f"DROP DATABASE IF EXISTS {name}")
-        psql(admin, f"CREATE DATABASE {name} TEMPLATE {seeded.rsplit('/', 1)[1]}")
-        url = seeded.rsplit("/", 1)[0] + "/" + name
+        if args.in_place:
+            url = seeded
+            # No longer the seeded events: the next run seeds again.
+            psql(url, "DROP TABLE bench_seeded")
+        else:
+            name = f"bench_prune_{n}"
+            psql(admin, f"DROP DATABASE IF EXISTS {name}")
+            psql(admin, f"CREATE DATABASE {name} TEMPLATE {seeded.rsplit('/', 1)[1]}")
+            url = seeded.rsplit("/", 1)[0] + "/" + name
         run([args.exporter, "migrate"], env=exporter_env(url, {}), quiet=True)
         deliver_up_to(url, n // 2 + 1)
         psql(url, "VACUUM (ANALYZE) audit_events")

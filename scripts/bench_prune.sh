@@ -4,7 +4,7 @@
 # inserting; prints the prune's time, the worst insert latency meanwhile, and the table's size
 # before and after, then cycles of steady insert + prune + VACUUM.
 #
-#   scripts/bench_prune.sh [--events 20000000] [--rate 500] [--cycles 3] [--debug]
+#   scripts/bench_prune.sh [--events 20000000] [--rate 500] [--cycles 3] [--in-place] [--debug]
 #
 # The seeded database (target/bench, shared with scripts/bench.sh) is reused; the prune works
 # on a copy of it. --debug uses the debug build (its timings mean nothing).
