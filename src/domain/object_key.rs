@@ -172,7 +172,9 @@ impl KeyLayout {
         };
         let (log_type, region, account_id) = match self {
             Self::Env0 { log_type } => (log_type.as_str(), "", ""),
-            Self::SecurityLake { account_id, region } => ("audit", region.as_str(), account_id.as_str()),
+            Self::SecurityLake { account_id, region } => {
+                ("audit", region.as_str(), account_id.as_str())
+            }
             _ => ("audit", "", ""),
         };
         let at = parts.window_end;

@@ -1,10 +1,10 @@
 //! A destination's key layout and the time its partitions follow, checked against what the
 //! layout needs: Amazon Security Lake's takes only OCSF in Parquet, by event day, in S3.
 
-use super::destination::Target;
-use super::raw::{RawDefaults, RawDestination};
 use super::SettingsError;
+use super::destination::Target;
 use super::destination::pick;
+use super::raw::{RawDefaults, RawDestination};
 use crate::domain::{Encoding, Format, KeyLayout, PartitionTime, Schema};
 
 /// `key_layout`, `env0_log_type`, `account_id` and `partition_time` of destination `name`.
@@ -78,7 +78,9 @@ pub(super) fn parse(
         return Err(needs("partition_time = \"event\" (or no partition_time)"));
     }
     let Target::S3(s3) = target else {
-        return Err(needs("an s3:// url (the Security Lake bucket and the source's prefix)"));
+        return Err(needs(
+            "an s3:// url (the Security Lake bucket and the source's prefix)",
+        ));
     };
     let Some(region) = &s3.region else {
         return Err(needs(
@@ -98,11 +100,7 @@ pub(super) fn parse(
 
 /// A key planned by event day holds `{YYYY}`, `{MM}` and `{DD}` until each object's day fills
 /// them in: no other text of the key may hold a brace.
-fn check_day_fields(
-    name: &str,
-    target: &Target,
-    layout: &KeyLayout,
-) -> Result<(), SettingsError> {
+fn check_day_fields(name: &str, target: &Target, layout: &KeyLayout) -> Result<(), SettingsError> {
     let braced = |text: &str| text.contains(['{', '}']);
     if let Target::S3(s3) = target
         && braced(&s3.prefix)
@@ -163,8 +161,14 @@ mod tests {
         let cases: [(&[(&str, &str)], &str); 7] = [
             (&[("ENCODING", "ndjson")], "encoding = \"parquet\""),
             (&[("SCHEMA", "native")], "schema = \"ocsf\""),
-            (&[("PARTITION_TIME", "window")], "partition_time = \"event\""),
-            (&[("URL", "file:///tmp/lake"), ("REGION", "")], "an s3:// url"),
+            (
+                &[("PARTITION_TIME", "window")],
+                "partition_time = \"event\"",
+            ),
+            (
+                &[("URL", "file:///tmp/lake"), ("REGION", "")],
+                "an s3:// url",
+            ),
             (&[("REGION", "")], "needs region"),
             (&[("ACCOUNT_ID", "")], "needs account_id"),
             (&[("ACCOUNT_ID", "1234")], "12 digits"),
@@ -176,7 +180,9 @@ mod tests {
         }
         let error = load(&[("KEY_LAYOUT", "hive")]).unwrap_err();
         assert!(
-            error.contains("destinations.lake.account_id: applies only to key_layout = \"security-lake\""),
+            error.contains(
+                "destinations.lake.account_id: applies only to key_layout = \"security-lake\""
+            ),
             "{error}"
         );
     }
@@ -185,7 +191,10 @@ mod tests {
     fn partition_time_is_window_or_event() {
         let hive = [("KEY_LAYOUT", "hive"), ("ACCOUNT_ID", "")];
         let settings = load(&hive).unwrap();
-        assert_eq!(settings.destinations[0].partition_time, PartitionTime::Window);
+        assert_eq!(
+            settings.destinations[0].partition_time,
+            PartitionTime::Window
+        );
         let error = load(&[hive[0], hive[1], ("PARTITION_TIME", "day")]).unwrap_err();
         assert!(
             error.contains("partition_time: \"day\" is not allowed; allowed: window | event"),

@@ -56,7 +56,11 @@ impl Store {
         let above = id_floor.map_or(String::new(), |floor| format!(" AND id > {floor}"));
         let after = match after {
             None => String::new(),
-            Some(After { day: Some(day), txid, id }) if by_day => {
+            Some(After {
+                day: Some(day),
+                txid,
+                id,
+            }) if by_day => {
                 format!(" AND ({EVENT_DAY}, txid, id) > ('{day}'::date, '{txid}'::xid8, {id})")
             }
             Some(After { txid, id, .. }) => format!(" AND (txid, id) > ('{txid}'::xid8, {id})"),

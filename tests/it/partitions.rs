@@ -119,12 +119,14 @@ async fn events_of_several_days_land_each_in_its_day_and_a_stop_between_days_res
     let on = |d| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
     assert_eq!(days, [(on(1), 40), (on(2), 20), (on(3), 40)]);
     assert!(
-        objects.keys().zip(1..).all(|(k, n)| k.ends_with(&format!("_part{n:04}.jsonl"))),
+        objects
+            .keys()
+            .zip(1..)
+            .all(|(k, n)| k.ends_with(&format!("_part{n:04}.jsonl"))),
         "numbered across the days: {:?}",
         objects.keys()
     );
-    let recorded: Vec<Option<NaiveDate>> =
-        report.objects.iter().map(|o| o.partition_day).collect();
+    let recorded: Vec<Option<NaiveDate>> = report.objects.iter().map(|o| o.partition_day).collect();
     assert_eq!(recorded, [Some(on(1)), Some(on(2)), Some(on(3))]);
     assert_eq!(assert_exactly_once(&db, "main", None, &objects).await, 0);
 
@@ -138,6 +140,25 @@ async fn events_of_several_days_land_each_in_its_day_and_a_stop_between_days_res
     export_now(&exporter(&db, &settings), &settings, "main").await;
     let objects = bucket.objects("p/").await;
     assert_eq!(assert_exactly_once(&db, "main", None, &objects).await, 1);
+
+    // A re-export of the three days: one object a day too, under reexport/.
+    let day = |d| on(d).and_hms_opt(0, 0, 0).unwrap().and_utc();
+    audit_exporter::commands::reexport(
+        &settings,
+        &["main".to_owned()],
+        (day(1), day(4)),
+        None,
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    let again: Vec<(NaiveDate, usize)> = bucket
+        .objects("p/reexport/")
+        .await
+        .iter()
+        .map(|(key, bytes)| (hive_day(key), decode(key, bytes).len()))
+        .collect();
+    assert_eq!(again, [(on(1), 40), (on(2), 20), (on(3), 40)]);
 }
 
 #[tokio::test]

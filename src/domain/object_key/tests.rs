@@ -166,7 +166,8 @@ fn keys_by_event_day_keep_their_day_fields_until_each_object_fills_them() {
         "exports/eu/schema=audit_log/version=v1/year=2025/month=12/day=31/20260304T050607Z_0190b9a4-1111-7222-8333-444455556666_part0003.jsonl.gz"
     );
     // A template's date fields are its day fields; its times stay the window's end.
-    let template = KeyLayout::parse("{prefix}/{YYYY}{MM}{DD}/{HH}{mm}_{run_id}{ext}", "audit").unwrap();
+    let template =
+        KeyLayout::parse("{prefix}/{YYYY}{MM}{DD}/{HH}{mm}_{run_id}{ext}", "audit").unwrap();
     assert_eq!(
         day_key(&template.render(&by_day), day),
         "exports/eu/20251231/0506_0190b9a4-1111-7222-8333-444455556666.jsonl.gz"
@@ -192,8 +193,19 @@ fn security_lake_layout() {
         "ext/audit-exporter/region=eu-west-1/accountId=123456789012/eventDay=20260302/20260304T050607Z_0190b9a4-1111-7222-8333-444455556666_part0001.parquet"
     );
     assert_eq!(layout.as_config(), "security-lake");
-    for (account, region) in [("12345678901", "eu-west-1"), ("12345678901a", "eu-west-1"), ("123456789012", "EU west")] {
-        assert!(KeyLayout::security_lake(account, region).is_err(), "{account} {region}");
+    for (account, region) in [
+        ("12345678901", "eu-west-1"),
+        ("12345678901a", "eu-west-1"),
+        ("123456789012", "EU west"),
+    ] {
+        assert!(
+            KeyLayout::security_lake(account, region).is_err(),
+            "{account} {region}"
+        );
     }
-    assert!(KeyLayout::parse("security-lake", "audit").unwrap_err().contains("account_id"));
+    assert!(
+        KeyLayout::parse("security-lake", "audit")
+            .unwrap_err()
+            .contains("account_id")
+    );
 }

@@ -193,8 +193,14 @@ fn a_run_cut_by_day_closes_an_object_where_the_day_changes() {
     assert_eq!(per_object.first(), Some(&(1, on(1), 3)), "{per_object:?}");
     assert_eq!(per_object[1], (2, on(2), 1), "{per_object:?}");
     assert!(per_object[2..].iter().all(|(_, day, _)| *day == on(4)));
-    assert!(per_object.len() > 3, "the last day is cut by size too: {per_object:?}");
-    assert_eq!(per_object.iter().map(|o| o.2).sum::<u64>(), days.len() as u64);
+    assert!(
+        per_object.len() > 3,
+        "the last day is cut by size too: {per_object:?}"
+    );
+    assert_eq!(
+        per_object.iter().map(|o| o.2).sum::<u64>(),
+        days.len() as u64
+    );
     assert_eq!(
         begun,
         cuts.iter().map(|c| (c.seq, c.day)).collect::<Vec<_>>(),
