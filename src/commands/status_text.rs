@@ -169,13 +169,14 @@ pub fn run_line(run: &RunStatusView) -> String {
         format!("{} ", run.kind)
     };
     let place = match run.objects.as_slice() {
-        [_, .., last] => format!(
+        [first, .., last] => format!(
             "{} objects, {} … {}",
             run.objects.len(),
-            run.object_key,
+            first.key,
             last.key
         ),
-        _ => run.object_key.clone(),
+        [only] => only.key.clone(),
+        [] => run.object_key.clone(),
     };
     format!(
         "{} {kind}{} {what}, {}, {place}{error}",

@@ -19,7 +19,8 @@ pub use digest::{
 pub use event::{Event, EventRef, HEARTBEAT_ACTION, TEST_ACTION, Timestamp};
 pub use format::{Compression, Encoding, Format, Schema};
 pub use object_key::{
-    KeyLayout, KeyParts, SideFolder, check_key_path, part_key, side_key, with_part,
+    KeyLayout, KeyParts, PartitionTime, SideFolder, check_key_path, day_key, part_key, side_key,
+    with_part,
 };
 pub use retention::{Hold, StreamKnown, hold_of, parse_older_than, prune_due};
 pub use schedule::{Schedule, TimeOfDay};

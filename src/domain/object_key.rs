@@ -1,6 +1,6 @@
 //! Object key layouts. A key derives only from the persisted run, so a retry writes the same key.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 /// The placeholders a key template may use.
@@ -27,7 +27,42 @@ pub enum KeyLayout {
     Env0 { log_type: String },
     /// A template of the placeholders in [`TEMPLATE_PLACEHOLDERS`].
     Template(String),
+    /// `{prefix}/region={region}/accountId={account_id}/eventDay={YYYYMMDD}/{YYYYMMDDTHHMMSSZ}_{run_id}{ext}`,
+    /// the layout Amazon Security Lake reads a custom source's objects from; always by event day.
+    SecurityLake { account_id: String, region: String },
 }
+
+/// Which time a key's day follows: the window's end, or the day (UTC) of the events the
+/// object holds, so a backfill lands in the days it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PartitionTime {
+    #[default]
+    Window,
+    Event,
+}
+
+impl PartitionTime {
+    pub const ALLOWED: &str = "window | event";
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "window" => Some(Self::Window),
+            "event" => Some(Self::Event),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Window => "window",
+            Self::Event => "event",
+        }
+    }
+}
+
+/// The day fields of a key planned by event day, as the run's key holds them until an object's
+/// day is known: [`day_key`] fills them in.
+const DAY_FIELDS: [&str; 3] = ["{YYYY}", "{MM}", "{DD}"];
 
 /// What a key is made of, all of it stored with the run.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +72,8 @@ pub struct KeyParts<'a> {
     pub window_end: DateTime<Utc>,
     pub run_id: Uuid,
     pub extension: &'a str,
+    /// The day fields stay `{YYYY}`, `{MM}`, `{DD}`, to be filled per object by [`day_key`].
+    pub by_day: bool,
 }
 
 impl KeyLayout {
@@ -45,6 +82,9 @@ impl KeyLayout {
     pub fn parse(value: &str, log_type: &str) -> Result<Self, String> {
         match value {
             "hive" => Ok(Self::Hive),
+            "security-lake" => Err(
+                "security-lake is set up with the destination's account_id and region (see README, \"Amazon Security Lake\")".into(),
+            ),
             "env0" => {
                 check_key_path(log_type).map_err(|e| format!("env0_log_type {e}"))?;
                 Ok(Self::Env0 {
@@ -73,7 +113,7 @@ impl KeyLayout {
                 Ok(Self::Template(template.to_owned()))
             }
             other => Err(format!(
-                "{other:?} is not a key layout; allowed: hive | env0 | a template such as \"{{prefix}}/{{YYYY}}/{{MM}}/{{run_id}}{{ext}}\""
+                "{other:?} is not a key layout; allowed: hive | env0 | security-lake | a template such as \"{{prefix}}/{{YYYY}}/{{MM}}/{{run_id}}{{ext}}\""
             )),
         }
     }
@@ -84,36 +124,87 @@ impl KeyLayout {
             Self::Hive => "hive",
             Self::Env0 { .. } => "env0",
             Self::Template(template) => template,
+            Self::SecurityLake { .. } => "security-lake",
         }
     }
 
+    /// Amazon Security Lake's layout for `account_id` (12 digits) in `region`.
+    pub fn security_lake(account_id: &str, region: &str) -> Result<Self, String> {
+        if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "account_id {account_id:?} is not an AWS account id; allowed: 12 digits"
+            ));
+        }
+        if region.is_empty()
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!(
+                "region {region:?} is not an AWS region; allowed: lowercase letters, digits and '-', such as \"eu-west-1\""
+            ));
+        }
+        Ok(Self::SecurityLake {
+            account_id: account_id.to_owned(),
+            region: region.to_owned(),
+        })
+    }
+
+    /// The key. Its day fields (the layout's date folders; in a template, `{YYYY}`, `{MM}` and
+    /// `{DD}`) name the window's end, or stay to be filled per object when `parts.by_day`; the
+    /// other time fields always name the window's end.
     pub fn render(&self, parts: &KeyParts<'_>) -> String {
+        // `d…` are the day fields; `{prefix}` goes in last, so its text is never read as a field.
         let template = match self {
             Self::Hive => {
-                "{prefix}/schema=audit_log/version=v1/year={YYYY}/month={MM}/day={DD}/{YYYY}{MM}{DD}T{HH}{mm}{ss}Z_{run_id}{ext}"
+                "{prefix}/schema=audit_log/version=v1/year={dYYYY}/month={dMM}/day={dDD}/{YYYY}{MM}{DD}T{HH}{mm}{ss}Z_{run_id}{ext}".to_owned()
             }
-            Self::Env0 { .. } => "{prefix}/{log_type}/{YYYY}/{MM}/{DD}/{HH}:{mm}:{ss}_{rand5}{ext}",
-            Self::Template(template) => template,
+            Self::Env0 { .. } => {
+                "{prefix}/{log_type}/{dYYYY}/{dMM}/{dDD}/{HH}:{mm}:{ss}_{rand5}{ext}".to_owned()
+            }
+            Self::Template(template) => template
+                .replace("{YYYY}", "{dYYYY}")
+                .replace("{MM}", "{dMM}")
+                .replace("{DD}", "{dDD}"),
+            Self::SecurityLake { .. } => {
+                "{prefix}/region={region}/accountId={account_id}/eventDay={dYYYY}{dMM}{dDD}/{YYYY}{MM}{DD}T{HH}{mm}{ss}Z_{run_id}{ext}".to_owned()
+            }
         };
-        let log_type = match self {
-            Self::Env0 { log_type } => log_type.as_str(),
-            _ => "audit",
+        let (log_type, region, account_id) = match self {
+            Self::Env0 { log_type } => (log_type.as_str(), "", ""),
+            Self::SecurityLake { account_id, region } => {
+                ("audit", region.as_str(), account_id.as_str())
+            }
+            _ => ("audit", "", ""),
         };
         let at = parts.window_end;
+        let year = at.format("%Y").to_string();
+        let month = at.format("%m").to_string();
+        let day = at.format("%d").to_string();
+        let day_fields: [&str; 3] = if parts.by_day {
+            DAY_FIELDS
+        } else {
+            [&year, &month, &day]
+        };
         let run_id = parts.run_id.simple().to_string();
         let rendered = template
-            .replace("{prefix}", parts.prefix)
             .replace("{destination}", parts.destination)
             .replace("{log_type}", log_type)
-            .replace("{YYYY}", &at.format("%Y").to_string())
-            .replace("{MM}", &at.format("%m").to_string())
-            .replace("{DD}", &at.format("%d").to_string())
+            .replace("{region}", region)
+            .replace("{account_id}", account_id)
+            .replace("{YYYY}", &year)
+            .replace("{MM}", &month)
+            .replace("{DD}", &day)
             .replace("{HH}", &at.format("%H").to_string())
             .replace("{mm}", &at.format("%M").to_string())
             .replace("{ss}", &at.format("%S").to_string())
             .replace("{rand5}", &run_id[run_id.len() - 5..])
             .replace("{run_id}", &parts.run_id.to_string())
-            .replace("{ext}", parts.extension);
+            .replace("{ext}", parts.extension)
+            .replace("{dYYYY}", day_fields[0])
+            .replace("{dMM}", day_fields[1])
+            .replace("{dDD}", day_fields[2])
+            .replace("{prefix}", parts.prefix);
         // An empty prefix or a template's doubled slash must not leave empty path segments.
         rendered
             .split('/')
@@ -121,6 +212,15 @@ impl KeyLayout {
             .collect::<Vec<_>>()
             .join("/")
     }
+}
+
+/// The key planned by event day (`KeyParts::by_day`) for the objects of `day`.
+pub fn day_key(planned: &str, day: NaiveDate) -> String {
+    let [year, month, dd] = DAY_FIELDS;
+    planned
+        .replace(year, &day.format("%Y").to_string())
+        .replace(month, &day.format("%m").to_string())
+        .replace(dd, &day.format("%d").to_string())
 }
 
 /// Longest key prefix, in bytes: S3 keys end at 1024, and a layout adds up to ~150.
@@ -242,154 +342,4 @@ pub fn part_key(first: &str, n: u32) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn templates_and_log_types_that_climb_out_are_refused() {
-        for template in [
-            "{prefix}/../../escaped/{run_id}{ext}",
-            "../{run_id}{ext}",
-            "{prefix}/./{run_id}{ext}",
-            "{prefix}/a/..{prefix}/{run_id}{ext}",
-            "/{prefix}/{run_id}{ext}",
-            "/etc/{run_id}",
-        ] {
-            assert!(KeyLayout::parse(template, "audit").is_err(), "{template}");
-        }
-        for template in [
-            "{prefix}/{YYYY}/..{run_id}{ext}",
-            "{prefix}/.hidden/{run_id}{ext}",
-            "{prefix}/a..b/{run_id}{ext}",
-        ] {
-            assert!(KeyLayout::parse(template, "audit").is_ok(), "{template}");
-        }
-        let error = KeyLayout::parse("env0", "../x").unwrap_err();
-        assert!(error.starts_with("env0_log_type "), "{error}");
-        assert!(KeyLayout::parse("env0", "audit/logs").is_ok());
-    }
-
-    #[test]
-    fn key_paths_are_plain_segments() {
-        for ok in ["", "exports", "audit logs/données", "a/b.c/..d"] {
-            assert_eq!(check_key_path(ok), Ok(()), "{ok}");
-        }
-        for bad in ["..", "a/../b", "./a", "a/.", "a\nb", "a\u{7f}"] {
-            assert!(check_key_path(bad).is_err(), "{bad:?}");
-        }
-        assert!(check_key_path(&"a".repeat(MAX_PREFIX_BYTES + 1)).is_err());
-    }
-
-    #[test]
-    fn test_and_reexport_keys_keep_the_layout_under_their_own_folder() {
-        let p = parts("exports/eu");
-        assert_eq!(
-            side_key(&KeyLayout::Hive, SideFolder::Test, &p, None),
-            "exports/eu/test/schema=audit_log/version=v1/year=2026/month=03/day=04/20260304T050607Z_0190b9a4-1111-7222-8333-444455556666.jsonl.gz"
-        );
-        assert_eq!(
-            side_key(&KeyLayout::Hive, SideFolder::Reexport, &p, Some(2)),
-            "exports/eu/reexport/schema=audit_log/version=v1/year=2026/month=03/day=04/20260304T050607Z_0190b9a4-1111-7222-8333-444455556666_part0002.jsonl.gz"
-        );
-        assert!(
-            side_key(&KeyLayout::Hive, SideFolder::Reexport, &parts(""), None)
-                .starts_with("reexport/schema=audit_log/version=v1/year=2026/")
-        );
-        let env0 = KeyLayout::parse("env0", "audit").unwrap();
-        assert_eq!(
-            side_key(&env0, SideFolder::Test, &parts("p"), None),
-            "p/test/audit/2026/03/04/05:06:07_56666.jsonl.gz"
-        );
-        // A template whose {prefix} is not in front, or that has no {ext}: still under the
-        // folder, and the parts of a split still differ.
-        let template = KeyLayout::parse("{destination}/{prefix}/{run_id}", "audit").unwrap();
-        assert_eq!(
-            side_key(&template, SideFolder::Reexport, &parts("p"), Some(1)),
-            "p/reexport/acme/0190b9a4-1111-7222-8333-444455556666_part0001"
-        );
-    }
-
-    fn parts(prefix: &str) -> KeyParts<'_> {
-        KeyParts {
-            prefix,
-            destination: "acme",
-            window_end: Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap(),
-            run_id: Uuid::parse_str("0190b9a4-1111-7222-8333-444455556666").unwrap(),
-            extension: ".jsonl.gz",
-        }
-    }
-
-    #[test]
-    fn hive_layout() {
-        assert_eq!(
-            KeyLayout::Hive.render(&parts("exports/eu")),
-            "exports/eu/schema=audit_log/version=v1/year=2026/month=03/day=04/20260304T050607Z_0190b9a4-1111-7222-8333-444455556666.jsonl.gz"
-        );
-    }
-
-    #[test]
-    fn empty_prefix_leaves_no_leading_slash() {
-        assert!(
-            KeyLayout::Hive
-                .render(&parts(""))
-                .starts_with("schema=audit_log/")
-        );
-    }
-
-    #[test]
-    fn env0_layout_uses_log_type_and_five_chars_of_the_run() {
-        let layout = KeyLayout::parse("env0", "deployment-logs").unwrap();
-        assert_eq!(
-            layout.render(&parts("p")),
-            "p/deployment-logs/2026/03/04/05:06:07_56666.jsonl.gz"
-        );
-    }
-
-    #[test]
-    fn template_layout() {
-        let layout = KeyLayout::parse(
-            "{prefix}/{destination}/{YYYY}-{MM}-{DD}/{HH}{mm}{ss}-{run_id}{ext}",
-            "audit",
-        )
-        .unwrap();
-        assert_eq!(
-            layout.render(&parts("")),
-            "acme/2026-03-04/050607-0190b9a4-1111-7222-8333-444455556666.jsonl.gz"
-        );
-    }
-
-    #[test]
-    fn templates_are_checked() {
-        assert!(
-            KeyLayout::parse("{prefix}/{year}/{run_id}", "audit")
-                .unwrap_err()
-                .contains("unknown placeholder {year}")
-        );
-        assert!(
-            KeyLayout::parse("{prefix}/{YYYY}{ext}", "audit")
-                .unwrap_err()
-                .contains("{run_id} or {rand5}")
-        );
-        assert!(KeyLayout::parse("{prefix/{run_id}", "audit").is_err());
-        assert!(
-            KeyLayout::parse("flat", "audit")
-                .unwrap_err()
-                .contains("hive | env0")
-        );
-    }
-
-    #[test]
-    fn part_keys_follow_the_first() {
-        assert_eq!(
-            part_key("p/reexport/x_0190_part0001.jsonl.gz", 12),
-            "p/reexport/x_0190_part0012.jsonl.gz"
-        );
-        assert_eq!(part_key("p/test/x_0190.jsonl", 1), "p/test/x_0190.jsonl");
-        assert_eq!(
-            with_part("p/x_0190.jsonl.gz", ".jsonl.gz", 1),
-            "p/x_0190_part0001.jsonl.gz"
-        );
-        assert_eq!(with_part("p/x_0190", ".jsonl", 3), "p/x_0190_part0003");
-    }
-}
+mod tests;

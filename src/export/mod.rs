@@ -30,7 +30,7 @@ pub use stream::discard_leftovers;
 pub use verify::TestDelivery;
 pub use verify_chain::{ChainSpan, Fetched, Finding, Verification, verify_chain, walk};
 
-use crate::domain::{KeyParts, with_part};
+use crate::domain::{KeyParts, PartitionTime, with_part};
 use crate::settings::{Destination, ExporterSettings};
 use crate::sink::{PutOutcome, Sink};
 use crate::store::{Claim, CommitError, Lease, NewRun, Run, RunObject, Store};
@@ -274,6 +274,7 @@ impl Exporter {
             delivery: Some(delivery),
             max_object_bytes: split_limit(destination.max_object_bytes, self.settings.part_size)
                 .min(i64::MAX as u64) as i64,
+            by_day: destination.partition_time == PartitionTime::Event,
         };
         let run = self
             .store
@@ -285,6 +286,7 @@ impl Exporter {
                     window_end,
                     run_id,
                     extension,
+                    by_day: new.by_day,
                 });
                 with_part(&key, extension, 1)
             })

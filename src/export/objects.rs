@@ -5,7 +5,7 @@
 //! it emits goes to the upload.
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use super::encode::{Encoded, ObjectEncoder};
 use crate::domain::{Format, Timestamp};
@@ -36,7 +36,8 @@ pub struct Mark {
 /// The upload's side of the cutting: an object begins, a part of it, the object is complete.
 #[derive(Debug)]
 pub enum Piece {
-    Begin(u32),
+    /// Object `seq` begins; it holds events of this day, when the run is cut by day.
+    Begin(u32, Option<NaiveDate>),
     Part(Bytes),
     End(Cut),
 }
@@ -45,6 +46,7 @@ pub enum Piece {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cut {
     pub seq: u32,
+    pub day: Option<NaiveDate>,
     pub encoded: Encoded,
     pub oldest: Option<DateTime<Utc>>,
     pub newest: Option<DateTime<Utc>>,
@@ -55,12 +57,16 @@ pub struct Cutter {
     format: Format,
     part_size: usize,
     limit: Option<u64>,
+    /// Cut by day: the day of an object without events (a heartbeat's object, whose event
+    /// names the window's end, the same day).
+    default_day: Option<NaiveDate>,
     next_seq: u32,
     open: Option<Open>,
 }
 
 struct Open {
     seq: u32,
+    day: Option<NaiveDate>,
     encoder: ObjectEncoder,
     oldest: Option<DateTime<Utc>>,
     newest: Option<DateTime<Utc>>,
@@ -68,25 +74,34 @@ struct Open {
 }
 
 impl Cutter {
-    /// Cuts objects numbered from `first_seq` at `limit` (`None`: one object, whatever its size).
-    pub fn new(format: Format, part_size: usize, limit: Option<u64>, first_seq: u32) -> Self {
+    /// Cuts objects numbered from `first_seq` at `limit` (`None`: one object, whatever its size),
+    /// and by day when `default_day` is given (see [`Cutter::default_day`]).
+    pub fn new(
+        format: Format,
+        part_size: usize,
+        limit: Option<u64>,
+        first_seq: u32,
+        default_day: Option<NaiveDate>,
+    ) -> Self {
         Self {
             format,
             part_size,
             limit,
+            default_day,
             next_seq: first_seq,
             open: None,
         }
     }
 
     /// Begins the run's first object at once, before any event is read: a fresh run always
-    /// writes one, and its upload can get ready while the window's first rows come.
+    /// writes one, and its upload can get ready while the window's first rows come. Not when
+    /// cut by day: the first object's day is the first event's.
     pub fn begin_first(
         &mut self,
         emit: &mut impl FnMut(Piece) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        if self.open.is_none() && self.next_seq == 1 {
-            let open = Self::begin(self.format, self.part_size, &mut self.next_seq, emit)?;
+        if self.open.is_none() && self.next_seq == 1 && self.default_day.is_none() {
+            let open = Self::begin(self.format, self.part_size, &mut self.next_seq, None, emit)?;
             self.open = Some(open);
         }
         Ok(())
@@ -99,12 +114,21 @@ impl Cutter {
         mark: &Mark,
         emit: &mut impl FnMut(Piece) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
+        let day = self.default_day.map(|default| {
+            mark.occurred_at
+                .to_datetime()
+                .map_or(default, |at| at.date_naive())
+        });
+        if let Some(open) = self.open.take_if(|open| open.day != day) {
+            Self::end(open, emit)?;
+        }
         let open = match &mut self.open {
             Some(open) => open,
             None => self.open.insert(Self::begin(
                 self.format,
                 self.part_size,
                 &mut self.next_seq,
+                day,
                 emit,
             )?),
         };
@@ -140,7 +164,13 @@ impl Cutter {
             Some(open) => open,
             // Objects were written, by this cutter or (a resumed run) before it.
             None if self.next_seq > 1 => return Ok(()),
-            None => Self::begin(self.format, self.part_size, &mut self.next_seq, emit)?,
+            None => Self::begin(
+                self.format,
+                self.part_size,
+                &mut self.next_seq,
+                self.default_day,
+                emit,
+            )?,
         };
         Self::end(open, emit)
     }
@@ -149,13 +179,15 @@ impl Cutter {
         format: Format,
         part_size: usize,
         next_seq: &mut u32,
+        day: Option<NaiveDate>,
         emit: &mut impl FnMut(Piece) -> anyhow::Result<()>,
     ) -> anyhow::Result<Open> {
         let seq = *next_seq;
         *next_seq += 1;
-        emit(Piece::Begin(seq))?;
+        emit(Piece::Begin(seq, day))?;
         Ok(Open {
             seq,
+            day,
             encoder: ObjectEncoder::new(format, part_size)?,
             oldest: None,
             newest: None,
@@ -168,6 +200,7 @@ impl Cutter {
         emit(Piece::Part(last_part))?;
         emit(Piece::End(Cut {
             seq: open.seq,
+            day: open.day,
             encoded,
             oldest: open.oldest,
             newest: open.newest,

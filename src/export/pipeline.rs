@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::encode::frame;
 use super::objects::{Cutter, Mark, Piece};
-use crate::domain::{Event, EventRef, Format, TEST_ACTION, part_key};
+use crate::domain::{Event, EventRef, Format, TEST_ACTION};
 use crate::sink::{ObjectWriter, PutOutcome, Sink};
-use crate::store::{CopyDecoder, CopyOut, Run, RunKind, RunObject, Store};
+use crate::store::{After, CopyDecoder, CopyOut, Run, RunKind, RunObject, Store};
 
 /// Bytes of JSON handed to the encoder at a time.
 const BATCH_BYTES: usize = 256 << 10;
@@ -88,8 +88,9 @@ pub(super) struct Objects<'a> {
     pub progress: Option<ProgressBar>,
 }
 
-/// Writes the run's objects: the window's events in `(txid, id)` order, cut into objects at the
-/// run's `max_object_bytes`, or its heartbeat. Objects an earlier attempt delivered are kept,
+/// Writes the run's objects: the window's events in `(txid, id)` order (by day first when the
+/// run is cut by day), cut into objects at the run's `max_object_bytes` (and where the day
+/// changes), or its heartbeat. Objects an earlier attempt delivered are kept,
 /// and the window is read on after the last of them. Each object is recorded in the run log as
 /// soon as it is complete. When `shutdown` fires first, the unfinished upload is aborted
 /// (nothing appears at its key).
@@ -117,7 +118,14 @@ pub async fn deliver(
                     run.window_hi,
                     run.tenant_id.as_deref(),
                     run.id_floor,
-                    last.and_then(|o| o.last),
+                    run.by_day,
+                    last.and_then(|o| {
+                        o.last.map(|(txid, id)| After {
+                            day: o.partition_day,
+                            txid,
+                            id,
+                        })
+                    }),
                 )
                 .await?,
         ),
@@ -155,8 +163,9 @@ pub(super) async fn write_objects(
     let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Batch>(QUEUE + 2);
 
     let format = run.format;
+    let default_day = run.default_day();
     let encoder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut cutter = Cutter::new(format, part_size, limit, first_seq);
+        let mut cutter = Cutter::new(format, part_size, limit, first_seq, default_day);
         let mut emit = |piece| {
             pieces_tx
                 .blocking_send(piece)
@@ -283,8 +292,8 @@ impl Upload<'_> {
                 return Ok(());
             };
             match piece {
-                Piece::Begin(seq) => {
-                    let key = part_key(&self.run.object_key, seq);
+                Piece::Begin(seq, day) => {
+                    let key = self.run.key_of(seq, day);
                     self.writer = Some(self.sink.create(&key, self.run.format).await?);
                 }
                 Piece::Part(part) => {
@@ -301,7 +310,7 @@ impl Upload<'_> {
                         .writer
                         .take()
                         .ok_or_else(|| anyhow!("an end outside an object"))?;
-                    let key = part_key(&self.run.object_key, cut.seq);
+                    let key = self.run.key_of(cut.seq, cut.day);
                     match writer.finish().await? {
                         PutOutcome::Written => self.written += 1,
                         PutOutcome::AlreadyExists if self.run.kind == RunKind::Reexport => {
@@ -324,7 +333,7 @@ impl Upload<'_> {
                         },
                         oldest_at: cut.oldest,
                         newest_at: cut.newest,
-                        partition_day: None,
+                        partition_day: cut.day,
                         last: cut.last,
                     };
                     self.store.record_object(self.run.id, &object).await?;

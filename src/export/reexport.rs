@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::Exporter;
 use super::objects::split_limit;
 use super::pipeline::{Objects, Source, write_objects};
-use crate::domain::{KeyParts, SideFolder, side_key};
+use crate::domain::{KeyParts, PartitionTime, SideFolder, side_key};
 use crate::settings::Destination;
 use crate::sink::Sink;
 use crate::store::{Range, Run, RunObject, RunStatus};
@@ -55,6 +55,7 @@ impl Exporter {
             tenant_id: tenant.or(destination.tenant_id.as_deref()),
         };
         progress.set_length(store.count_range(range).await?.max(0) as u64);
+        let by_day = destination.partition_time == PartitionTime::Event;
         let key = |run_id, at| {
             let parts = KeyParts {
                 prefix: destination.prefix(),
@@ -62,6 +63,7 @@ impl Exporter {
                 window_end: at,
                 run_id,
                 extension: destination.format.extension(),
+                by_day,
             };
             side_key(
                 &destination.key_layout,
@@ -75,6 +77,7 @@ impl Exporter {
                 &destination.name,
                 range,
                 destination.format,
+                by_day,
                 self.settings.lease_secs,
                 key,
             )

@@ -45,6 +45,7 @@ impl Exporter {
                         window_end: at,
                         run_id,
                         extension: format.extension(),
+                        by_day: false,
                     };
                     side_key(&destination.key_layout, SideFolder::Test, &parts, None)
                 },

@@ -4,22 +4,23 @@
 use serde_json::{Map, Value, json};
 
 use super::destination::{Destination, Target};
-use crate::domain::{KeyLayout, Schema};
+use crate::domain::{KeyLayout, PartitionTime, Schema};
 
 /// The fields of a delivery, in the order a change is reported.
-const FIELDS: [&str; 6] = [
+const FIELDS: [&str; 7] = [
     "tenant_id",
     "url",
     "encoding",
     "compression",
     "schema",
     "key_layout",
+    "partition_time",
 ];
 
 impl Destination {
     /// The tenant filter, the place (bucket, prefix and endpoint, or directory), the encoding,
     /// the compression, the schema (only when not `native`, so runs planned before there was a
-    /// choice still match) and the key layout. Credentials and object options (SSE, ACL, tags,
+    /// choice still match), the key layout and the partition time (only when `event`). Credentials and object options (SSE, ACL, tags,
     /// storage class) are left out: fixing a secret finishes the same run, same key, same bytes.
     pub fn delivery(&self) -> Value {
         let url = match &self.target {
@@ -32,6 +33,9 @@ impl Destination {
         };
         let key_layout = match &self.key_layout {
             KeyLayout::Env0 { log_type } => json!({ "env0": log_type }),
+            KeyLayout::SecurityLake { account_id, region } => {
+                json!({ "security-lake": { "account_id": account_id, "region": region } })
+            }
             other => json!(other.as_config()),
         };
         let mut delivery = json!({
@@ -43,6 +47,9 @@ impl Destination {
         });
         if self.format.schema != Schema::Native {
             delivery["schema"] = self.format.schema.as_str().into();
+        }
+        if self.partition_time != PartitionTime::Window {
+            delivery["partition_time"] = self.partition_time.as_str().into();
         }
         delivery
     }

@@ -6,7 +6,8 @@ use super::raw::{RawDefaults, RawDestination};
 use super::s3::{self, S3Target};
 use super::{SettingsError, in_range};
 use crate::domain::{
-    Compression, Encoding, Format, KeyLayout, Schedule, Schema, Start, TimeOfDay, check_key_path,
+    Compression, Encoding, Format, KeyLayout, PartitionTime, Schedule, Schema, Start, TimeOfDay,
+    check_key_path,
 };
 
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct Destination {
     pub schedule_at: Option<TimeOfDay>,
     pub format: Format,
     pub key_layout: KeyLayout,
+    /// Whether a run's objects follow the window's end or the events' day (`KeyParts::by_day`).
+    pub partition_time: PartitionTime,
     /// A re-export closes an object and starts the next once it holds this many bytes.
     pub max_object_bytes: Option<u64>,
     /// Where the stream starts when the destination is first recorded (and on `reset`).
@@ -187,19 +190,13 @@ impl Destination {
                 Schema::ALLOWED
             ))
         })?;
-        let (layout_key, layout) = pick(
-            &raw.key_layout,
-            &defaults.key_layout,
-            &key("key_layout"),
-            "defaults.key_layout",
-        );
-        let log_type = raw
-            .env0_log_type
-            .as_deref()
-            .unwrap_or(&defaults.env0_log_type);
-        let key_layout = KeyLayout::parse(layout, log_type)
-            .map_err(|msg| SettingsError(format!("{layout_key}: {msg}")))?;
-
+        let format = Format {
+            encoding,
+            compression,
+            schema,
+        };
+        let (key_layout, partition_time) =
+            super::layout::parse(&name, &raw, defaults, &target, &format)?;
         let tenant_id = match raw.tenant_id {
             Some(t) if t.is_empty() => {
                 return Err(error(
@@ -240,12 +237,9 @@ impl Destination {
             tenant_id,
             every_hours,
             schedule_at,
-            format: Format {
-                encoding,
-                compression,
-                schema,
-            },
+            format,
             key_layout,
+            partition_time,
             max_object_bytes,
             start,
         })
@@ -261,7 +255,7 @@ impl Destination {
 }
 
 /// The destination's own value or the default, with the key to name in an error.
-fn pick<'a>(
+pub(super) fn pick<'a>(
     own: &'a Option<String>,
     default: &'a str,
     own_key: &str,

@@ -5,6 +5,7 @@
 
 mod delivery;
 mod destination;
+mod layout;
 mod number;
 mod overlap;
 mod raw;

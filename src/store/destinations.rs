@@ -6,7 +6,8 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::Store;
 use super::leases::{Lease, release};
-use super::runs::{CommitError, RUN_COLUMNS, Run, run_from_row};
+use super::run_row::{RUN_COLUMNS, run_from_row};
+use super::runs::{CommitError, Run};
 use super::stream::{abandon, start_binds, start_watermark};
 use crate::domain::Start;
 
@@ -68,7 +69,7 @@ impl Store {
                 .map(|r| {
                     anyhow::Ok((
                         run_from_row(&r)?,
-                        r.try_get::<String, _>(super::runs::RUN_COLUMN_COUNT)?,
+                        r.try_get::<String, _>(super::run_row::RUN_COLUMN_COUNT)?,
                     ))
                 })
                 .transpose()?;

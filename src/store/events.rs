@@ -41,26 +41,41 @@ impl Store {
     /// The events of `[lo, hi)` in `(txid, id)` order, as a binary COPY on a connection of its
     /// own ([`CopyOut`]), one message a row, for a [`CopyDecoder`](super::CopyDecoder): typed
     /// columns are PostgreSQL's cheapest output, and memory stays flat however large the window.
-    /// Every transaction of the window has ended, so the result never changes. With `after`
-    /// (the last event a resumed run already delivered), only the events past it.
+    /// Every transaction of the window has ended, so the result never changes. `by_day` puts the
+    /// day (UTC) of occurred_at first in the order. With `after` (where the last object a
+    /// resumed run delivered ends), only the events past it.
     pub async fn copy_window(
         &self,
         lo: i64,
         hi: i64,
         tenant: Option<&str>,
         id_floor: Option<i64>,
-        after: Option<(i64, i64)>,
+        by_day: bool,
+        after: Option<After>,
     ) -> anyhow::Result<CopyOut> {
         let above = id_floor.map_or(String::new(), |floor| format!(" AND id > {floor}"));
-        let after = after.map_or(String::new(), |(txid, id)| {
-            format!(" AND (txid, id) > ('{txid}'::xid8, {id})")
-        });
+        let after = match after {
+            None => String::new(),
+            Some(After {
+                day: Some(day),
+                txid,
+                id,
+            }) if by_day => {
+                format!(" AND ({EVENT_DAY}, txid, id) > ('{day}'::date, '{txid}'::xid8, {id})")
+            }
+            Some(After { txid, id, .. }) => format!(" AND (txid, id) > ('{txid}'::xid8, {id})"),
+        };
+        let order = if by_day {
+            format!("{EVENT_DAY}, txid, id")
+        } else {
+            "txid, id".to_owned()
+        };
         self.copy_events(
             format!(
                 "txid >= '{lo}'::xid8 AND txid < '{hi}'::xid8 AND {}{above}{after}",
                 tenant_filter(tenant)
             ),
-            "txid, id",
+            &order,
         )
         .await
     }
@@ -84,6 +99,18 @@ impl Store {
         .await?;
         Ok(found.into_iter().collect())
     }
+}
+
+/// The day (UTC) of an event's occurred_at, as a run cut by day orders and partitions them.
+const EVENT_DAY: &str = "(occurred_at AT TIME ZONE 'UTC')::date";
+
+/// Where the last delivered object of a run ends: its last event's `(txid, id)`, and its day
+/// when the run is cut by day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct After {
+    pub day: Option<chrono::NaiveDate>,
+    pub txid: i64,
+    pub id: i64,
 }
 
 /// Whether the window `[lo, hi)` holds an event (of `tenant`, when given), asked on the

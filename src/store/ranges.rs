@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::Store;
 use super::copy_out::CopyOut;
 use super::events::tenant_filter;
-use super::runs::{RUN_COLUMNS, run_from_row};
+use super::run_row::{RUN_COLUMNS, run_from_row};
 use crate::domain::Format;
 use crate::store::Run;
 
@@ -62,6 +62,7 @@ impl Store {
         destination: &str,
         range: Range<'_>,
         format: Format,
+        by_day: bool,
         alive_secs: u32,
         key: impl Fn(Uuid, DateTime<Utc>) -> String,
     ) -> anyhow::Result<Run> {
@@ -70,10 +71,10 @@ impl Store {
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, tenant_id,
                                       object_key, encoding, compression, fencing_token, attempts, started_at,
-                                      range_from, range_to, alive_until, event_schema)
+                                      range_from, range_to, alive_until, event_schema, partition_by_day)
              SELECT $1, name, 'reexport', 'pending', '0', $2::text::xid8, $10, $3, $4, $5, $6,
                     fencing_token, 1, clock_timestamp(), $7, $8,
-                    clock_timestamp() + make_interval(secs => $11), $12
+                    clock_timestamp() + make_interval(secs => $11), $12, $13
              FROM export_destinations WHERE name = $9
              RETURNING {RUN_COLUMNS}"
         );
@@ -90,6 +91,7 @@ impl Store {
             .bind(at)
             .bind(f64::from(alive_secs))
             .bind(format.schema.as_str())
+            .bind(by_day)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| anyhow::anyhow!("destination `{destination}` is not recorded"))?;

@@ -1,13 +1,13 @@
 //! The run log: planned runs, their attempts, and the watermark's compare-and-set commit.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row;
-use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use super::Store;
 use super::leases::Lease;
-use crate::domain::{Compression, Encoding, Format, Schema};
+use super::run_row::{RUN_COLUMNS, run_from_row};
+use crate::domain::{Format, day_key, part_key};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunKind {
@@ -62,6 +62,24 @@ pub struct Run {
     /// A scheduled run closes an object at the first event past this size and starts the next
     /// (`_partNNNN`); `None` for runs planned before splitting existed: one object.
     pub max_object_bytes: Option<i64>,
+    /// Its objects are cut by the day (UTC) of their events, each under its own day: its
+    /// `object_key` holds `{YYYY}`, `{MM}` and `{DD}` where the day goes ([`Run::key_of`]).
+    pub by_day: bool,
+}
+
+impl Run {
+    /// The key of its object `seq`, which holds events of `day` when the run is cut by day.
+    pub fn key_of(&self, seq: u32, day: Option<NaiveDate>) -> String {
+        match (self.by_day, day) {
+            (true, Some(day)) => part_key(&day_key(&self.object_key, day), seq),
+            _ => part_key(&self.object_key, seq),
+        }
+    }
+
+    /// The day of an object that holds no event (a heartbeat's is the window's end).
+    pub fn default_day(&self) -> Option<NaiveDate> {
+        self.by_day.then(|| self.window_end.date_naive())
+    }
 }
 
 /// What a new run is planned with; the window and the key come from the database's horizon.
@@ -74,6 +92,8 @@ pub struct NewRun<'a> {
     pub delivery: Option<serde_json::Value>,
     /// Where its objects are cut (see `Run::max_object_bytes`).
     pub max_object_bytes: i64,
+    /// Cut by event day (see `Run::by_day`); `key` then leaves the day fields in.
+    pub by_day: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,13 +105,6 @@ pub enum CommitError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
-
-pub(super) const RUN_COLUMNS: &str = "id, destination, kind, status, window_lo::text::bigint, window_hi::text::bigint,
-    window_end, slot, tenant_id, object_key, encoding, compression, heartbeat_event_id, attempts, last_error,
-    event_count, bytes, sha256, started_at, finished_at, range_from, range_to, object_count, window_start,
-    delivery, id_floor, max_object_bytes, event_schema";
-/// How many columns `RUN_COLUMNS` names: a query's own columns come after them.
-pub(super) const RUN_COLUMN_COUNT: usize = 28;
 
 impl Store {
     /// The scheduled run of the destination that was planned and not committed, if any.
@@ -174,11 +187,12 @@ impl Store {
         let sql = format!(
             "INSERT INTO export_runs (id, destination, kind, status, window_lo, window_hi, window_end, slot, tenant_id,
                                       object_key, encoding, compression, heartbeat_event_id, fencing_token,
-                                      window_start, delivery, id_floor, max_object_bytes, event_schema)
+                                      window_start, delivery, id_floor, max_object_bytes, event_schema,
+                                      partition_by_day)
              VALUES ($1, $2, 'scheduled', 'pending', $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12,
                      (SELECT max(window_end) FROM export_runs
                       WHERE destination = $2 AND kind = 'scheduled' AND status = 'done'),
-                     $13, $14, $15, $16)
+                     $13, $14, $15, $16, $17)
              ON CONFLICT (object_key) DO NOTHING
              RETURNING {RUN_COLUMNS}"
         );
@@ -203,6 +217,7 @@ impl Store {
                 .bind(id_floor)
                 .bind(new.max_object_bytes)
                 .bind(new.format.schema.as_str())
+                .bind(new.by_day)
                 .fetch_optional(&mut *tx)
                 .await?;
             if inserted.is_some() {
@@ -314,81 +329,5 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
-    }
-}
-
-pub(super) fn run_from_row(row: &PgRow) -> anyhow::Result<Run> {
-    let kind: String = row.try_get(2)?;
-    let status: String = row.try_get(3)?;
-    let encoding: String = row.try_get(10)?;
-    let compression: String = row.try_get(11)?;
-    let schema: String = row.try_get(27)?;
-    Ok(Run {
-        id: row.try_get(0)?,
-        destination: row.try_get(1)?,
-        kind: match kind.as_str() {
-            "scheduled" => RunKind::Scheduled,
-            "reexport" => RunKind::Reexport,
-            _ => RunKind::Test,
-        },
-        status: match status.as_str() {
-            "pending" => RunStatus::Pending,
-            "done" => RunStatus::Done,
-            "abandoned" => RunStatus::Abandoned,
-            _ => RunStatus::Failed,
-        },
-        window_lo: row.try_get(4)?,
-        window_hi: row.try_get(5)?,
-        window_end: row.try_get(6)?,
-        slot: row.try_get(7)?,
-        tenant_id: row.try_get(8)?,
-        object_key: row.try_get(9)?,
-        format: Format {
-            encoding: Encoding::parse(&encoding)
-                .ok_or_else(|| anyhow::anyhow!("unknown encoding {encoding:?} in the run log"))?,
-            compression: Compression::parse(&compression).ok_or_else(|| {
-                anyhow::anyhow!("unknown compression {compression:?} in the run log")
-            })?,
-            schema: Schema::parse(&schema)
-                .ok_or_else(|| anyhow::anyhow!("unknown schema {schema:?} in the run log"))?,
-        },
-        heartbeat_event_id: row.try_get(12)?,
-        attempts: row.try_get(13)?,
-        last_error: row.try_get(14)?,
-        event_count: row.try_get(15)?,
-        bytes: row.try_get(16)?,
-        sha256: row.try_get(17)?,
-        started_at: row.try_get(18)?,
-        finished_at: row.try_get(19)?,
-        range: match (row.try_get(20)?, row.try_get(21)?) {
-            (Some(from), Some(to)) => Some((from, to)),
-            _ => None,
-        },
-        object_count: row.try_get(22)?,
-        window_start: row.try_get(23)?,
-        delivery: row.try_get(24)?,
-        id_floor: row.try_get(25)?,
-        max_object_bytes: row.try_get(26)?,
-    })
-}
-
-impl RunKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Scheduled => "scheduled",
-            Self::Reexport => "reexport",
-            Self::Test => "test",
-        }
-    }
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Done => "done",
-            Self::Failed => "failed",
-            Self::Abandoned => "abandoned",
-        }
     }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Store;
-use super::runs::{RUN_COLUMN_COUNT, RUN_COLUMNS, run_from_row};
+use super::run_row::{RUN_COLUMN_COUNT, RUN_COLUMNS, run_from_row};
 use crate::domain::Format;
 use crate::domain::part_key;
 use crate::store::{Run, RunStatus};
@@ -131,7 +131,9 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         let sql = format!(
-            "SELECT {RUN_COLUMNS}, COALESCE(alive_until, started_at + interval '1 hour') FROM export_runs
+            "SELECT {RUN_COLUMNS}, COALESCE(alive_until, started_at + interval '1 hour'),
+                    ARRAY(SELECT o.key FROM export_run_objects o WHERE o.run_id = export_runs.id ORDER BY o.seq)
+             FROM export_runs
              WHERE {INTERRUPTED} FOR UPDATE SKIP LOCKED"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -142,7 +144,8 @@ impl Store {
         for row in &rows {
             let mut run = run_from_row(row)?;
             let last_alive: Option<DateTime<Utc>> = sqlx::Row::try_get(row, RUN_COLUMN_COUNT)?;
-            let error = interrupted_error(&run, last_alive);
+            let keys: Vec<String> = sqlx::Row::try_get(row, RUN_COLUMN_COUNT + 1)?;
+            let error = interrupted_error(&run, last_alive, &keys);
             sqlx::query(
                 "UPDATE export_runs SET status = 'failed', last_error = $2, finished_at = clock_timestamp()
                  WHERE id = $1",
@@ -162,15 +165,12 @@ impl Store {
 
 /// Why an interrupted side run failed, and what it left: the objects it completed (they are
 /// valid, and stay) and the one it was writing.
-fn interrupted_error(run: &Run, last_alive: Option<DateTime<Utc>>) -> String {
+fn interrupted_error(run: &Run, last_alive: Option<DateTime<Utc>>, keys: &[String]) -> String {
     let since = last_alive.map_or_else(
         || "an unknown time".to_owned(),
         |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );
-    let written = run.object_count.unwrap_or(0).max(0) as u32;
-    let keys: Vec<String> = (1..=written)
-        .map(|n| part_key(&run.object_key, n))
-        .collect();
+    let written = keys.len() as u32;
     let complete = if keys.is_empty() {
         "no complete object".to_owned()
     } else {

@@ -299,7 +299,7 @@ async fn duckdb_reads_parquet_objects_as_the_table_holds_them() {
 /// Reads the OCSF Parquet files argv[1:] with DuckDB, validates every row as an OCSF 1.1.0 API
 /// Activity (times back to epoch milliseconds, JSON columns parsed, absent fields dropped), and
 /// prints one JSON line a row: its `metadata.uid`, `time` and DuckDB's type of `time`.
-const VALIDATE_OCSF_PARQUET: &str = r#"
+pub const VALIDATE_OCSF_PARQUET: &str = r#"
 import datetime, duckdb, json, sys
 from ocsf.v1_1_0.events import api_activity
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)

@@ -20,6 +20,7 @@ mod moto;
 mod odd_rows;
 mod operate;
 mod output;
+mod partitions;
 mod proxy;
 mod readonly;
 mod recovery;

@@ -292,6 +292,7 @@ async fn a_repeated_object_key_gets_a_new_run_id_instead_of_a_false_412() {
                 slot: None,
                 delivery: None,
                 max_object_bytes: i64::MAX,
+                by_day: false,
             };
             let calls = std::sync::atomic::AtomicUsize::new(0);
             // The first key offered is always the same, as a five-character layout may repeat.

@@ -317,6 +317,7 @@ async fn a_running_reexport_holds_its_range_and_an_interrupted_one_does_not() {
                 tenant_id: None,
             },
             destination(&settings, "all").format,
+            false,
             600,
             |id, _| format!("all/reexport/{id}.jsonl"),
         )

@@ -18,9 +18,9 @@ const LIMIT: usize = 1 << 20;
 
 /// The real sink, except that the object whose key ends as `fail_at` cannot be created: the
 /// process stops there, after the objects before it were delivered.
-struct StopsAt {
-    inner: Box<dyn Sink>,
-    fail_at: &'static str,
+pub struct StopsAt {
+    pub inner: Box<dyn Sink>,
+    pub fail_at: &'static str,
 }
 
 #[async_trait]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use audit_exporter::commands;
 use audit_exporter::export::When;
+use audit_exporter::store::After;
 
 use crate::append;
 use crate::check::assert_exactly_once;
@@ -52,7 +53,7 @@ async fn a_tenant_window_and_its_waiting_count_read_by_the_tenant_index() {
 
     let mut copy = db
         .store
-        .copy_window(lo, hi, Some("tenant-7"), None, None)
+        .copy_window(lo, hi, Some("tenant-7"), None, false, None)
         .await
         .unwrap();
     let plan = copy.plan().await.unwrap();
@@ -60,7 +61,18 @@ async fn a_tenant_window_and_its_waiting_count_read_by_the_tenant_index() {
     drop(copy);
     let mut copy = db
         .store
-        .copy_window(lo, hi, Some("tenant-7"), Some(5), Some((lo, 20_010)))
+        .copy_window(
+            lo,
+            hi,
+            Some("tenant-7"),
+            Some(5),
+            false,
+            Some(After {
+                day: None,
+                txid: lo,
+                id: 20_010,
+            }),
+        )
         .await
         .unwrap();
     let plan = copy.plan().await.unwrap();
@@ -68,7 +80,7 @@ async fn a_tenant_window_and_its_waiting_count_read_by_the_tenant_index() {
     drop(copy);
     let mut copy = db
         .store
-        .copy_window(lo, hi, None, None, None)
+        .copy_window(lo, hi, None, None, false, None)
         .await
         .unwrap();
     let plan = copy.plan().await.unwrap();

@@ -37,11 +37,11 @@ fn cut(
     first: u32,
     skip: u64,
 ) -> Vec<(u32, Vec<u8>, Cut)> {
-    let mut cutter = Cutter::new(format, 64 << 10, limit, first);
+    let mut cutter = Cutter::new(format, 64 << 10, limit, first, None);
     let mut objects: Vec<(u32, Vec<u8>, Option<Cut>)> = Vec::new();
     let mut emit = |piece| {
         match piece {
-            Piece::Begin(seq) => objects.push((seq, Vec::new(), None)),
+            Piece::Begin(seq, _) => objects.push((seq, Vec::new(), None)),
             Piece::Part(part) => objects.last_mut().unwrap().1.extend_from_slice(&part),
             Piece::End(cut) => objects.last_mut().unwrap().2 = Some(cut),
         }
@@ -153,4 +153,70 @@ fn the_limit_never_lets_an_object_need_more_parts_than_an_upload_may_have() {
     assert_eq!(split_limit(Some(1 << 20), part), 1 << 20);
     assert!(split_limit(None, part) * 10 / 9 <= part as u64 * MAX_PARTS);
     assert_eq!(split_limit(Some(u64::MAX), part), split_limit(None, part));
+}
+
+#[test]
+fn a_run_cut_by_day_closes_an_object_where_the_day_changes() {
+    const DAY: i64 = 86_400_000_000;
+    // Days since 2000-01-01 (PostgreSQL's epoch): 0, 0, 0, 1, 3, 3; the day after the
+    // third is cut by size too.
+    let days = [0, 0, 0, 1, 3, 3, 3, 3];
+    let default = NaiveDate::from_ymd_opt(2000, 1, 9).unwrap();
+    let format = format(Encoding::Ndjson, Compression::None);
+    let mut cutter = Cutter::new(format, 64 << 10, Some(300), 1, Some(default));
+    let mut begun = Vec::new();
+    let mut cuts = Vec::new();
+    let mut emit = |piece| {
+        match piece {
+            Piece::Begin(seq, day) => begun.push((seq, day)),
+            Piece::Part(_) => {}
+            Piece::End(cut) => cuts.push(cut),
+        }
+        Ok(())
+    };
+    cutter.begin_first(&mut emit).unwrap();
+    for (n, day) in days.iter().enumerate() {
+        let e = event(n as u64 + 400);
+        let mark = Mark {
+            len: e.len() as u32,
+            occurred_at: Timestamp::Micros(day * DAY + n as i64),
+            position: Some((1, n as i64)),
+        };
+        cutter.push(&e, &mark, &mut emit).unwrap();
+    }
+    cutter.finish(&mut emit).unwrap();
+    let on = |d: u32| NaiveDate::from_ymd_opt(2000, 1, d);
+    let per_object: Vec<(u32, Option<NaiveDate>, u64)> = cuts
+        .iter()
+        .map(|c| (c.seq, c.day, c.encoded.events))
+        .collect();
+    assert_eq!(per_object.first(), Some(&(1, on(1), 3)), "{per_object:?}");
+    assert_eq!(per_object[1], (2, on(2), 1), "{per_object:?}");
+    assert!(per_object[2..].iter().all(|(_, day, _)| *day == on(4)));
+    assert!(
+        per_object.len() > 3,
+        "the last day is cut by size too: {per_object:?}"
+    );
+    assert_eq!(
+        per_object.iter().map(|o| o.2).sum::<u64>(),
+        days.len() as u64
+    );
+    assert_eq!(
+        begun,
+        cuts.iter().map(|c| (c.seq, c.day)).collect::<Vec<_>>(),
+        "nothing begins before the first event's day is known"
+    );
+
+    // No event at all: one object, of the default day.
+    let cutter = Cutter::new(format, 64 << 10, Some(300), 1, Some(default));
+    let mut days = Vec::new();
+    cutter
+        .finish(&mut |piece| {
+            if let Piece::Begin(_, day) = piece {
+                days.push(day);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(days, [Some(default)]);
 }

@@ -255,11 +255,11 @@ fn a_run_cut_into_parquet_objects_gives_whole_files_of_few_row_groups() {
         compression: Compression::None,
         schema: Schema::Native,
     };
-    let mut cutter = Cutter::new(format, 64 << 10, Some(limit), 1);
+    let mut cutter = Cutter::new(format, 64 << 10, Some(limit), 1, None);
     let mut objects: Vec<Vec<u8>> = Vec::new();
     let mut emit = |piece| {
         match piece {
-            Piece::Begin(_) => objects.push(Vec::new()),
+            Piece::Begin(..) => objects.push(Vec::new()),
             Piece::Part(part) => objects.last_mut().unwrap().extend_from_slice(&part),
             Piece::End(_) => {}
         }
