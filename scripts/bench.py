@@ -14,6 +14,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import bench_many
@@ -165,23 +166,27 @@ def exporter_env(url, destinations):
 
 def run(argv, env=None, quiet=False, shell=False):
     """Runs a command to its end; returns (wall seconds, peak RSS in KiB, stdout)."""
-    started = time.monotonic()
-    process = subprocess.Popen(
-        argv,
-        env=env,
-        shell=shell,
-        executable="/bin/bash" if shell else None,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE if quiet else None,
-    )
-    # Read stdout only at the end: the commands print a line or two.
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.monotonic() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    out = process.stdout.read().decode()
-    if process.returncode != 0:
-        err = process.stderr.read().decode() if quiet else ""
-        raise SystemExit(f"command failed ({process.returncode}): {argv}\n{out}{err}")
+    # Output goes to files, read at the end: a pipe left unread would stop a command that
+    # prints more than its buffer (status --json of many destinations).
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            argv,
+            env=env,
+            shell=shell,
+            executable="/bin/bash" if shell else None,
+            stdout=stdout,
+            stderr=stderr if quiet else None,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.monotonic() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        out = stdout.read().decode()
+        if process.returncode != 0:
+            err = stderr.read().decode() if quiet else ""
+            raise SystemExit(f"command failed ({process.returncode}): {argv}\n{out}{err}")
     return wall, usage.ru_maxrss, out
 
 
