@@ -243,6 +243,12 @@ impl ObjectEncoder {
         Ok(())
     }
 
+    /// Whether the object takes no more events whatever its size (a Parquet file at its
+    /// largest number of row groups).
+    pub fn full(&self) -> bool {
+        self.parquet.as_ref().is_some_and(|file| file.full())
+    }
+
     /// At least the size the object would have if it were finished now: exact without
     /// compression; with it, what was emitted plus every byte the compressor still holds, as
     /// if it did not compress them. Cheap, for every event.

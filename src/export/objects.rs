@@ -142,12 +142,13 @@ impl Cutter {
             emit(Piece::Part(part))?;
         }
         // The cheap bound first; only past it is the compressor flushed to learn the size.
-        let full = match self.limit {
-            Some(limit) => {
-                open.encoder.size_bound() >= limit && open.encoder.flushed_size()? >= limit
-            }
-            None => false,
-        };
+        let full = open.encoder.full()
+            || match self.limit {
+                Some(limit) => {
+                    open.encoder.size_bound() >= limit && open.encoder.flushed_size()? >= limit
+                }
+                None => false,
+            };
         if full && let Some(open) = self.open.take() {
             Self::end(open, emit)?;
         }

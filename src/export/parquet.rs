@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use parquet::basic::{Compression as Codec, GzipLevel, ZstdLevel};
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::ColumnPath;
@@ -31,6 +31,14 @@ const FOOTER_PER_CHUNK: u64 = 1024;
 const STATISTICS_BYTES: usize = 64;
 /// Values handed to a column writer at a time.
 const WRITE_BATCH: usize = 4096;
+/// Row groups a file holds at most: each one's metadata stays in memory until the footer is
+/// written, so a file of highly compressed rows (hundreds of groups under `max_object_bytes`)
+/// would grow the encoder's memory with the object. 256 MiB of rows a file (four groups in unit
+/// tests, so they can reach it).
+#[cfg(not(test))]
+pub const MAX_ROW_GROUPS: usize = 128;
+#[cfg(test)]
+pub const MAX_ROW_GROUPS: usize = 4;
 
 /// A column's physical type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,8 +215,12 @@ impl ParquetFile {
             .set_created_by("audit-exporter".to_owned())
             .set_compression(codec)
             .set_dictionary_enabled(false)
-            .set_statistics_truncate_length(Some(STATISTICS_BYTES))
-            .set_column_index_truncate_length(Some(STATISTICS_BYTES));
+            // Statistics per column chunk, none per page: a page index would be kept in memory
+            // for every row group until the footer, and 2 MiB row groups are fine-grained enough
+            // for readers to skip by.
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_offset_index_disabled(true)
+            .set_statistics_truncate_length(Some(STATISTICS_BYTES));
         for path in layout.dictionary {
             let path = ColumnPath::new(path.split('.').map(str::to_owned).collect());
             properties = properties.set_column_dictionary_enabled(path, true);
@@ -268,6 +280,11 @@ impl ParquetFile {
         // Page headers and levels of the open row group; nothing once it is closed.
         let open = if rows == 0 { 0 } else { rows + rows / 8 + 4096 };
         open + 4096 + groups * columns * FOOTER_PER_CHUNK
+    }
+
+    /// Whether the file holds [`MAX_ROW_GROUPS`] row groups: it takes no more rows.
+    pub fn full(&self) -> bool {
+        self.writer.flushed_row_groups().len() >= MAX_ROW_GROUPS
     }
 
     /// Closes the open row group, if it has rows, and appends its bytes to `out`.

@@ -291,3 +291,66 @@ fn a_run_cut_into_parquet_objects_gives_whole_files_of_few_row_groups() {
     }
     assert_eq!(rows, 5000);
 }
+
+#[test]
+fn a_file_holds_at_most_max_row_groups_and_the_next_object_takes_the_rest() {
+    use crate::domain::{Encoding, Format, Schema};
+    use crate::export::objects::{Cutter, Mark, Piece};
+
+    let events: Vec<Event> = events(300)
+        .into_iter()
+        .cycle()
+        .take(12_000)
+        .enumerate()
+        .map(|(i, mut e)| {
+            e.event_id = Uuid::from_u128(i as u128);
+            e.metadata = format!(r#"{{"pad": "{}"}}"#, "z".repeat(800 + i % 100));
+            e
+        })
+        .collect();
+    let format = Format {
+        encoding: Encoding::Parquet,
+        compression: Compression::Zstd,
+        schema: Schema::Native,
+    };
+    // No size limit: only the row groups cut.
+    let mut cutter = Cutter::new(format, 64 << 10, None, 1, None);
+    let mut objects: Vec<Vec<u8>> = Vec::new();
+    let mut emit = |piece| {
+        match piece {
+            Piece::Begin(..) => objects.push(Vec::new()),
+            Piece::Part(part) => objects.last_mut().unwrap().extend_from_slice(&part),
+            Piece::End(_) => {}
+        }
+        anyhow::Ok(())
+    };
+    for e in &events {
+        let mut framed = Vec::new();
+        frame_native(&e.as_ref(), &mut framed);
+        let mark = Mark {
+            len: framed.len() as u32,
+            occurred_at: e.as_ref().occurred_at,
+            position: None,
+        };
+        cutter.push(&framed, &mark, &mut emit).unwrap();
+    }
+    cutter.finish(&mut emit).unwrap();
+    assert!(objects.len() >= 2, "{} objects", objects.len());
+    let mut rows = 0;
+    for (n, object) in objects.iter().enumerate() {
+        let reader = SerializedFileReader::new(Bytes::from(object.clone())).unwrap();
+        let groups = reader.metadata().row_groups();
+        assert!(groups.len() <= MAX_ROW_GROUPS, "object {n}: {} groups", groups.len());
+        if n + 1 < objects.len() {
+            assert_eq!(groups.len(), MAX_ROW_GROUPS, "object {n} is full");
+        }
+        // Statistics per chunk, no page index.
+        for chunk in groups.iter().flat_map(|g| g.columns()) {
+            assert!(chunk.statistics().is_some());
+            assert_eq!(chunk.column_index_offset(), None);
+            assert_eq!(chunk.offset_index_offset(), None);
+        }
+        rows += groups.iter().map(|g| g.num_rows()).sum::<i64>();
+    }
+    assert_eq!(rows, events.len() as i64);
+}
