@@ -20,6 +20,24 @@ CREATE TABLE export_pruned_tenants (
 CREATE INDEX export_runs_delivered_tenant ON export_runs (tenant_id)
     WHERE status = 'done' AND event_count > 0 AND tenant_id IS NOT NULL;
 
+-- Every batch that deleted something, written by audit_prune_batch alone: the exporter's role
+-- may read it (README, "Database roles") but not change it, so what it deleted stays on record
+-- whatever becomes of the run's row, which that role must be able to update.
+CREATE TABLE export_prune_batches (
+    run_id       uuid        NOT NULL,
+    at           timestamptz NOT NULL DEFAULT clock_timestamp(),
+    by_role      text        NOT NULL DEFAULT session_user,
+    cutoff       timestamptz NOT NULL,
+    id_from      bigint      NOT NULL,
+    id_to        bigint      NOT NULL,
+    deleted      bigint      NOT NULL,
+    txid_min     xid8,
+    txid_max     xid8,
+    occurred_min timestamptz,
+    occurred_max timestamptz
+);
+CREATE INDEX export_prune_batches_run ON export_prune_batches (run_id);
+
 DROP FUNCTION audit_prune_batch(timestamptz, bigint, bigint, jsonb);
 
 -- Deletes, among the events with id in [id_from, id_to) recorded before the cutoff of the
@@ -36,8 +54,9 @@ DROP FUNCTION audit_prune_batch(timestamptz, bigint, bigint, jsonb);
 --   * no pending scheduled run's window selects it (its transaction ids, its tenant, above its
 --     id_floor) and no live re-export's range does (its occurred_at range, its tenant).
 -- In the same transaction it adds what it deleted to the run's row (count, transaction-id and
--- occurred_at bounds, and the tenants to export_pruned_tenants), so no deletion is ever
--- committed without its record; it refuses unless `prune_id` is a pending prune run.
+-- occurred_at bounds, and the tenants to export_pruned_tenants) and to export_prune_batches,
+-- which no caller can change, so no deletion is ever committed without its record; it refuses
+-- unless `prune_id` is a pending prune run whose cutoff is not in the future.
 -- Runs as its owner (SECURITY DEFINER): the exporter's role needs EXECUTE on it, never DELETE
 -- on audit_events. The destinations' rows are share-locked meanwhile, so no reset moves a
 -- watermark back under it, and the run's row is locked, so no other prune settles it meanwhile.
@@ -56,6 +75,10 @@ BEGIN
         RAISE EXCEPTION 'audit_prune_batch: run % is not a pending prune run', prune_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'a prune deletes only under a run of kind prune that it logged as pending';
+    END IF;
+    IF cutoff > clock_timestamp() THEN
+        RAISE EXCEPTION 'audit_prune_batch: the cutoff % of prune run % is in the future', cutoff, prune_id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     PERFORM 1 FROM export_destinations ORDER BY name FOR SHARE;
     -- A watermark above this cluster's transaction ids belongs to another cluster (a dump and
@@ -121,6 +144,12 @@ BEGIN
         FROM tally t
         WHERE r.id = prune_id AND t.n > 0
         RETURNING r.id
+    ), logged AS (
+        INSERT INTO export_prune_batches (run_id, cutoff, id_from, id_to, deleted, txid_min, txid_max,
+                                          occurred_min, occurred_max)
+        SELECT prune_id, cutoff, id_from, id_to, t.n, t.lo, t.hi, t.o_from, t.o_to
+        FROM tally t WHERE t.n > 0
+        RETURNING 1
     ), tenants AS (
         INSERT INTO export_pruned_tenants (tenant_id, run_id)
         SELECT DISTINCT g.tenant_id, prune_id FROM gone g WHERE g.tenant_id IS NOT NULL

@@ -262,4 +262,53 @@ async fn the_prune_function_refuses_unless_under_a_pending_prune_run() {
         .await
         .unwrap();
     assert_eq!(row.get::<i64, _>(0), 3, "two events and the prune's record");
+
+    // A run row made by hand with a cutoff in the future is refused too.
+    let forged = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO export_runs (id, kind, status, window_lo, window_hi, window_end, started_at, alive_until)
+         VALUES ($1, 'prune', 'pending', '0', '0', now() + interval '10 years', now(), now() + interval '1 hour')",
+    )
+    .bind(forged)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let error = sqlx::query("SELECT * FROM audit_prune_batch($1, 0, 1000)")
+        .bind(forged)
+        .fetch_one(db.pool())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("is in the future"), "{error}");
+}
+
+#[tokio::test]
+async fn what_a_batch_deleted_stays_on_record_whatever_becomes_of_its_run() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&db, file_destination_env("all", dir.path()));
+    append(&db, 5, None).await;
+    export_now(&exporter(&db, &settings), &settings, "all").await;
+    let by = operator();
+    let run = db.store.start_prune_run(now(&db).await, &by).await.unwrap();
+    let deleted: i64 = sqlx::query_scalar("SELECT deleted FROM audit_prune_batch($1, 0, 1000000)")
+        .bind(run)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 5);
+    // Whoever may write the run log rewrites the run afterwards: the batch record stays.
+    sqlx::query("UPDATE export_runs SET event_count = 0, status = 'done' WHERE id = $1")
+        .bind(run)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT sum(deleted)::bigint FROM export_prune_batches WHERE run_id = $1",
+    )
+    .bind(run)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(recorded, 5);
 }

@@ -201,6 +201,22 @@ async fn the_readme_roles_migrate_export_and_only_append() {
             .unwrap_err()
             .to_string();
         assert!(error.contains("permission denied"), "{error}");
+        // The record of what prunes deleted: readable, never changed by the exporter's role.
+        sqlx::raw_sql("SELECT count(*) FROM export_prune_batches")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for sql in [
+            "DELETE FROM export_prune_batches",
+            "UPDATE export_prune_batches SET deleted = 0",
+        ] {
+            let error = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("permission denied"), "{sql}: {error}");
+        }
     }
 
     run_sql(
