@@ -92,8 +92,14 @@ pub(super) fn parse(
             "account_id (the AWS account the events come from, 12 digits), such as account_id = \"123456789012\"",
         ));
     };
-    let key_layout =
-        KeyLayout::security_lake(account_id, region).map_err(|msg| error("account_id", msg))?;
+    let key_layout = KeyLayout::security_lake(account_id, region).map_err(|msg| {
+        let field = if msg.starts_with("region") {
+            "region"
+        } else {
+            "account_id"
+        };
+        error(field, msg)
+    })?;
     check_day_fields(name, target, &key_layout)?;
     Ok((key_layout, PartitionTime::Event))
 }
@@ -102,11 +108,16 @@ pub(super) fn parse(
 /// them in: no other text of the key may hold a brace.
 fn check_day_fields(name: &str, target: &Target, layout: &KeyLayout) -> Result<(), SettingsError> {
     let braced = |text: &str| text.contains(['{', '}']);
+    let or_window = if matches!(layout, KeyLayout::SecurityLake { .. }) {
+        ""
+    } else {
+        ", or partition_time = \"window\""
+    };
     if let Target::S3(s3) = target
         && braced(&s3.prefix)
     {
         return Err(SettingsError(format!(
-            "destinations.{name}.url: the prefix {:?} holds a brace, which keys by event day cannot carry; allowed: a prefix without '{{' and '}}', or partition_time = \"window\"",
+            "destinations.{name}.url: the prefix {:?} holds a brace, which keys by event day cannot carry; allowed: a prefix without '{{' and '}}'{or_window}",
             s3.prefix
         )));
     }
@@ -158,7 +169,7 @@ mod tests {
             KeyLayout::security_lake("123456789012", "eu-west-1").unwrap()
         );
         assert_eq!(lake.partition_time, PartitionTime::Event);
-        let cases: [(&[(&str, &str)], &str); 7] = [
+        let cases: [(&[(&str, &str)], &str); 8] = [
             (&[("ENCODING", "ndjson")], "encoding = \"parquet\""),
             (&[("SCHEMA", "native")], "schema = \"ocsf\""),
             (
@@ -172,6 +183,10 @@ mod tests {
             (&[("REGION", "")], "needs region"),
             (&[("ACCOUNT_ID", "")], "needs account_id"),
             (&[("ACCOUNT_ID", "1234")], "12 digits"),
+            (
+                &[("REGION", "eu west")],
+                "destinations.lake.region: region \"eu west\"",
+            ),
         ];
         for (change, named) in cases {
             let error = load(change).unwrap_err();

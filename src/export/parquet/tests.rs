@@ -340,7 +340,11 @@ fn a_file_holds_at_most_max_row_groups_and_the_next_object_takes_the_rest() {
     for (n, object) in objects.iter().enumerate() {
         let reader = SerializedFileReader::new(Bytes::from(object.clone())).unwrap();
         let groups = reader.metadata().row_groups();
-        assert!(groups.len() <= MAX_ROW_GROUPS, "object {n}: {} groups", groups.len());
+        assert!(
+            groups.len() <= MAX_ROW_GROUPS,
+            "object {n}: {} groups",
+            groups.len()
+        );
         if n + 1 < objects.len() {
             assert_eq!(groups.len(), MAX_ROW_GROUPS, "object {n} is full");
         }
