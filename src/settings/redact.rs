@@ -4,6 +4,7 @@ use secrecy::{ExposeSecret, SecretString};
 use toml::{Table, Value};
 
 use super::{CredentialSource, Credentials, LogFormat, ObjectOptions, Settings, Target};
+use crate::domain::KeyLayout;
 
 const REDACTED: &str = "[redacted]";
 
@@ -163,6 +164,10 @@ pub(super) fn to_toml(settings: &Settings) -> String {
         );
         table.insert("schema".into(), dest.format.schema.as_str().into());
         table.insert("key_layout".into(), dest.key_layout.as_config().into());
+        if let KeyLayout::SecurityLake { account_id, .. } = &dest.key_layout {
+            table.insert("account_id".into(), account_id.clone().into());
+        }
+        table.insert("partition_time".into(), dest.partition_time.as_str().into());
         table.insert(
             "max_object_bytes".into(),
             (dest.max_object_bytes.unwrap_or(0) as i64).into(),
