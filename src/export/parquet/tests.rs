@@ -233,29 +233,32 @@ fn strip_nulls(value: &mut serde_json::Value) {
     }
 }
 
-#[test]
-fn a_run_cut_into_parquet_objects_gives_whole_files_of_few_row_groups() {
-    use crate::domain::{Encoding, Format, Schema};
-    use crate::export::objects::{Cutter, Mark, Piece};
-
-    let events: Vec<Event> = events(300)
+/// `n` events with a padded metadata of about `pad` bytes, each its own id.
+fn padded(n: usize, pad: usize) -> Vec<Event> {
+    events(300)
         .into_iter()
         .cycle()
-        .take(5000)
+        .take(n)
         .enumerate()
         .map(|(i, mut e)| {
             e.event_id = Uuid::from_u128(i as u128);
-            e.metadata = format!(r#"{{"pad": "{}"}}"#, "z".repeat(500 + i % 100));
+            e.metadata = format!(r#"{{"pad": "{}"}}"#, "z".repeat(pad + i % 100));
             e
         })
-        .collect();
-    let limit = 256 << 10;
+        .collect()
+}
+
+/// The native Parquet objects a run of `events` is cut into at `limit`.
+fn cut_parquet(events: &[Event], compression: Compression, limit: Option<u64>) -> Vec<Vec<u8>> {
+    use crate::domain::{Encoding, Format, Schema};
+    use crate::export::objects::{Cutter, Mark, Piece};
+
     let format = Format {
         encoding: Encoding::Parquet,
-        compression: Compression::None,
+        compression,
         schema: Schema::Native,
     };
-    let mut cutter = Cutter::new(format, 64 << 10, Some(limit), 1, None);
+    let mut cutter = Cutter::new(format, 64 << 10, limit, 1, None);
     let mut objects: Vec<Vec<u8>> = Vec::new();
     let mut emit = |piece| {
         match piece {
@@ -265,7 +268,7 @@ fn a_run_cut_into_parquet_objects_gives_whole_files_of_few_row_groups() {
         }
         anyhow::Ok(())
     };
-    for e in &events {
+    for e in events {
         let mut framed = Vec::new();
         frame_native(&e.as_ref(), &mut framed);
         let mark = Mark {
@@ -276,6 +279,13 @@ fn a_run_cut_into_parquet_objects_gives_whole_files_of_few_row_groups() {
         cutter.push(&framed, &mark, &mut emit).unwrap();
     }
     cutter.finish(&mut emit).unwrap();
+    objects
+}
+
+#[test]
+fn a_run_cut_into_parquet_objects_gives_whole_files_of_few_row_groups() {
+    let limit = 256 << 10;
+    let objects = cut_parquet(&padded(5000, 500), Compression::None, Some(limit));
     assert!(objects.len() >= 5, "{}", objects.len());
     let mut rows = 0;
     for (n, object) in objects.iter().enumerate() {
@@ -294,47 +304,9 @@ fn a_run_cut_into_parquet_objects_gives_whole_files_of_few_row_groups() {
 
 #[test]
 fn a_file_holds_at_most_max_row_groups_and_the_next_object_takes_the_rest() {
-    use crate::domain::{Encoding, Format, Schema};
-    use crate::export::objects::{Cutter, Mark, Piece};
-
-    let events: Vec<Event> = events(300)
-        .into_iter()
-        .cycle()
-        .take(12_000)
-        .enumerate()
-        .map(|(i, mut e)| {
-            e.event_id = Uuid::from_u128(i as u128);
-            e.metadata = format!(r#"{{"pad": "{}"}}"#, "z".repeat(800 + i % 100));
-            e
-        })
-        .collect();
-    let format = Format {
-        encoding: Encoding::Parquet,
-        compression: Compression::Zstd,
-        schema: Schema::Native,
-    };
     // No size limit: only the row groups cut.
-    let mut cutter = Cutter::new(format, 64 << 10, None, 1, None);
-    let mut objects: Vec<Vec<u8>> = Vec::new();
-    let mut emit = |piece| {
-        match piece {
-            Piece::Begin(..) => objects.push(Vec::new()),
-            Piece::Part(part) => objects.last_mut().unwrap().extend_from_slice(&part),
-            Piece::End(_) => {}
-        }
-        anyhow::Ok(())
-    };
-    for e in &events {
-        let mut framed = Vec::new();
-        frame_native(&e.as_ref(), &mut framed);
-        let mark = Mark {
-            len: framed.len() as u32,
-            occurred_at: e.as_ref().occurred_at,
-            position: None,
-        };
-        cutter.push(&framed, &mark, &mut emit).unwrap();
-    }
-    cutter.finish(&mut emit).unwrap();
+    let events = padded(12_000, 800);
+    let objects = cut_parquet(&events, Compression::Zstd, None);
     assert!(objects.len() >= 2, "{} objects", objects.len());
     let mut rows = 0;
     for (n, object) in objects.iter().enumerate() {
