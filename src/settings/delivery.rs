@@ -20,8 +20,9 @@ const FIELDS: [&str; 7] = [
 impl Destination {
     /// The tenant filter, the place (bucket, prefix and endpoint, or directory), the encoding,
     /// the compression, the schema (only when not `native`, so runs planned before there was a
-    /// choice still match), the key layout and the partition time (only when `event`). Credentials and object options (SSE, ACL, tags,
-    /// storage class) are left out: fixing a secret finishes the same run, same key, same bytes.
+    /// choice still match), the key layout and the partition time (only when `event`, likewise).
+    /// Credentials and object options (SSE, ACL, tags, storage class) are left out: fixing a
+    /// secret finishes the same run, same key, same bytes.
     pub fn delivery(&self) -> Value {
         let url = match &self.target {
             Target::File(dir) => json!({ "directory": dir.display().to_string() }),
@@ -74,9 +75,15 @@ pub fn delivery_changes(planned: &Value, current: &Value) -> Vec<String> {
     names
         .into_iter()
         .filter_map(|name| {
+            // A field left out when it has its default (see `Destination::delivery`).
+            let absent = match name {
+                "schema" => json!(Schema::Native.as_str()),
+                "partition_time" => json!(PartitionTime::Window.as_str()),
+                _ => Value::Null,
+            };
             let (old, new) = (
-                planned.get(name).unwrap_or(&Value::Null),
-                current.get(name).unwrap_or(&Value::Null),
+                planned.get(name).unwrap_or(&absent),
+                current.get(name).unwrap_or(&absent),
             );
             (old != new).then(|| format!("{name} changed from {old} to {new}"))
         })
@@ -160,7 +167,14 @@ mod tests {
                 ("COMPRESSION", "zstd"),
                 r#"compression changed from "none" to "zstd""#,
             ),
-            (("SCHEMA", "ocsf"), r#"schema changed from null to "ocsf""#),
+            (
+                ("SCHEMA", "ocsf"),
+                r#"schema changed from "native" to "ocsf""#,
+            ),
+            (
+                ("PARTITION_TIME", "event"),
+                r#"partition_time changed from "window" to "event""#,
+            ),
             (
                 ("KEY_LAYOUT", "env0"),
                 r#"key_layout changed from "hive" to {"env0":"audit"}"#,
