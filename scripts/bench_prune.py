@@ -64,8 +64,16 @@ class Inserts:
         )
 
     def stop(self):
+        """Stops pgbench: SIGINT, then SIGTERM and SIGKILL if it keeps running (with -R and a
+        long -T, pgbench 15 may not end on SIGINT)."""
         self.process.send_signal(2)
-        self.process.wait(timeout=60)
+        for escalate in (self.process.terminate, self.process.kill):
+            try:
+                self.process.wait(timeout=10)
+                return
+            except subprocess.TimeoutExpired:
+                escalate()
+        self.process.wait()
 
     def latencies_ms(self, start, end):
         """Latencies (ms) of the inserts that finished between the epoch seconds start and end."""
