@@ -75,7 +75,8 @@ struct Open {
 
 impl Cutter {
     /// Cuts objects numbered from `first_seq` at `limit` (`None`: one object, whatever its size),
-    /// and by day when `default_day` is given (see [`Cutter::default_day`]).
+    /// and by day when `default_day` is given: the day of an event whose time has none, and of an
+    /// object without events.
     pub fn new(
         format: Format,
         part_size: usize,

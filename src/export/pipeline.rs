@@ -121,7 +121,7 @@ pub async fn deliver(
                     run.window_hi,
                     run.tenant_id.as_deref(),
                     run.id_floor,
-                    run.by_day,
+                    run.default_day(),
                     last.and_then(|o| {
                         o.last.map(|(txid, id)| After {
                             day: o.partition_day,

@@ -1,6 +1,6 @@
 //! The audit events: appending one, and streaming a window of them in commit order.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::Store;
@@ -42,7 +42,7 @@ impl Store {
     /// own ([`CopyOut`]), one message a row, for a [`CopyDecoder`](super::CopyDecoder): typed
     /// columns are PostgreSQL's cheapest output, and memory stays flat however large the window.
     /// Every transaction of the window has ended, so the result never changes. `by_day` puts the
-    /// day (UTC) of occurred_at first in the order. With `after` (where the last object a
+    /// day (UTC) of occurred_at first in the order (`by_day`'s own day for a time without one). With `after` (where the last object a
     /// resumed run delivered ends), only the events past it.
     pub async fn copy_window(
         &self,
@@ -50,25 +50,30 @@ impl Store {
         hi: i64,
         tenant: Option<&str>,
         id_floor: Option<i64>,
-        by_day: bool,
+        by_day: Option<NaiveDate>,
         after: Option<After>,
     ) -> anyhow::Result<CopyOut> {
         let above = id_floor.map_or(String::new(), |floor| format!(" AND id > {floor}"));
-        let after = match after {
-            None => String::new(),
-            Some(After {
-                day: Some(day),
-                txid,
-                id,
-            }) if by_day => {
-                format!(" AND ({EVENT_DAY}, txid, id) > ('{day}'::date, '{txid}'::xid8, {id})")
+        let day = by_day.map(event_day);
+        let after = match (after, &day) {
+            (None, _) => String::new(),
+            (
+                Some(After {
+                    day: Some(after),
+                    txid,
+                    id,
+                }),
+                Some(day),
+            ) => {
+                format!(" AND ({day}, txid, id) > ('{after}'::date, '{txid}'::xid8, {id})")
             }
-            Some(After { txid, id, .. }) => format!(" AND (txid, id) > ('{txid}'::xid8, {id})"),
+            (Some(After { txid, id, .. }), _) => {
+                format!(" AND (txid, id) > ('{txid}'::xid8, {id})")
+            }
         };
-        let order = if by_day {
-            format!("{EVENT_DAY}, txid, id")
-        } else {
-            "txid, id".to_owned()
+        let order = match &day {
+            Some(day) => format!("{day}, txid, id"),
+            None => "txid, id".to_owned(),
         };
         self.copy_events(
             format!(
@@ -101,14 +106,23 @@ impl Store {
     }
 }
 
-/// The day (UTC) of an event's occurred_at, as a run cut by day orders and partitions them.
-const EVENT_DAY: &str = "(occurred_at AT TIME ZONE 'UTC')::date";
+/// The day (UTC) of an event's occurred_at, as a run cut by day orders and partitions them: the
+/// day the cutter gives it (`Timestamp::to_datetime`), so a resumed run reads on exactly where its
+/// last object ended. A time with no such day (`infinity`, `-infinity`, or past the years the
+/// cutter's clock reaches: rows from before `audit_events_time_range`) counts as `default`, the
+/// window's end.
+fn event_day(default: NaiveDate) -> String {
+    format!(
+        "CASE WHEN isfinite(occurred_at) AND occurred_at < '262143-01-01T00:00:00Z'::timestamptz
+              THEN (occurred_at AT TIME ZONE 'UTC')::date ELSE '{default}'::date END"
+    )
+}
 
 /// Where the last delivered object of a run ends: its last event's `(txid, id)`, and its day
 /// when the run is cut by day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct After {
-    pub day: Option<chrono::NaiveDate>,
+    pub day: Option<NaiveDate>,
     pub txid: i64,
     pub id: i64,
 }

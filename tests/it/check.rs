@@ -155,7 +155,10 @@ async fn expected_order(db: &TestDb, destination: &str, tenant: Option<&str>) ->
           AND e.txid >= r.window_lo AND e.txid < r.window_hi
          WHERE $1::text IS NULL OR e.tenant_id = $1
          ORDER BY r.window_lo NULLS LAST,
-                  CASE WHEN r.partition_by_day THEN (e.occurred_at AT TIME ZONE 'UTC')::date END,
+                  CASE WHEN NOT r.partition_by_day THEN NULL
+                       WHEN isfinite(e.occurred_at) AND e.occurred_at < '262143-01-01T00:00:00Z'::timestamptz
+                       THEN (e.occurred_at AT TIME ZONE 'UTC')::date
+                       ELSE (r.window_end AT TIME ZONE 'UTC')::date END,
                   e.txid, e.id",
     )
     .bind(tenant)

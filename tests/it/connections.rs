@@ -27,7 +27,7 @@ async fn a_cut_off_copy_never_returns_its_connection_to_the_pool() {
         .unwrap();
     {
         let mut copy = store
-            .copy_window(0, i64::MAX, None, None, false, None)
+            .copy_window(0, i64::MAX, None, None, None, None)
             .await
             .unwrap();
         let mut rows = std::pin::pin!(copy.rows().await.unwrap());
@@ -58,7 +58,7 @@ async fn a_cut_off_copy_never_returns_its_connection_to_the_pool() {
         .unwrap();
     {
         let mut copy = store
-            .copy_window(0, i64::MAX, None, None, false, None)
+            .copy_window(0, i64::MAX, None, None, None, None)
             .await
             .unwrap();
         let mut rows = std::pin::pin!(copy.rows().await.unwrap());

@@ -209,3 +209,50 @@ async fn security_lake_keys_hold_one_event_day_each_and_duckdb_reads_them() {
         BTreeMap::from([("20260301".to_owned(), 15), ("20260302".to_owned(), 25)])
     );
 }
+
+#[tokio::test]
+async fn times_without_a_day_go_with_the_windows_end_and_a_resume_keeps_them_once() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let reference = tempfile::tempdir().unwrap();
+    let mut env = file_destination_env("main", dir.path());
+    env.extend(env_of("main", &[("PARTITION_TIME", "event")]));
+    env.extend(file_destination_env("reference", reference.path()));
+    env.extend(env_of("reference", &[("PARTITION_TIME", "event")]));
+    let settings = settings(&db, env);
+    // Rows written before the time-range rule: infinite times.
+    sqlx::query("ALTER TABLE audit_events DROP CONSTRAINT audit_events_time_range")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    append_on(&db, "2026-03-02", 3).await;
+    for at in ["-infinity", "infinity"] {
+        sqlx::query(
+            "INSERT INTO audit_events (occurred_at, action, actor) VALUES ($1::text::timestamptz, 'odd.time', '{}')",
+        )
+        .bind(at)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    append_on(&db, "2026-03-01", 3).await;
+
+    let dest = destination(&settings, "main");
+    let stopping = StopsAt {
+        inner: sink::connect(dest, &settings.exporter).await.unwrap(),
+        fail_at: "_part0003",
+    };
+    exporter(&db, &settings)
+        .export(dest, &stopping, When::Now)
+        .await
+        .unwrap_err();
+    let report = export_now(&exporter(&db, &settings), &settings, "main").await;
+    assert_eq!(report.events, 8);
+    let objects = files(dir.path());
+    assert_eq!(objects.len(), 3, "{:?}", objects.keys());
+    assert_eq!(assert_exactly_once(&db, "main", None, &objects).await, 0);
+    export_now(&exporter(&db, &settings), &settings, "reference").await;
+    let resumed: Vec<Vec<u8>> = objects.into_values().collect();
+    let uninterrupted: Vec<Vec<u8>> = files(reference.path()).into_values().collect();
+    assert_eq!(resumed, uninterrupted, "the same cut and bytes");
+}

@@ -53,7 +53,7 @@ async fn a_tenant_window_and_its_waiting_count_read_by_the_tenant_index() {
 
     let mut copy = db
         .store
-        .copy_window(lo, hi, Some("tenant-7"), None, false, None)
+        .copy_window(lo, hi, Some("tenant-7"), None, None, None)
         .await
         .unwrap();
     let plan = copy.plan().await.unwrap();
@@ -66,7 +66,7 @@ async fn a_tenant_window_and_its_waiting_count_read_by_the_tenant_index() {
             hi,
             Some("tenant-7"),
             Some(5),
-            false,
+            None,
             Some(After {
                 day: None,
                 txid: lo,
@@ -80,7 +80,7 @@ async fn a_tenant_window_and_its_waiting_count_read_by_the_tenant_index() {
     drop(copy);
     let mut copy = db
         .store
-        .copy_window(lo, hi, None, None, false, None)
+        .copy_window(lo, hi, None, None, None, None)
         .await
         .unwrap();
     let plan = copy.plan().await.unwrap();
