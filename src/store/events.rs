@@ -42,8 +42,8 @@ impl Store {
     /// own ([`CopyOut`]), one message a row, for a [`CopyDecoder`](super::CopyDecoder): typed
     /// columns are PostgreSQL's cheapest output, and memory stays flat however large the window.
     /// Every transaction of the window has ended, so the result never changes. `by_day` puts the
-    /// day (UTC) of occurred_at first in the order (`by_day`'s own day for a time without one). With `after` (where the last object a
-    /// resumed run delivered ends), only the events past it.
+    /// day (UTC) of occurred_at first in the order (`by_day`'s own day for a time without one).
+    /// With `after` (where the last object a resumed run delivered ends), only the events past it.
     pub async fn copy_window(
         &self,
         lo: i64,
