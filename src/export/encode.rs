@@ -63,15 +63,11 @@ enum Compressor {
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
 }
 
-/// A part buffer's capacity: a part and what may come on top before it is taken, so the buffer
-/// never grows (growing copies it into one twice its size). A Parquet file's bytes come a
-/// column chunk at a time, up to a row group's.
-fn buffer_capacity(format: Format, part_size: usize) -> usize {
-    let over = match format.encoding {
-        Encoding::Parquet => 2 * parquet::ROW_GROUP_BYTES,
-        _ => part_size >> 3,
-    };
-    part_size + over
+/// A part buffer's capacity: a part and what may come on top before it is taken (the rest of an
+/// event, a compressed chunk), so the buffer never grows (growing copies it into one twice its
+/// size). A Parquet file's bytes stop at a part, what follows waits in the file.
+fn buffer_capacity(part_size: usize) -> usize {
+    part_size + (part_size >> 3)
 }
 
 impl Compressor {
@@ -100,14 +96,14 @@ const FINISH_MARGIN: u64 = 32;
 impl ObjectEncoder {
     pub fn new(format: Format, part_size: usize) -> std::io::Result<Self> {
         let pool = PartPool::default();
-        let buffer = pool.take(buffer_capacity(format, part_size));
+        let buffer = pool.take(buffer_capacity(part_size));
         let parquet = match format.encoding {
             Encoding::Parquet => {
                 let layout = match format.schema {
                     Schema::Native => &parquet::NATIVE,
                     Schema::Ocsf => &parquet::OCSF,
                 };
-                let file = ParquetFile::new(layout, format.compression);
+                let file = ParquetFile::new(layout, format.compression, part_size);
                 Some(Box::new(file.map_err(std::io::Error::other)?))
             }
             _ => None,
@@ -128,7 +124,7 @@ impl ObjectEncoder {
             part_size,
             out,
             parquet,
-            capacity: buffer_capacity(format, part_size),
+            capacity: buffer_capacity(part_size),
             pool,
             pending: Vec::new(),
             events: 0,

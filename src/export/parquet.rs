@@ -4,11 +4,15 @@
 //! bytes.
 //!
 //! Memory stays flat whatever the window: a row group is closed once its rows hold
-//! `ROW_GROUP_BYTES`, and its bytes leave the writer as soon as it is closed. The bytes depend
+//! `ROW_GROUP_BYTES`, and its pages go into the object's part as they are written, up to a
+//! part (`output`: the rest waits for the next part, so a part buffer never needs room for a
+//! row group on top of a part). The bytes depend
 //! only on the rows: row groups close at fixed points of the row sequence, the compression
 //! level is fixed, and `created_by` names no version, so a retry writes the same file.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use parquet::basic::{Compression as Codec, GzipLevel, ZstdLevel};
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
@@ -20,7 +24,9 @@ use parquet::schema::types::ColumnPath;
 use crate::domain::{Compression, Timestamp};
 
 mod layouts;
+mod output;
 pub use layouts::{NATIVE, OCSF, frame_native, frame_ocsf};
+use output::Output;
 
 /// A row group is closed once its rows hold this many bytes, before compression.
 pub const ROW_GROUP_BYTES: usize = 2 << 20;
@@ -164,48 +170,22 @@ impl<'a> Framed<'a> {
     }
 }
 
-/// A Parquet file being written; its bytes come out a row group at a time.
+/// A Parquet file being written; its bytes come out a row group at a time, into parts.
 pub struct ParquetFile {
     layout: &'static Layout,
-    writer: SerializedFileWriter<Shared>,
-    /// What the writer has written and was not yet taken out.
-    written: Shared,
+    writer: SerializedFileWriter<Output>,
+    /// Where the writer's bytes go.
+    written: Output,
     group: RowGroup,
 }
 
-/// The writer's output, taken out after each column chunk, so it never holds more than one.
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Shared {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.lock().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        // Only this thread writes and takes: a poisoned lock still holds whole writes.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Appends what was written to `out`, keeping the buffer for the next column chunk.
-    fn take_into(&self, out: &mut Vec<u8>) {
-        let mut written = self.lock();
-        out.extend_from_slice(&written);
-        written.clear();
-    }
-}
-
 impl ParquetFile {
-    pub fn new(layout: &'static Layout, compression: Compression) -> parquet::errors::Result<Self> {
+    /// A file whose bytes go out in parts of `part_size` bytes (the last may be larger).
+    pub fn new(
+        layout: &'static Layout,
+        compression: Compression,
+        part_size: usize,
+    ) -> parquet::errors::Result<Self> {
         let codec = match compression {
             Compression::None => Codec::UNCOMPRESSED,
             Compression::Gzip => Codec::GZIP(GzipLevel::try_new(1)?),
@@ -227,7 +207,7 @@ impl ParquetFile {
         }
         let properties = properties.build();
         let schema = Arc::new(parse_message_type(layout.schema)?);
-        let written = Shared::default();
+        let written = Output::new(part_size);
         Ok(Self {
             layout,
             writer: SerializedFileWriter::new(written.clone(), schema, Arc::new(properties))?,
@@ -240,9 +220,15 @@ impl ParquetFile {
         })
     }
 
-    /// Adds the rows `framed` holds, as [`Cells`] wrote them; appends to `out` the bytes of
-    /// each row group this closes.
+    /// Adds the rows `framed` holds, as [`Cells`] wrote them; appends to the part `out` the
+    /// bytes of each row group this closes, as long as it holds less than a part (the rest
+    /// waits for the next part).
     pub fn write(&mut self, framed: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+        let written = self.written.clone();
+        written.lend(out, || self.add_rows(framed))
+    }
+
+    fn add_rows(&mut self, framed: &[u8]) -> std::io::Result<()> {
         let mut cells = Framed(framed);
         while !cells.0.is_empty() {
             let start = cells.0.len();
@@ -264,7 +250,7 @@ impl ParquetFile {
             self.group.rows += 1;
             self.group.bytes += start - cells.0.len();
             if self.group.bytes >= ROW_GROUP_BYTES {
-                self.close_row_group(out)?;
+                self.close_group()?;
             }
         }
         Ok(())
@@ -272,14 +258,16 @@ impl ParquetFile {
 
     /// At least what the file would still add if it were finished now: the open row group
     /// (its rows, with room for page headers and levels, as if nothing compressed) and the
-    /// footer (a generous size per column chunk, its statistics truncated).
+    /// footer (a generous size per column chunk, its statistics truncated), and the bytes that
+    /// wait for the next part.
     pub fn size_bound(&self) -> u64 {
         let rows = self.group.bytes as u64;
         let groups = self.writer.flushed_row_groups().len() as u64 + 1;
         let columns = self.layout.columns.len() as u64;
         // Page headers and levels of the open row group; nothing once it is closed.
         let open = if rows == 0 { 0 } else { rows + rows / 8 + 4096 };
-        open + 4096 + groups * columns * FOOTER_PER_CHUNK
+        let spilled = self.written.spilled() as u64;
+        spilled + open + 4096 + groups * columns * FOOTER_PER_CHUNK
     }
 
     /// Whether the file holds [`MAX_ROW_GROUPS`] row groups: it takes no more rows.
@@ -287,47 +275,46 @@ impl ParquetFile {
         self.writer.flushed_row_groups().len() >= MAX_ROW_GROUPS
     }
 
-    /// Closes the open row group, if it has rows, and appends its bytes to `out`.
+    /// Closes the open row group, if it has rows, and appends its bytes to the part `out` as
+    /// [`write`](Self::write) does.
     pub fn close_row_group(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let written = self.written.clone();
+        written.lend(out, || self.close_group())
+    }
+
+    fn close_group(&mut self) -> std::io::Result<()> {
         if self.group.rows > 0 {
-            write_group(
-                &mut self.writer,
-                self.layout,
-                &self.group,
-                &self.written,
-                out,
-            )
-            .map_err(std::io::Error::other)?;
+            write_group(&mut self.writer, self.layout, &mut self.group)
+                .map_err(std::io::Error::other)?;
             self.group.rows = 0;
             self.group.bytes = 0;
             self.group.columns.iter_mut().for_each(Values::clear);
         }
-        self.writer.flush()?;
-        self.written.take_into(out);
-        Ok(())
+        self.writer.flush()
     }
 
-    /// Closes the last row group and writes the footer into `out`.
+    /// Closes the last row group and writes the footer; appends to `out` every byte not yet
+    /// out, whatever the part's size.
     pub fn finish(mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
-        self.close_row_group(out)?;
-        self.writer.into_inner().map_err(std::io::Error::other)?;
-        self.written.take_into(out);
+        let written = self.written.clone();
+        written.lend(out, move || {
+            self.close_group()?;
+            self.writer.into_inner().map_err(std::io::Error::other)
+        })?;
+        written.drain_into(out);
         Ok(())
     }
 }
 
-/// Writes the row group's columns in the schema's order.
-/// Each column chunk's bytes go to `out` as soon as it is complete (the writer's buffer of 8 KiB
-/// may keep a few of them until the next).
+/// Writes the row group's columns in the schema's order. The pages go out as they are written
+/// (through the writer's buffer of 8 KiB).
 fn write_group(
-    writer: &mut SerializedFileWriter<Shared>,
+    writer: &mut SerializedFileWriter<Output>,
     layout: &Layout,
-    group: &RowGroup,
-    written: &Shared,
-    out: &mut Vec<u8>,
+    group: &mut RowGroup,
 ) -> parquet::errors::Result<()> {
     let mut row_group = writer.next_row_group()?;
-    let mut leaves = layout.columns.iter().zip(&group.columns);
+    let mut leaves = layout.columns.iter().zip(&mut group.columns);
     while let Some(mut leaf) = row_group.next_column()? {
         let Some((column, values)) = leaves.next() else {
             return Err(parquet::errors::ParquetError::General(
@@ -339,6 +326,8 @@ fn write_group(
         let mut start = 0;
         let mut texts = Vec::new();
         let mut ints32 = Vec::new();
+        // The values share the column's text rather than each copying its own.
+        let data = Bytes::from(std::mem::take(&mut values.data));
         for defs in values.defs.chunks(WRITE_BATCH) {
             let present = defs.iter().filter(|d| **d == column.max_def).count();
             let defs_arg = (column.max_def > 0).then_some(defs);
@@ -349,7 +338,7 @@ fn write_group(
                 Kind::Text => {
                     texts.clear();
                     for end in &values.ends[range] {
-                        texts.push(ByteArray::from(&values.data[start..*end]));
+                        texts.push(ByteArray::from(data.slice(start..*end)));
                         start = *end;
                     }
                     leaf.typed::<ByteArrayType>()
@@ -371,10 +360,17 @@ fn write_group(
             }
         }
         leaf.close()?;
-        written.take_into(out);
+        texts.clear();
+        values.data = reclaim(data);
     }
     row_group.close()?;
     Ok(())
+}
+
+/// The column's text buffer back for the next row group, once the column writer let go of
+/// every value (statistics keep copies); a new one otherwise.
+fn reclaim(data: Bytes) -> Vec<u8> {
+    data.try_into_mut().map(Vec::from).unwrap_or_default()
 }
 
 #[cfg(test)]

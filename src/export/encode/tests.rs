@@ -106,6 +106,28 @@ fn part_size_never_changes_the_bytes() {
 }
 
 #[test]
+fn parquet_parts_are_a_part_each_whatever_the_row_groups() {
+    // About 6 MB of rows: three row groups, cut into parts smaller than one.
+    let events: Vec<Event> = (0..24_000).map(event).collect();
+    for schema in [Schema::Native, Schema::Ocsf] {
+        let format = Format {
+            encoding: Encoding::Parquet,
+            compression: Compression::None,
+            schema,
+        };
+        let part_size = 300 << 10;
+        let (parts, totals) = encode_batched(format, part_size, &events, 700);
+        assert!(parts.len() >= 10, "{format:?}: {} parts", parts.len());
+        for part in &parts[..parts.len() - 1] {
+            assert_eq!(part.len(), part_size, "{format:?}");
+        }
+        let (whole, _) = encode_batched(format, 64 << 20, &events, 700);
+        assert!(parts.concat() == whole.concat(), "{format:?}: other bytes");
+        assert_eq!(totals.bytes, whole.concat().len() as u64);
+    }
+}
+
+#[test]
 fn ndjson_is_one_event_a_line_and_json_one_array() {
     let events: Vec<Event> = (0..3).map(event).collect();
     for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {

@@ -25,7 +25,7 @@ fn events(n: usize) -> Vec<Event> {
 
 /// The file of `events`, framed in batches of `per_batch` rows.
 fn file(compression: Compression, events: &[Event], per_batch: usize) -> Vec<u8> {
-    let mut file = ParquetFile::new(&NATIVE, compression).unwrap();
+    let mut file = ParquetFile::new(&NATIVE, compression, usize::MAX).unwrap();
     let mut out = Vec::new();
     for chunk in events.chunks(per_batch) {
         let mut framed = Vec::new();
@@ -129,17 +129,37 @@ fn row_groups_are_bounded_and_their_bytes_leave_as_they_close() {
             e
         })
         .collect();
-    let mut file = ParquetFile::new(&NATIVE, Compression::None).unwrap();
+    let mut file = ParquetFile::new(&NATIVE, Compression::None, usize::MAX).unwrap();
     let mut out = Vec::new();
     let mut framed = Vec::new();
-    let mut largest_held = 0;
+    let (mut largest_held, mut reclaimed) = (0, 0);
     for e in &many {
         framed.clear();
         frame_native(&e.as_ref(), &mut framed);
         file.write(&framed, &mut out).unwrap();
         largest_held = largest_held.max(file.group.bytes);
+        if file.group.rows == 0 {
+            // A row group was written: its text buffers came back from the column writers (no
+            // value of it is kept), to be filled again.
+            let columns = NATIVE.columns.iter().zip(&file.group.columns);
+            for (column, values) in columns.filter(|(c, _)| c.kind == Kind::Text) {
+                assert!(values.data.capacity() > 0 || column.max_def > 0);
+            }
+            reclaimed += 1;
+        }
     }
     assert!(largest_held < ROW_GROUP_BYTES, "{largest_held}");
+    // The text buffers came back from the column writers, to be filled again: nothing keeps
+    // a row group's values once it is written.
+    for (column, values) in NATIVE.columns.iter().zip(&file.group.columns) {
+        if column.kind == Kind::Text && column.max_def == 0 {
+            assert!(
+                values.data.capacity() >= 10_000,
+                "{}",
+                values.data.capacity()
+            );
+        }
+    }
     // The finished file never outgrows the bound.
     let bound = out.len() as u64 + file.size_bound();
     file.finish(&mut out).unwrap();
@@ -149,6 +169,47 @@ fn row_groups_are_bounded_and_their_bytes_leave_as_they_close() {
     assert!(groups.len() >= 8, "{}", groups.len());
     let rows: i64 = groups.iter().map(|g| g.num_rows()).sum();
     assert_eq!(rows, 60_000);
+}
+
+/// `events` written in parts of `part_size` (a part taken once full, as the encoder does), a
+/// row group closed early now and then (as a flush does): the parts, and the most bytes that
+/// waited for a part.
+fn parts_of(events: &[Event], part_size: usize) -> (Vec<Vec<u8>>, usize) {
+    let mut file = ParquetFile::new(&NATIVE, Compression::None, part_size).unwrap();
+    let (mut parts, mut out) = (Vec::new(), Vec::new());
+    let mut largest_spill = 0;
+    for (n, chunk) in events.chunks(100).enumerate() {
+        let mut framed = Vec::new();
+        for e in chunk {
+            frame_native(&e.as_ref(), &mut framed);
+        }
+        file.write(&framed, &mut out).unwrap();
+        if n % 7 == 6 {
+            file.close_row_group(&mut out).unwrap();
+        }
+        assert!(out.len() <= part_size, "{}", out.len());
+        largest_spill = largest_spill.max(file.written.spilled());
+        if out.len() == part_size {
+            parts.push(std::mem::take(&mut out));
+        }
+    }
+    file.finish(&mut out).unwrap();
+    parts.push(out);
+    (parts, largest_spill)
+}
+
+#[test]
+fn a_part_never_holds_more_than_a_part_and_the_bytes_stay_the_same() {
+    // About 6 MB of rows: several row groups, cut into parts smaller than one.
+    let events = padded(9000, 500);
+    let (whole, _) = parts_of(&events, usize::MAX);
+    let (parts, largest_spill) = parts_of(&events, 300 << 10);
+    assert!(parts.len() >= 10, "{}", parts.len());
+    assert!(largest_spill > 0 && largest_spill < ROW_GROUP_BYTES + (64 << 10));
+    assert!(
+        parts.concat() == whole.concat(),
+        "the parts changed the bytes"
+    );
 }
 
 #[test]
@@ -165,7 +226,7 @@ fn ocsf_rows_hold_the_values_of_the_json_records() {
     events[3].actor = r#"{"id": 7, "ip": "nope", "email": "a@b"}"#.into();
     events[4].actor = r#"{"ip": "2001:db8::1", "user_agent": "curl"}"#.into();
     events[5].target = Some(r#"{"name": "only a name"}"#.into());
-    let mut file = ParquetFile::new(&OCSF, Compression::Zstd).unwrap();
+    let mut file = ParquetFile::new(&OCSF, Compression::Zstd, usize::MAX).unwrap();
     let mut out = Vec::new();
     let mut framed = Vec::new();
     for e in &events {
