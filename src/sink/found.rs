@@ -10,11 +10,14 @@ use super::Sink;
 /// The way out of a key held by what is not the run's object.
 const MOVE_IT_AWAY: &str = "move it away (it is not an object this exporter wrote for this run) \
      and run again; the run resumes and writes it";
+/// The way out of a key held by what could not be read.
+const GRANT_OR_MOVE: &str = "give the writing credentials read access to it (on S3, \
+     s3:GetObject), or move it away and run again; the run resumes and writes it";
 
 /// Reads the object at `key` back through the sink's own credentials, streamed (never whole in
 /// memory, and hashed byte by byte: an S3 ETag says nothing of a multipart object's bytes), and
 /// accepts it only if it is `bytes` long with SHA-256 `sha256`.
-#[tracing::instrument(skip_all, fields(key), err)]
+#[tracing::instrument(skip_all, fields(key = %key), err)]
 pub async fn check_found(
     sink: &dyn Sink,
     key: &str,
@@ -28,8 +31,7 @@ pub async fn check_found(
         Ok(found) => judge(&location, found, bytes, sha256),
         Err(e) => Err(e.context(format!(
             "{location} already holds an object, which could not be read back to check that \
-             it is this run's ({bytes} bytes with SHA-256 {sha256}): give the writing \
-             credentials read access to it (s3:GetObject), or {MOVE_IT_AWAY}"
+             it is this run's ({bytes} bytes with SHA-256 {sha256}): {GRANT_OR_MOVE}"
         ))),
     }
 }
