@@ -3,8 +3,9 @@
 //! and finishes once it is moved away.
 
 use audit_exporter::export::When;
-use aws_sdk_s3::config::RequestChecksumCalculation;
 use audit_exporter::sink::{self, PutOutcome};
+use audit_exporter::store::Claim;
+use aws_sdk_s3::config::RequestChecksumCalculation;
 use sha2::{Digest, Sha256};
 
 use crate::check::assert_exactly_once;
@@ -16,7 +17,10 @@ const FORGED: &[u8] = b"{\"forged\":true}\n";
 
 fn env_of(name: &str, key: &str, value: String) -> (String, String) {
     (
-        format!("AUDIT_EXPORTER__DESTINATIONS__{}__{key}", name.to_uppercase()),
+        format!(
+            "AUDIT_EXPORTER__DESTINATIONS__{}__{key}",
+            name.to_uppercase()
+        ),
         value,
     )
 }
@@ -31,9 +35,9 @@ async fn pending(db: &TestDb) -> (i64, Vec<i32>) {
         "SELECT o.seq FROM export_run_objects o JOIN export_runs r ON r.id = o.run_id
          WHERE r.destination = 'main' ORDER BY o.seq",
     )
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
     (runs, seqs)
 }
 
@@ -57,7 +61,11 @@ async fn a_foreign_file_at_the_next_key_of_a_stopped_run_fails_the_resume_until_
     let mut env = file_destination_env("main", dir.path());
     env.push(env_of("main", "MAX_OBJECT_BYTES", (1 << 20).to_string()));
     env.extend(file_destination_env("reference", reference.path()));
-    env.push(env_of("reference", "MAX_OBJECT_BYTES", (1 << 20).to_string()));
+    env.push(env_of(
+        "reference",
+        "MAX_OBJECT_BYTES",
+        (1 << 20).to_string(),
+    ));
     let settings = settings(&db, env);
     append(&db, 6_000, None).await;
     let dest = destination(&settings, "main");
@@ -89,14 +97,21 @@ async fn a_foreign_file_at_the_next_key_of_a_stopped_run_fails_the_resume_until_
     let location = dir.path().join(&next).display().to_string();
     assert!(said.contains(&refusal(&location, &own)), "{said}");
     assert_eq!(db.watermark_of("main").await, 0, "the watermark stays");
-    assert_eq!(pending(&db).await, (1, vec![1]), "pending, nothing recorded");
+    assert_eq!(
+        pending(&db).await,
+        (1, vec![1]),
+        "pending, nothing recorded"
+    );
     assert_eq!(std::fs::read(dir.path().join(&next)).unwrap(), FORGED);
 
     std::fs::remove_file(dir.path().join(&next)).unwrap();
     let report = export_now(&exporter(&db, &settings), &settings, "main").await;
     assert!(report.resumed);
     assert_eq!(report.events, 6_000);
-    assert_eq!(assert_exactly_once(&db, "main", None, &files(dir.path())).await, 0);
+    assert_eq!(
+        assert_exactly_once(&db, "main", None, &files(dir.path())).await,
+        0
+    );
     assert_eq!(
         files(dir.path()).into_values().collect::<Vec<_>>(),
         files(reference.path()).into_values().collect::<Vec<_>>(),
@@ -189,4 +204,42 @@ async fn a_foreign_s3_object_at_the_next_key_fails_the_resume_and_a_multipart_ow
         assert_eq!(&objects[key], bytes, "{key} was not replaced");
     }
     assert_eq!(assert_exactly_once(&db, "main", None, &objects).await, 0);
+}
+
+#[tokio::test]
+async fn a_foreign_file_at_a_heartbeats_key_fails_its_run_until_moved_away() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&db, file_destination_env("main", dir.path()));
+    let dest = destination(&settings, "main");
+    // A run of the empty window is planned, and something else is at its key.
+    let planner = exporter(&db, &settings);
+    let Claim::Granted(lease) = planner.claim(dest).await.unwrap() else {
+        panic!("the lease is free");
+    };
+    let (run, _) = planner.plan_or_resume(&lease, dest, None).await.unwrap();
+    assert!(run.heartbeat_event_id.is_some());
+    sqlx::query("UPDATE export_destinations SET lease_expires_at = now() - interval '1 second'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let path = dir.path().join(&run.object_key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, FORGED).unwrap();
+
+    let sink = sink::connect(dest, &settings.exporter).await.unwrap();
+    let error = exporter(&db, &settings)
+        .export(dest, sink.as_ref(), When::Now)
+        .await
+        .unwrap_err();
+    let said = format!("{error:#}");
+    let expected = format!("{} already holds 16 bytes with SHA-256", path.display());
+    assert!(said.contains(&expected), "{said}");
+    assert_eq!(pending(&db).await, (1, vec![]));
+
+    std::fs::remove_file(&path).unwrap();
+    let report = export_now(&exporter(&db, &settings), &settings, "main").await;
+    assert_eq!((report.run.id, report.events), (run.id, 0));
+    let written = std::fs::read(&path).unwrap();
+    assert!(written.starts_with(b"{") && written != FORGED);
 }
