@@ -140,7 +140,7 @@ pub enum Command {
         before: Option<chrono::DateTime<chrono::Utc>>,
         /// Prune events recorded longer ago than this: a number and a unit, d, h, m or s
         /// (30d, 12h).
-        #[arg(long, value_name = "DURATION", value_parser = crate::domain::parse_older_than)]
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = crate::domain::parse_older_than)]
         older_than: Option<chrono::Duration>,
         /// Print what would be deleted and what holds the rest back; delete nothing.
         #[arg(long)]

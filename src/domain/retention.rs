@@ -12,6 +12,11 @@ use super::Start;
 pub fn parse_older_than(text: &str) -> Result<Duration, String> {
     const ALLOWED: &str = "allowed: a whole number and a unit, d (days), h, m or s, such as 30d";
     let text = text.trim();
+    if text.starts_with('-') {
+        return Err(format!(
+            "{text:?} is negative: a prune takes what was recorded before a time in the past; {ALLOWED}"
+        ));
+    }
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -104,6 +109,7 @@ mod tests {
         assert_eq!(parse_older_than(" 12h "), Ok(Duration::hours(12)));
         assert_eq!(parse_older_than("90m"), Ok(Duration::minutes(90)));
         assert_eq!(parse_older_than("1s"), Ok(Duration::seconds(1)));
+        assert!(parse_older_than("-1d").unwrap_err().contains("is negative"));
         for bad in [
             "",
             "d",

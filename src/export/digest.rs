@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 
 use super::{Delivered, Exporter};
 use crate::domain::{
@@ -12,7 +13,7 @@ use crate::domain::{
     Format, PreviousDigest, SIGNATURE_ALGORITHM, SIGNATURE_SUFFIX, Signer, digest_key, digest_time,
 };
 use crate::settings::Destination;
-use crate::sink::{PutOutcome, Sink};
+use crate::sink::{PutOutcome, Sink, check_found};
 use crate::store::{ChainHead, KeptDigest, Lease, Run, RunObject};
 
 /// How digests are stored: plain JSON.
@@ -179,7 +180,8 @@ fn sign(signer: &Signer, key: String, doc: &DigestDoc) -> KeptDigest {
     }
 }
 
-/// Writes the digest, then its signature; each may already be there from an earlier attempt.
+/// Writes the digest, then its signature; each may already be there from an earlier attempt
+/// (the same bytes: the digest is kept with the run).
 async fn upload(sink: &dyn Sink, digest: &KeptDigest) -> anyhow::Result<()> {
     let signature_key = format!("{}{SIGNATURE_SUFFIX}", digest.key);
     for (key, bytes) in [
@@ -192,6 +194,10 @@ async fn upload(sink: &dyn Sink, digest: &KeptDigest) -> anyhow::Result<()> {
             return Err(e);
         }
         let outcome = writer.finish().await?;
+        if outcome == PutOutcome::AlreadyExists {
+            let sha256 = hex::encode(Sha256::digest(bytes));
+            check_found(sink, key, bytes.len() as u64, &sha256).await?;
+        }
         tracing::info!(
             key = %sink.location(key),
             already_there = outcome == PutOutcome::AlreadyExists,

@@ -68,9 +68,34 @@ struct Open {
     seq: u32,
     day: Option<NaiveDate>,
     encoder: ObjectEncoder,
-    oldest: Option<DateTime<Utc>>,
-    newest: Option<DateTime<Utc>>,
+    /// The oldest and newest `occurred_at` that has a date, as PostgreSQL's microseconds.
+    span: Option<(i64, i64)>,
     last: Option<(i64, i64)>,
+}
+
+impl Open {
+    /// Widens the span to `at`: compared as microseconds, converted (to learn whether it has
+    /// a date) only when it lies outside, which is rare once an object has a few events.
+    fn widen(&mut self, at: Timestamp) {
+        let Timestamp::Micros(micros) = at else {
+            return;
+        };
+        match self.span {
+            Some((oldest, newest)) if (oldest..=newest).contains(&micros) => {}
+            _ if at.to_datetime().is_none() => {}
+            Some((oldest, newest)) => self.span = Some((oldest.min(micros), newest.max(micros))),
+            None => self.span = Some((micros, micros)),
+        }
+    }
+
+    /// The span's ends as times.
+    fn ends(&self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        let at = |micros| Timestamp::Micros(micros).to_datetime();
+        match self.span {
+            Some((oldest, newest)) => (at(oldest), at(newest)),
+            None => (None, None),
+        }
+    }
 }
 
 impl Cutter {
@@ -134,10 +159,7 @@ impl Cutter {
             )?),
         };
         open.encoder.write_event(event)?;
-        if let Some(at) = mark.occurred_at.to_datetime() {
-            open.oldest = Some(open.oldest.map_or(at, |o| o.min(at)));
-            open.newest = Some(open.newest.map_or(at, |n| n.max(at)));
-        }
+        open.widen(mark.occurred_at);
         open.last = mark.position.or(open.last);
         if let Some(part) = open.encoder.take_full_part() {
             emit(Piece::Part(part))?;
@@ -191,21 +213,21 @@ impl Cutter {
             seq,
             day,
             encoder: ObjectEncoder::new(format, part_size)?,
-            oldest: None,
-            newest: None,
+            span: None,
             last: None,
         })
     }
 
     fn end(open: Open, emit: &mut impl FnMut(Piece) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let (oldest, newest) = open.ends();
         let (last_part, encoded) = open.encoder.finish()?;
         emit(Piece::Part(last_part))?;
         emit(Piece::End(Cut {
             seq: open.seq,
             day: open.day,
             encoded,
-            oldest: open.oldest,
-            newest: open.newest,
+            oldest,
+            newest,
             last: open.last,
         }))
     }

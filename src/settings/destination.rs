@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
+use super::SettingsError;
 use super::raw::{RawDefaults, RawDestination};
 use super::s3::{self, S3Target};
-use super::{SettingsError, in_range};
+use super::validate::in_range;
 use crate::domain::{
     Compression, Encoding, Format, KeyLayout, PartitionTime, Schedule, Schema, Start, TimeOfDay,
     check_key_path,

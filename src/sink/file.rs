@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
-use super::{ObjectWriter, PutOutcome, Sink};
+use super::{BucketReader, ObjectWriter, PutOutcome, Sink};
 use crate::domain::Format;
 
 #[derive(Debug, Clone)]
@@ -29,6 +29,10 @@ impl FileSink {
 impl Sink for FileSink {
     fn location(&self, key: &str) -> String {
         self.root.join(key).display().to_string()
+    }
+
+    fn reader(&self) -> BucketReader {
+        BucketReader::File(self.root.clone())
     }
 
     async fn create(&self, key: &str, _format: Format) -> anyhow::Result<Box<dyn ObjectWriter>> {

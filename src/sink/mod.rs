@@ -1,6 +1,7 @@
 //! Where objects go: the one seam between the exporter and storage.
 
 mod file;
+mod found;
 mod reader;
 mod s3;
 
@@ -8,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use file::FileSink;
+pub use found::check_found;
 pub use reader::{BucketReader, Listed};
 pub use s3::{RemoteError, S3Sink, hint};
 
@@ -18,7 +20,8 @@ use crate::settings::{Destination, ExporterSettings, Target};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
     Written,
-    /// An object was already at the key: an earlier attempt of the same run delivered it.
+    /// An object was already at the key: an earlier attempt of the same run delivered it, if
+    /// it holds the same bytes ([`check_found`]).
     AlreadyExists,
 }
 
@@ -33,6 +36,9 @@ pub trait Sink: Send + Sync {
     async fn check_access(&self) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// A reader of this store with the same credentials, for [`check_found`].
+    fn reader(&self) -> BucketReader;
 
     /// Starts writing the object at `key`.
     async fn create(&self, key: &str, format: Format) -> anyhow::Result<Box<dyn ObjectWriter>>;

@@ -281,7 +281,8 @@ async fn sts_throttling_is_retried() {
 }
 
 #[tokio::test]
-async fn a_put_object_only_role_serves_full_and_resumed_exports() {
+async fn a_put_object_only_role_serves_full_exports_and_a_resume_that_meets_its_object_says_what_to_grant()
+ {
     let moto = moto::enforced();
     let proxy = Proxy::start(&moto.endpoint);
     let db = TestDb::new().await;
@@ -295,8 +296,7 @@ async fn a_put_object_only_role_serves_full_and_resumed_exports() {
     append(&db, 60_000, None).await;
     export_now(&exporter, &settings, "acme").await;
 
-    // A crash after the upload, before the commit: the resumed run meets the 412 and commits
-    // without reading the object.
+    // A crash after the upload, before the commit.
     append(&db, 7, None).await;
     let Claim::Granted(lease) = exporter.claim(dest).await.unwrap() else {
         panic!("the lease is free");
@@ -304,7 +304,8 @@ async fn a_put_object_only_role_serves_full_and_resumed_exports() {
     let (run, _) = exporter.plan_or_resume(&lease, dest, None).await.unwrap();
     let delivered = exporter.deliver(&lease, &run, sink.as_ref()).await.unwrap();
     assert_eq!(delivered.outcome, PutOutcome::Written);
-    // It stopped before the object was recorded: the retry uploads it again and meets the 412.
+    // It stopped before the object was recorded: the retry uploads it again and meets the 412,
+    // and may not read the object back to check that it is the run's own.
     sqlx::query("DELETE FROM export_run_objects WHERE run_id = $1")
         .bind(run.id)
         .execute(db.pool())
@@ -314,10 +315,21 @@ async fn a_put_object_only_role_serves_full_and_resumed_exports() {
         .execute(db.pool())
         .await
         .unwrap();
-    let report = export_now(&exporter, &settings, "acme").await;
-    assert!(report.resumed);
-    assert_eq!(report.put, PutOutcome::AlreadyExists);
-    assert_eq!(report.run.object_key, run.object_key);
+    let watermark = db.watermark_of("acme").await;
+    let error = exporter
+        .export(dest, sink.as_ref(), When::Now)
+        .await
+        .unwrap_err();
+    let said = format!("{error:#}");
+    assert!(
+        said.starts_with(&format!(
+            "s3://{bucket}/{} already holds an object, which could not be read back",
+            run.object_key
+        )) && said.contains("s3:GetObject")
+            && said.contains("AccessDenied"),
+        "{said}"
+    );
+    assert_eq!(db.watermark_of("acme").await, watermark, "nothing moved");
 
     let s3_requests: Vec<_> = proxy
         .seen()
@@ -327,13 +339,29 @@ async fn a_put_object_only_role_serves_full_and_resumed_exports() {
     for seen in &s3_requests {
         let write =
             matches!(seen.method.as_str(), "PUT" | "POST") && seen.path.split('/').count() > 2;
+        let checked = seen.method == "GET" && seen.status == 403;
         assert!(
-            write,
-            "only object writes are sent: {} {}?{}",
-            seen.method, seen.path, seen.query
+            write || checked,
+            "only object writes and the denied check are sent: {} {}?{}",
+            seen.method,
+            seen.path,
+            seen.query
         );
     }
     assert!(s3_requests.iter().any(|s| s.status == 412));
+
+    // The way out the error gives: the bucket's owner moves the object away.
+    moto.admin_s3()
+        .delete_object()
+        .bucket(&bucket)
+        .key(&run.object_key)
+        .send()
+        .await
+        .unwrap();
+    let report = export_now(&exporter, &settings, "acme").await;
+    assert!(report.resumed);
+    assert_eq!(report.put, PutOutcome::Written);
+    assert_eq!(report.run.object_key, run.object_key);
     assert_exactly_once(&db, "acme", None, &moto.objects(&bucket, "exports/").await).await;
 }
 

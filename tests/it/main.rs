@@ -10,6 +10,7 @@ mod daemon;
 mod delivery;
 mod export;
 mod faults;
+mod foreign;
 mod harness;
 mod integrity;
 mod keys;

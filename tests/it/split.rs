@@ -29,6 +29,10 @@ impl Sink for StopsAt {
         self.inner.location(key)
     }
 
+    fn reader(&self) -> sink::BucketReader {
+        self.inner.reader()
+    }
+
     async fn create(&self, key: &str, format: Format) -> anyhow::Result<Box<dyn ObjectWriter>> {
         if key.contains(self.fail_at) {
             anyhow::bail!("injected: stopped before {key}");

@@ -220,3 +220,47 @@ fn a_run_cut_by_day_closes_an_object_where_the_day_changes() {
         .unwrap();
     assert_eq!(days, [Some(default)]);
 }
+
+#[test]
+fn an_objects_span_is_of_the_times_that_have_a_date() {
+    let mut cutter = Cutter::new(
+        format(Encoding::Ndjson, Compression::None),
+        64 << 10,
+        None,
+        1,
+        None,
+    );
+    let mut cuts = Vec::new();
+    let mut emit = |piece| {
+        if let Piece::End(cut) = piece {
+            cuts.push(cut);
+        }
+        Ok(())
+    };
+    // Years 270000 and -270000: PostgreSQL has the first, neither has a date.
+    let far = 270_000 * 366 * 86_400 * 1_000_000_i64;
+    let times = [
+        Timestamp::Infinity,
+        Timestamp::Micros(far),
+        Timestamp::Micros(5_000_000),
+        Timestamp::MinusInfinity,
+        Timestamp::Micros(-far),
+        Timestamp::Micros(9_000_000),
+        Timestamp::Micros(7_000_000),
+        Timestamp::Micros(2_000_000),
+    ];
+    for (n, at) in times.into_iter().enumerate() {
+        let e = event(n as u64);
+        let mark = Mark {
+            occurred_at: at,
+            ..mark(&e, n as u64)
+        };
+        cutter.push(&e, &mark, &mut emit).unwrap();
+    }
+    cutter.finish(&mut emit).unwrap();
+    let [cut] = cuts.as_slice() else {
+        panic!("{} objects", cuts.len())
+    };
+    let at = |s: i64| DateTime::from_timestamp(s + 946_684_800, 0);
+    assert_eq!((cut.oldest, cut.newest), (at(2), at(9)));
+}

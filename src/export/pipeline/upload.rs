@@ -5,7 +5,7 @@ use anyhow::anyhow;
 use tokio::sync::mpsc;
 
 use super::super::objects::Piece;
-use crate::sink::{ObjectWriter, PutOutcome, Sink};
+use crate::sink::{ObjectWriter, PutOutcome, Sink, check_found};
 use crate::store::{Run, RunKind, RunObject, Store};
 
 /// The upload's side: a writer for each object the cutter begins, finished when it ends.
@@ -61,7 +61,11 @@ impl Upload<'_> {
                                 self.sink.location(&key)
                             );
                         }
-                        PutOutcome::AlreadyExists => self.found += 1,
+                        PutOutcome::AlreadyExists => {
+                            check_found(self.sink, &key, cut.encoded.bytes, &cut.encoded.sha256)
+                                .await?;
+                            self.found += 1;
+                        }
                     }
                     let object = RunObject {
                         seq: cut.seq as i32,

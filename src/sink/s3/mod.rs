@@ -29,7 +29,7 @@ pub use hints::hint;
 pub use read::S3Read;
 use writer::S3Writer;
 
-use super::{ObjectWriter, Sink};
+use super::{BucketReader, ObjectWriter, Sink};
 use crate::domain::Format;
 use crate::settings::{ObjectOptions, RetrySettings, S3Target};
 
@@ -117,6 +117,10 @@ fn retry_config(retry: RetrySettings) -> RetryConfig {
 impl Sink for S3Sink {
     fn location(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.bucket)
+    }
+
+    fn reader(&self) -> BucketReader {
+        BucketReader::S3(Box::new(S3Read::from_sink(self)))
     }
 
     async fn check_access(&self) -> anyhow::Result<()> {

@@ -24,6 +24,10 @@ impl Sink for FailingMidStream {
         self.0.location(key)
     }
 
+    fn reader(&self) -> sink::BucketReader {
+        self.0.reader()
+    }
+
     async fn create(&self, key: &str, format: Format) -> anyhow::Result<Box<dyn ObjectWriter>> {
         let inner = self.0.create(key, format).await?;
         Ok(Box::new(FailingWriter(Some(inner))))
