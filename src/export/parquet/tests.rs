@@ -149,17 +149,7 @@ fn row_groups_are_bounded_and_their_bytes_leave_as_they_close() {
         }
     }
     assert!(largest_held < ROW_GROUP_BYTES, "{largest_held}");
-    // The text buffers came back from the column writers, to be filled again: nothing keeps
-    // a row group's values once it is written.
-    for (column, values) in NATIVE.columns.iter().zip(&file.group.columns) {
-        if column.kind == Kind::Text && column.max_def == 0 {
-            assert!(
-                values.data.capacity() >= 10_000,
-                "{}",
-                values.data.capacity()
-            );
-        }
-    }
+    assert!(reclaimed >= 8, "{reclaimed}");
     // The finished file never outgrows the bound.
     let bound = out.len() as u64 + file.size_bound();
     file.finish(&mut out).unwrap();
