@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::check::assert_exactly_once;
 use crate::harness::{TestBucket, TestDb, file_destination_env, files, settings};
-use crate::split::StopsAt;
+use crate::split::stop_before;
 use crate::{append, destination, export_now, exporter};
 
 const FORGED: &[u8] = b"{\"forged\":true}\n";
@@ -69,14 +69,7 @@ async fn a_foreign_file_at_the_next_key_of_a_stopped_run_fails_the_resume_until_
     let settings = settings(&db, env);
     append(&db, 6_000, None).await;
     let dest = destination(&settings, "main");
-    let stopping = StopsAt {
-        inner: sink::connect(dest, &settings.exporter).await.unwrap(),
-        fail_at: "_part0002",
-    };
-    exporter(&db, &settings)
-        .export(dest, &stopping, When::Now)
-        .await
-        .unwrap_err();
+    stop_before(&db, &settings, "main", "_part0002").await;
     let first = files(dir.path()).into_keys().next().unwrap();
     let next = first.replace("_part0001", "_part0002");
     std::fs::write(dir.path().join(&next), FORGED).unwrap();
@@ -131,14 +124,7 @@ async fn a_foreign_s3_object_at_the_next_key_fails_the_resume_and_a_multipart_ow
     let settings = settings(&db, env);
     append(&db, 36_000, None).await;
     let dest = destination(&settings, "main");
-    let stopping = StopsAt {
-        inner: sink::connect(dest, &settings.exporter).await.unwrap(),
-        fail_at: "_part0003",
-    };
-    exporter(&db, &settings)
-        .export(dest, &stopping, When::Now)
-        .await
-        .unwrap_err();
+    stop_before(&db, &settings, "main", "_part0003").await;
     let before = bucket.objects("p/").await;
     let keys: Vec<String> = before.keys().cloned().collect();
     assert_eq!(keys.len(), 2, "{keys:?}");

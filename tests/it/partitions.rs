@@ -4,15 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use audit_exporter::export::When;
-use audit_exporter::sink;
 use chrono::NaiveDate;
 use serde_json::Value;
 
 use crate::analytics::{VALIDATE_OCSF_PARQUET, run_python};
 use crate::check::{assert_exactly_once, decode};
 use crate::harness::{TestBucket, TestDb, file_destination_env, files, settings};
-use crate::split::StopsAt;
+use crate::split::stop_before;
 use crate::{destination, export_now, exporter};
 
 /// Appends `n` events that occurred on `day` (at noon, a second apart), in one transaction.
@@ -73,15 +71,8 @@ async fn events_of_several_days_land_each_in_its_day_and_a_stop_between_days_res
     let settings = settings(&db, env);
     append_three_days(&db).await;
 
-    let dest = destination(&settings, "main");
-    let stopping = StopsAt {
-        inner: sink::connect(dest, &settings.exporter).await.unwrap(),
-        fail_at: "_part0002",
-    };
-    exporter(&db, &settings)
-        .export(dest, &stopping, When::Now)
-        .await
-        .unwrap_err();
+    let _dest = destination(&settings, "main");
+    stop_before(&db, &settings, "main", "_part0002").await;
     let before = bucket.objects("p/").await;
     assert_eq!(before.len(), 1, "{:?}", before.keys());
     let (first_key, first_bytes) = before.iter().next().unwrap();
@@ -237,15 +228,8 @@ async fn times_without_a_day_go_with_the_windows_end_and_a_resume_keeps_them_onc
     }
     append_on(&db, "2026-03-01", 3).await;
 
-    let dest = destination(&settings, "main");
-    let stopping = StopsAt {
-        inner: sink::connect(dest, &settings.exporter).await.unwrap(),
-        fail_at: "_part0003",
-    };
-    exporter(&db, &settings)
-        .export(dest, &stopping, When::Now)
-        .await
-        .unwrap_err();
+    let _dest = destination(&settings, "main");
+    stop_before(&db, &settings, "main", "_part0003").await;
     let report = export_now(&exporter(&db, &settings), &settings, "main").await;
     assert_eq!(report.events, 8);
     let objects = files(dir.path());

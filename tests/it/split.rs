@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use audit_exporter::domain::Format;
 use audit_exporter::export::When;
+use audit_exporter::settings::Settings;
 use audit_exporter::sink::{self, ObjectWriter, PutOutcome, Sink};
 use sha2::{Digest, Sha256};
 
@@ -15,6 +16,25 @@ use crate::harness::{TestBucket, TestDb, file_destination_env, files, settings};
 use crate::{append, destination, export_now, exporter};
 
 const LIMIT: usize = 1 << 20;
+
+/// Exports destination `name` until it begins the object whose key holds `fail_at`, where the
+/// sink fails: a run stopped between objects. Returns the export's error.
+pub async fn stop_before(
+    db: &TestDb,
+    settings: &Settings,
+    name: &str,
+    fail_at: &'static str,
+) -> anyhow::Error {
+    let dest = destination(settings, name);
+    let stopping = StopsAt {
+        inner: sink::connect(dest, &settings.exporter).await.unwrap(),
+        fail_at,
+    };
+    exporter(db, settings)
+        .export(dest, &stopping, When::Now)
+        .await
+        .unwrap_err()
+}
 
 /// The real sink, except that the object whose key ends as `fail_at` cannot be created: the
 /// process stops there, after the objects before it were delivered.
@@ -66,16 +86,8 @@ async fn a_big_window_is_several_objects_and_a_stop_between_two_resumes_with_the
     // About 3.5 MB of NDJSON.
     append(&db, 9_000, None).await;
 
-    let dest = destination(&settings, "main");
-    let real = sink::connect(dest, &settings.exporter).await.unwrap();
-    let stopping = StopsAt {
-        inner: real,
-        fail_at: "_part0003",
-    };
-    let error = exporter(&db, &settings)
-        .export(dest, &stopping, When::Now)
-        .await
-        .unwrap_err();
+    let _dest = destination(&settings, "main");
+    let error = stop_before(&db, &settings, "main", "_part0003").await;
     assert!(format!("{error:#}").contains("_part0003"), "{error:#}");
     let before = bucket.objects("p/").await;
     let keys: Vec<&String> = before.keys().collect();
@@ -159,15 +171,8 @@ async fn cancelling_a_run_stopped_between_objects_names_the_objects_it_delivered
     env.push(limit_env("main"));
     let settings = settings(&db, env);
     append(&db, 6_000, None).await;
-    let dest = destination(&settings, "main");
-    let stopping = StopsAt {
-        inner: sink::connect(dest, &settings.exporter).await.unwrap(),
-        fail_at: "_part0002",
-    };
-    exporter(&db, &settings)
-        .export(dest, &stopping, When::Now)
-        .await
-        .unwrap_err();
+    let _dest = destination(&settings, "main");
+    stop_before(&db, &settings, "main", "_part0002").await;
     let delivered: Vec<String> = files(dir.path()).into_keys().collect();
     assert_eq!(delivered.len(), 1);
 
@@ -205,15 +210,8 @@ async fn a_format_change_after_some_objects_finishes_the_run_as_planned_without_
     env.push(limit_env("main"));
     let planned = settings(&db, env.clone());
     append(&db, 6_000, None).await;
-    let dest = destination(&planned, "main");
-    let stopping = StopsAt {
-        inner: sink::connect(dest, &planned.exporter).await.unwrap(),
-        fail_at: "_part0002",
-    };
-    exporter(&db, &planned)
-        .export(dest, &stopping, When::Now)
-        .await
-        .unwrap_err();
+    let _dest = destination(&planned, "main");
+    stop_before(&db, &planned, "main", "_part0002").await;
     assert_eq!(files(dir.path()).len(), 1);
 
     // The operator switches to gzip while the run is pending.
