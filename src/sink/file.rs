@@ -61,7 +61,12 @@ impl Sink for FileSink {
         // link fails once the file is gone).
         remove_temps(&dir, &name).await?;
         let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-        let file = tokio::fs::File::create(&temp)
+        // Create-new (O_EXCL): what is already at the temp path, a symbolic link included, is
+        // never opened through. The link into place does not follow one at the key either.
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
             .await
             .with_context(|| format!("Failed to create {}", temp.display()))?;
         Ok(Box::new(FileWriter {

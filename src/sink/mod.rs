@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 pub use file::FileSink;
 pub use found::check_found;
-pub use reader::{BucketReader, Listed};
+pub use reader::{BucketReader, Found, Listed};
 pub use s3::{RemoteError, S3Sink, hint};
 
 use crate::domain::Format;

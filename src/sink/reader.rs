@@ -6,11 +6,26 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::s3::{S3Read, S3Sink};
 use crate::settings::{Destination, ExporterSettings, Target};
+
+/// What reading a key back found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// An object: its size and SHA-256.
+    Object {
+        bytes: u64,
+        sha256: String,
+    },
+    Nothing,
+    /// What is not an object (in a directory: "a directory", "a symbolic link", ...).
+    NotAnObject(&'static str),
+}
 
 /// An object as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,26 +83,41 @@ impl BucketReader {
 
     /// The object's size and SHA-256, streamed; `None` when there is none at `key`.
     pub async fn hash(&self, key: &str) -> anyhow::Result<Option<(u64, String)>> {
-        match self {
-            Self::S3(s3) => s3.hash(key).await,
-            Self::File(root) => {
-                let Some(mut file) = open(root, key).await? else {
-                    return Ok(None);
-                };
-                let mut hasher = Sha256::new();
-                let mut buffer = vec![0; 1 << 20];
-                let mut size = 0;
-                loop {
-                    let n = file.read(&mut buffer).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    size += n as u64;
-                    hasher.update(&buffer[..n]);
-                }
-                Ok(Some((size, hex::encode(hasher.finalize()))))
+        Ok(match self.read_back(key).await? {
+            Found::Object { bytes, sha256 } => Some((bytes, sha256)),
+            Found::Nothing | Found::NotAnObject(_) => None,
+        })
+    }
+
+    /// What is at `key`: an object's size and SHA-256, streamed, or what else is there. In a
+    /// directory a symbolic link is never followed.
+    pub async fn read_back(&self, key: &str) -> anyhow::Result<Found> {
+        let mut file = match self {
+            Self::S3(s3) => {
+                return Ok(match s3.hash(key).await? {
+                    Some((bytes, sha256)) => Found::Object { bytes, sha256 },
+                    None => Found::Nothing,
+                });
             }
+            Self::File(root) => match open(root, key).await? {
+                Opened::File(file) => file,
+                Opened::Nothing => return Ok(Found::Nothing),
+                Opened::NotAFile(what) => return Ok(Found::NotAnObject(what)),
+            },
+        };
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0; 1 << 20];
+        let mut bytes = 0;
+        loop {
+            let n = file.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+            hasher.update(&buffer[..n]);
         }
+        let sha256 = hex::encode(hasher.finalize());
+        Ok(Found::Object { bytes, sha256 })
     }
 
     /// The whole object (a digest or a signature: small); `None` when there is none.
@@ -95,7 +125,7 @@ impl BucketReader {
         match self {
             Self::S3(s3) => s3.read(key).await,
             Self::File(root) => {
-                let Some(mut file) = open(root, key).await? else {
+                let Opened::File(mut file) = open(root, key).await? else {
                     return Ok(None);
                 };
                 let mut bytes = Vec::new();
@@ -106,20 +136,60 @@ impl BucketReader {
     }
 }
 
-async fn open(root: &Path, key: &str) -> anyhow::Result<Option<tokio::fs::File>> {
+/// What opening a key of a directory found.
+enum Opened {
+    File(tokio::fs::File),
+    Nothing,
+    /// What else is there: "a directory", "a symbolic link", ...
+    NotAFile(&'static str),
+}
+
+/// Opens the regular file at `key` without following a symbolic link there: a link is not an
+/// object the directory sink wrote (it writes files), and its target may be anywhere.
+async fn open(root: &Path, key: &str) -> anyhow::Result<Opened> {
     // A key from a digest is data: it may not climb out of the directory.
     if !Path::new(key)
         .components()
         .all(|c| matches!(c, Component::Normal(_)))
     {
-        return Ok(None);
+        return Ok(Opened::Nothing);
     }
     let path = root.join(key);
-    match tokio::fs::File::open(&path).await {
-        Ok(file) if file.metadata().await?.is_file() => Ok(Some(file)),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("Failed to open {}", path.display())),
+    let failed =
+        |e: std::io::Error| Err(e).with_context(|| format!("Failed to open {}", path.display()));
+    match tokio::fs::symlink_metadata(&path).await {
+        Ok(meta) if !meta.is_file() => return Ok(Opened::NotAFile(kind_of(&meta.file_type()))),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Opened::Nothing),
+        Err(e) => return failed(e),
+    }
+    // O_NOFOLLOW: a link put there since is refused by the open itself (ELOOP).
+    let opened = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(&path)
+        .await;
+    match opened {
+        Ok(file) => match file.metadata().await? {
+            meta if meta.is_file() => Ok(Opened::File(file)),
+            meta => Ok(Opened::NotAFile(kind_of(&meta.file_type()))),
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Opened::Nothing),
+        Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => {
+            Ok(Opened::NotAFile("a symbolic link"))
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// What a file that is not a regular file is, for people.
+fn kind_of(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a special file (a device, a FIFO or a socket)"
     }
 }
 

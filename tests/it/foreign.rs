@@ -229,3 +229,65 @@ async fn a_foreign_file_at_a_heartbeats_key_fails_its_run_until_moved_away() {
     let written = std::fs::read(&path).unwrap();
     assert!(written.starts_with(b"{") && written != FORGED);
 }
+
+#[tokio::test]
+async fn what_is_not_a_file_at_the_next_key_fails_the_resume_naming_it_and_is_never_followed() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, FORGED).unwrap();
+    let mut env = file_destination_env("main", dir.path());
+    env.push(env_of("main", "MAX_OBJECT_BYTES", (1 << 20).to_string()));
+    let settings = settings(&db, env);
+    append(&db, 6_000, None).await;
+    let dest = destination(&settings, "main");
+    stop_before(&db, &settings, "main", "_part0002").await;
+    let first = files(dir.path()).into_keys().next().unwrap();
+    let next = dir.path().join(first.replace("_part0001", "_part0002"));
+
+    let cases: [(&str, &dyn Fn()); 3] = [
+        ("is a directory", &|| std::fs::create_dir(&next).unwrap()),
+        ("is a symbolic link", &|| {
+            std::os::unix::fs::symlink(outside.path().join("gone"), &next).unwrap()
+        }),
+        ("is a symbolic link", &|| {
+            std::os::unix::fs::symlink(&secret, &next).unwrap()
+        }),
+    ];
+    for (what, plant) in cases {
+        plant();
+        let sink = sink::connect(dest, &settings.exporter).await.unwrap();
+        let error = exporter(&db, &settings)
+            .export(dest, sink.as_ref(), When::Now)
+            .await
+            .unwrap_err();
+        let said = format!("{error:#}");
+        let expected = format!("{} {what}, not an object: move it away", next.display());
+        assert!(said.contains(&expected), "{said}");
+        assert!(
+            !said.contains(&hex::encode(Sha256::digest(FORGED))) && !said.contains("16 bytes"),
+            "nothing of a link's target is read: {said}"
+        );
+        assert_eq!(db.watermark_of("main").await, 0, "the watermark stays");
+        assert_eq!(
+            pending(&db).await,
+            (1, vec![1]),
+            "pending, nothing recorded"
+        );
+        assert_eq!(std::fs::read(&secret).unwrap(), FORGED, "its target stays");
+        match std::fs::remove_dir(&next) {
+            Ok(()) => {}
+            Err(_) => std::fs::remove_file(&next).unwrap(),
+        }
+    }
+
+    let report = export_now(&exporter(&db, &settings), &settings, "main").await;
+    assert!(report.resumed);
+    assert_eq!(report.events, 6_000);
+    assert!(std::fs::symlink_metadata(&next).unwrap().is_file());
+    assert_eq!(
+        assert_exactly_once(&db, "main", None, &files(dir.path())).await,
+        0
+    );
+}
