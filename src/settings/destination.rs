@@ -115,6 +115,7 @@ impl Destination {
                         format!("{url:?} is not a local directory; {URL_ALLOWED}"),
                     ));
                 }
+                file_path_text(url).map_err(|msg| error("url", msg))?;
                 let path = parsed.to_file_path().map_err(|()| {
                     error(
                         "url",
@@ -329,6 +330,25 @@ fn s3_prefix(url: &str) -> Result<String, String> {
     let prefix = prefix.trim_matches('/');
     check_key_path(prefix).map_err(|e| format!("the prefix {e}; it cannot be an S3 key"))?;
     Ok(prefix.to_owned())
+}
+
+/// Checks a `file://` URL's text as written, percent-decoded: no `.` or `..` segment (also
+/// between backslashes, which the URL parser reads as slashes) and no control character (which
+/// it drops). The parsed URL would have resolved them silently: `file:///r/../etc` is `/etc`.
+fn file_path_text(url: &str) -> Result<(), String> {
+    let after_scheme = url.trim().split_once(':').map_or("", |(_, rest)| rest);
+    let text = percent_encoding::percent_decode_str(after_scheme).decode_utf8_lossy();
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "{url:?} holds the control character {c:?}; allowed: printable characters"
+        ));
+    }
+    if text.split(['/', '\\']).any(|s| s == "." || s == "..") {
+        return Err(format!(
+            "{url:?} has a `.` or `..` segment; allowed: plain path segments"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

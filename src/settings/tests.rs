@@ -142,6 +142,42 @@ fn malformed_urls_are_refused_naming_the_key() {
 }
 
 #[test]
+fn a_file_url_with_a_dot_segment_is_refused_before_it_is_resolved() {
+    for url in [
+        "file:///tmp/r/../etc",
+        "file:///tmp/r/..",
+        "file:///tmp/r/%2E%2E/x",
+        "file:///tmp/r/%2e./x",
+        "file:///tmp/r/.%2E/x",
+        "file:///tmp/./x",
+        "file:///tmp/r/%2e/x",
+        r"file:///tmp/r\..\x",
+        "file:///tmp/r/a%2F..%2Fx",
+        "FILE:///tmp/r/../x",
+    ] {
+        let msg = error(&format!("[destinations.acme]\nurl = '{url}'\n"));
+        assert!(
+            msg.starts_with("destinations.acme.url: ")
+                && msg.contains("has a `.` or `..` segment; allowed: plain path segments"),
+            "{url}: {msg}"
+        );
+    }
+    let msg = error("[destinations.acme]\nurl = \"file:///tmp/r/.\t./x\"\n");
+    assert!(msg.starts_with("destinations.acme.url: "), "{msg}");
+    for (url, path) in [
+        ("file:///tmp/r/..x/y.", "/tmp/r/..x/y."),
+        ("file:///tmp/a%20b/", "/tmp/a b/"),
+    ] {
+        let settings = load(&format!("[destinations.acme]\nurl = '{url}'\n"), &[]).unwrap();
+        let target = &settings.destinations[0].target;
+        assert!(
+            matches!(target, Target::File(p) if p.as_os_str() == path),
+            "{url}: {target:?}"
+        );
+    }
+}
+
+#[test]
 fn a_destination_without_url_is_refused() {
     let msg = error("[destinations.acme]\ntenant_id = \"acme\"\n");
     assert!(msg.starts_with("destinations.acme.url: missing"), "{msg}");
