@@ -332,7 +332,7 @@ fn s3_prefix(url: &str) -> Result<String, String> {
     Ok(prefix.to_owned())
 }
 
-/// Checks a `file://` URL's text as written, percent-decoded: no `.` or `..` segment (also
+/// Checks a `file://` URL's text as written, percent-decoded: no `..` segment (also
 /// between backslashes, which the URL parser reads as slashes) and no control character (which
 /// it drops). The parsed URL would have resolved them silently: `file:///r/../etc` is `/etc`.
 fn file_path_text(url: &str) -> Result<(), String> {
@@ -343,9 +343,9 @@ fn file_path_text(url: &str) -> Result<(), String> {
             "{url:?} holds the control character {c:?}; allowed: printable characters"
         ));
     }
-    if text.split(['/', '\\']).any(|s| s == "." || s == "..") {
+    if text.split(['/', '\\']).any(|s| s == "..") {
         return Err(format!(
-            "{url:?} has a `.` or `..` segment; allowed: plain path segments"
+            "{url:?} has a `..` segment; allowed: file:///absolute/path without `..` segments"
         ));
     }
     Ok(())

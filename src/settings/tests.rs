@@ -142,15 +142,13 @@ fn malformed_urls_are_refused_naming_the_key() {
 }
 
 #[test]
-fn a_file_url_with_a_dot_segment_is_refused_before_it_is_resolved() {
+fn a_file_url_with_a_dot_dot_segment_is_refused_before_it_is_resolved() {
     for url in [
         "file:///tmp/r/../etc",
         "file:///tmp/r/..",
         "file:///tmp/r/%2E%2E/x",
         "file:///tmp/r/%2e./x",
         "file:///tmp/r/.%2E/x",
-        "file:///tmp/./x",
-        "file:///tmp/r/%2e/x",
         r"file:///tmp/r\..\x",
         "file:///tmp/r/a%2F..%2Fx",
         "FILE:///tmp/r/../x",
@@ -158,7 +156,7 @@ fn a_file_url_with_a_dot_segment_is_refused_before_it_is_resolved() {
         let msg = error(&format!("[destinations.acme]\nurl = '{url}'\n"));
         assert!(
             msg.starts_with("destinations.acme.url: ")
-                && msg.contains("has a `.` or `..` segment; allowed: plain path segments"),
+                && msg.contains("has a `..` segment; allowed: file:///absolute/path without"),
             "{url}: {msg}"
         );
     }
@@ -167,6 +165,7 @@ fn a_file_url_with_a_dot_segment_is_refused_before_it_is_resolved() {
     for (url, path) in [
         ("file:///tmp/r/..x/y.", "/tmp/r/..x/y."),
         ("file:///tmp/a%20b/", "/tmp/a b/"),
+        ("file:///tmp/./x", "/tmp/x"),
     ] {
         let settings = load(&format!("[destinations.acme]\nurl = '{url}'\n"), &[]).unwrap();
         let target = &settings.destinations[0].target;
