@@ -1,13 +1,13 @@
 //! Rows the exporter cannot write as RFC 3339 promises: refused by the schema for new rows, and
 //! those from before the rule delivered in their documented fallback form, never a stopped
-//! destination.
+//! destination; so is text that is not UTF-8 in a `SQL_ASCII` database.
 
 use audit_exporter::sink;
 use audit_exporter::sink::PutOutcome;
 
 use crate::check::assert_exactly_once;
 use crate::harness::{TestDb, file_destination_env, files, settings};
-use crate::{append, destination, exporter};
+use crate::{append, destination, export_now, exporter};
 
 const ODD_TIMES: [(&str, &str); 4] = [
     ("infinity", "infinity"),
@@ -104,4 +104,56 @@ async fn rows_from_before_the_rule_are_delivered_in_their_fallback_form_the_same
         .map(|e| e["occurred_at"].as_str().unwrap())
         .collect();
     assert_eq!(odd, ODD_TIMES.map(|(_, form)| form));
+}
+
+#[tokio::test]
+async fn text_that_is_not_utf8_in_a_sql_ascii_database_is_delivered_mended() {
+    let db = TestDb::with_encoding("SQL_ASCII").await;
+    let dir = tempfile::tempdir().unwrap();
+    append(&db, 2, None).await;
+    // A SQL_ASCII database stores any bytes: here 0xff, 0xe9 and 0xe8, none of them UTF-8.
+    sqlx::query(
+        r#"INSERT INTO audit_events (occurred_at, tenant_id, action, actor, metadata) VALUES
+             (now(), E't\xff', 'odd.text', '{"id": "u"}', '{}'),
+             (now(), NULL, E'only.act\xe9ion', '{"id": "u"}', '{}'),
+             (now(), NULL, 'odd.text', '{"id": "u"}', ('{"note": "caf' || E'\xe8' || '"}')::jsonb)"#,
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    append(&db, 2, None).await;
+
+    let settings = settings(&db, file_destination_env("main", dir.path()));
+    let exporter = exporter(&db, &settings);
+    let first = export_now(&exporter, &settings, "main").await;
+    assert_eq!(first.events, 7);
+    let objects = files(dir.path());
+    let (key, bytes) = objects.iter().next().unwrap();
+    let events = crate::check::decode(key, bytes);
+    let odd: Vec<(&str, &str, &str)> = events
+        .iter()
+        .filter(|e| e["actor"]["id"] == "u")
+        .map(|e| {
+            (
+                e["tenant_id"].as_str().unwrap_or("-"),
+                e["action"].as_str().unwrap(),
+                e["metadata"]["note"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        odd,
+        [
+            ("t\u{fffd}", "odd.text", "-"),
+            ("-", "only.act\u{fffd}ion", "-"),
+            ("-", "odd.text", "caf\u{fffd}"),
+        ]
+    );
+
+    // The destination goes on: the next window exports as usual.
+    append(&db, 3, None).await;
+    assert_eq!(export_now(&exporter, &settings, "main").await.events, 3);
+    let objects = files(dir.path());
+    assert_eq!(objects.len(), 2);
+    assert_exactly_once(&db, "main", None, &objects).await;
 }
