@@ -167,6 +167,7 @@ pub(super) async fn write_objects(
 
     let format = run.format;
     let default_day = run.default_day();
+    let (destination, run_id) = (run.destination.clone(), run.id);
     let encoder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut cutter = Cutter::new(format, part_size, limit, first_seq, default_day);
         let mut emit = |piece| {
@@ -217,7 +218,7 @@ pub(super) async fn write_objects(
                     }
                 }
                 decoder.finish()?;
-                decoder.log_irregular();
+                decoder.log_irregular(&destination, run_id);
             }
         }
         batches.send(true).await

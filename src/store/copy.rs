@@ -130,11 +130,13 @@ impl CopyDecoder {
 
     /// Logs the events that carry a value in its fallback form, if any: they are delivered,
     /// never dropped, and someone should look at them.
-    pub fn log_irregular(&self) {
+    pub fn log_irregular(&self, destination: &str, run_id: Uuid) {
         let Irregular { count, event_ids } = &self.irregular;
         if *count > 0 {
             let ids: Vec<String> = event_ids.iter().map(Uuid::to_string).collect();
             tracing::warn!(
+                destination,
+                %run_id,
                 events = count,
                 event_ids = %ids.join(","),
                 "Events with a time outside RFC 3339's years (0001 to 9999, or infinity) or text that is not UTF-8 were delivered in their fallback form."

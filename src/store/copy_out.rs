@@ -6,6 +6,12 @@
 //! it reads the answer meant for the one before (a poisoned connection). So the COPY runs on a
 //! connection acquired for it, and unless its data and its closing `ReadyForQuery` were read, the
 //! connection is closed instead of returned.
+//!
+//! In a `SQL_ASCII` database the COPY asks for the bytes as they are stored: PostgreSQL checks
+//! every text it sends to a UTF8 client, and one byte that is not UTF-8 would fail the COPY
+//! of its window on every attempt. The [`CopyDecoder`](super::CopyDecoder) mends such text
+//! instead. That connection is closed afterwards, never returned: sqlx does not follow a change
+//! of `client_encoding`, and a closed connection cannot carry it to another statement.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -28,7 +34,16 @@ pub struct CopyOut {
     statement: String,
     /// Set once the stream ended without an error: the connection is ready for a statement.
     complete: bool,
+    /// Whether the connection's `client_encoding` was changed to `SQL_ASCII` for the COPY.
+    raw_text: bool,
 }
+
+/// Sets `client_encoding` to `SQL_ASCII` when the database's own encoding is `SQL_ASCII` (no
+/// conversion happens, only PostgreSQL's check against UTF8, which would refuse stored bytes
+/// that are not UTF-8); in any other encoding PostgreSQL's conversion to UTF8 stays. Whether it
+/// was changed.
+const RAW_TEXT: &str = "SELECT set_config('client_encoding', 'SQL_ASCII', false) IS NOT NULL
+                        WHERE current_setting('server_encoding') = 'SQL_ASCII'";
 
 impl Store {
     /// The rows `filter` selects, in `order`, as a binary COPY for a
@@ -39,12 +54,19 @@ impl Store {
         let select = format!("SELECT {COLUMNS} FROM audit_events WHERE {filter} ORDER BY {order}");
         let statement = format!("COPY ({select}) TO STDOUT WITH (FORMAT binary)");
         let conn = self.pool.acquire().await?;
-        Ok(CopyOut {
+        let mut copy = CopyOut {
             conn,
             select,
             statement,
             complete: false,
-        })
+            raw_text: false,
+        };
+        // Not complete until the COPY ends: a failure here closes the connection too.
+        copy.raw_text = sqlx::query_scalar::<_, bool>(RAW_TEXT)
+            .fetch_optional(&mut *copy.conn)
+            .await?
+            .is_some();
+        Ok(copy)
     }
 }
 
@@ -84,6 +106,9 @@ impl Drop for CopyOut {
     fn drop(&mut self) {
         if !self.complete {
             tracing::debug!("A COPY was not read to its end: its connection is closed.");
+            self.conn.close_on_drop();
+        } else if self.raw_text {
+            tracing::debug!("A COPY of a SQL_ASCII database's bytes: its connection is closed.");
             self.conn.close_on_drop();
         }
     }

@@ -118,7 +118,12 @@ impl TestDb {
 
     /// A fresh database that was never migrated.
     pub async fn unmigrated() -> Self {
-        Self::create(&cluster().admin_url, false).await
+        Self::create(&cluster().admin_url, false, None).await
+    }
+
+    /// A fresh, migrated database in `encoding` (e.g. `SQL_ASCII`, whose text may hold any bytes).
+    pub async fn with_encoding(encoding: &str) -> Self {
+        Self::create(&cluster().admin_url, true, Some(encoding)).await
     }
 
     /// The cluster's superuser URL, for creating roles.
@@ -136,19 +141,32 @@ impl TestDb {
 
     /// A fresh database on another server (`admin_url`), e.g. one the test restarts.
     pub async fn on_server(admin: &str) -> Self {
-        Self::create(admin, true).await
+        Self::create(admin, true, None).await
     }
 
-    async fn create(admin: &str, migrate: bool) -> Self {
+    async fn create(admin: &str, migrate: bool, encoding: Option<&str>) -> Self {
         let turn = CLUSTER_TURN
             .acquire()
             .await
             .expect("the semaphore is never closed");
         let admin = admin.to_owned();
         let name = format!("t_{}", Uuid::new_v4().simple());
-        create_database(&admin, &name)
-            .await
-            .expect("create the test database");
+        match encoding {
+            None => create_database(&admin, &name)
+                .await
+                .expect("create the test database"),
+            Some(encoding) => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+                let sql = format!(
+                    "CREATE DATABASE {name} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create the test database");
+            }
+        }
         let mut url = url::Url::parse(&admin).unwrap();
         url.set_path(&name);
         let url = url.to_string();
