@@ -95,7 +95,12 @@ const FINISH_MARGIN: u64 = 32;
 
 impl ObjectEncoder {
     pub fn new(format: Format, part_size: usize) -> std::io::Result<Self> {
-        let pool = PartPool::default();
+        Self::with_pool(format, part_size, PartPool::default())
+    }
+
+    /// An encoder whose part buffers come from, and go back to, `pool`: the objects of a run
+    /// share one, so an object's first part reuses a buffer of the one before.
+    pub fn with_pool(format: Format, part_size: usize, pool: PartPool) -> std::io::Result<Self> {
         let buffer = pool.take(buffer_capacity(part_size));
         let parquet = match format.encoding {
             Encoding::Parquet => {
@@ -324,9 +329,9 @@ impl ObjectEncoder {
 /// Part buffers come back here when the upload drops their last `Bytes`, so an export keeps
 /// reusing the few buffers it has in flight, however many parts it writes: no page is zeroed
 /// twice, and no freed buffer lingers in the allocator beside a new one (which made a long
-/// export's peak creep up by a part).
+/// export's peak creep up by a part). One pool serves every object of a run.
 #[derive(Debug, Clone, Default)]
-struct PartPool(Arc<Mutex<Vec<Vec<u8>>>>);
+pub struct PartPool(Arc<Mutex<Vec<Vec<u8>>>>);
 
 /// More than the parts alive at once (README: `uploads_in_flight` + 2).
 const POOLED: usize = 8;

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::encode::{Encoded, ObjectEncoder};
+use super::encode::{Encoded, ObjectEncoder, PartPool};
 use crate::domain::{Format, Timestamp};
 
 /// Parts an S3 multipart upload may have.
@@ -62,6 +62,8 @@ pub struct Cutter {
     default_day: Option<NaiveDate>,
     next_seq: u32,
     open: Option<Open>,
+    /// The part buffers of every object of the run.
+    pool: PartPool,
 }
 
 struct Open {
@@ -116,6 +118,7 @@ impl Cutter {
             default_day,
             next_seq: first_seq,
             open: None,
+            pool: PartPool::default(),
         }
     }
 
@@ -127,7 +130,12 @@ impl Cutter {
         emit: &mut impl FnMut(Piece) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         if self.open.is_none() && self.next_seq == 1 && self.default_day.is_none() {
-            let open = Self::begin(self.format, self.part_size, &mut self.next_seq, None, emit)?;
+            let open = Self::begin(
+                (self.format, self.part_size, &self.pool),
+                &mut self.next_seq,
+                None,
+                emit,
+            )?;
             self.open = Some(open);
         }
         Ok(())
@@ -151,8 +159,7 @@ impl Cutter {
         let open = match &mut self.open {
             Some(open) => open,
             None => self.open.insert(Self::begin(
-                self.format,
-                self.part_size,
+                (self.format, self.part_size, &self.pool),
                 &mut self.next_seq,
                 day,
                 emit,
@@ -189,8 +196,7 @@ impl Cutter {
             // Objects were written, by this cutter or (a resumed run) before it.
             None if self.next_seq > 1 => return Ok(()),
             None => Self::begin(
-                self.format,
-                self.part_size,
+                (self.format, self.part_size, &self.pool),
                 &mut self.next_seq,
                 self.default_day,
                 emit,
@@ -200,8 +206,7 @@ impl Cutter {
     }
 
     fn begin(
-        format: Format,
-        part_size: usize,
+        (format, part_size, pool): (Format, usize, &PartPool),
         next_seq: &mut u32,
         day: Option<NaiveDate>,
         emit: &mut impl FnMut(Piece) -> anyhow::Result<()>,
@@ -212,7 +217,7 @@ impl Cutter {
         Ok(Open {
             seq,
             day,
-            encoder: ObjectEncoder::new(format, part_size)?,
+            encoder: ObjectEncoder::with_pool(format, part_size, pool.clone())?,
             span: None,
             last: None,
         })
