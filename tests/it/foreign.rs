@@ -3,6 +3,7 @@
 //! and finishes once it is moved away.
 
 use audit_exporter::export::When;
+use audit_exporter::settings::Settings;
 use audit_exporter::sink::{self, PutOutcome};
 use audit_exporter::store::Claim;
 use aws_sdk_s3::config::RequestChecksumCalculation;
@@ -53,6 +54,17 @@ fn refusal(location: &str, own: &[u8]) -> String {
     )
 }
 
+/// The error of an export of destination `main` that must fail, with its causes.
+async fn failed_export(db: &TestDb, settings: &Settings) -> String {
+    let dest = destination(settings, "main");
+    let sink = sink::connect(dest, &settings.exporter).await.unwrap();
+    let error = exporter(db, settings)
+        .export(dest, sink.as_ref(), When::Now)
+        .await
+        .unwrap_err();
+    format!("{error:#}")
+}
+
 #[tokio::test]
 async fn a_foreign_file_at_the_next_key_of_a_stopped_run_fails_the_resume_until_moved_away() {
     let db = TestDb::new().await;
@@ -68,7 +80,6 @@ async fn a_foreign_file_at_the_next_key_of_a_stopped_run_fails_the_resume_until_
     ));
     let settings = settings(&db, env);
     append(&db, 6_000, None).await;
-    let dest = destination(&settings, "main");
     stop_before(&db, &settings, "main", "_part0002").await;
     let first = files(dir.path()).into_keys().next().unwrap();
     let next = first.replace("_part0001", "_part0002");
@@ -81,12 +92,7 @@ async fn a_foreign_file_at_the_next_key_of_a_stopped_run_fails_the_resume_until_
         .find(|(k, _)| k.ends_with("_part0002.jsonl"))
         .unwrap()
         .1;
-    let sink = sink::connect(dest, &settings.exporter).await.unwrap();
-    let error = exporter(&db, &settings)
-        .export(dest, sink.as_ref(), When::Now)
-        .await
-        .unwrap_err();
-    let said = format!("{error:#}");
+    let said = failed_export(&db, &settings).await;
     let location = dir.path().join(&next).display().to_string();
     assert!(said.contains(&refusal(&location, &own)), "{said}");
     assert_eq!(db.watermark_of("main").await, 0, "the watermark stays");
@@ -123,7 +129,6 @@ async fn a_foreign_s3_object_at_the_next_key_fails_the_resume_and_a_multipart_ow
     env.push(("AUDIT_EXPORTER__EXPORTER__PART_SIZE_MIB".into(), "5".into()));
     let settings = settings(&db, env);
     append(&db, 36_000, None).await;
-    let dest = destination(&settings, "main");
     stop_before(&db, &settings, "main", "_part0003").await;
     let before = bucket.objects("p/").await;
     let keys: Vec<String> = before.keys().cloned().collect();
@@ -153,12 +158,7 @@ async fn a_foreign_s3_object_at_the_next_key_fails_the_resume_and_a_multipart_ow
         .await
         .unwrap();
 
-    let sink = sink::connect(dest, &settings.exporter).await.unwrap();
-    let error = exporter(&db, &settings)
-        .export(dest, sink.as_ref(), When::Now)
-        .await
-        .unwrap_err();
-    let said = format!("{error:#}");
+    let said = failed_export(&db, &settings).await;
     let location = format!("s3://{}/{next}", bucket.name);
     assert!(
         said.contains(&format!("{location} already holds 16 bytes with SHA-256 "))
@@ -213,12 +213,7 @@ async fn a_foreign_file_at_a_heartbeats_key_fails_its_run_until_moved_away() {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, FORGED).unwrap();
 
-    let sink = sink::connect(dest, &settings.exporter).await.unwrap();
-    let error = exporter(&db, &settings)
-        .export(dest, sink.as_ref(), When::Now)
-        .await
-        .unwrap_err();
-    let said = format!("{error:#}");
+    let said = failed_export(&db, &settings).await;
     let expected = format!("{} already holds 16 bytes with SHA-256", path.display());
     assert!(said.contains(&expected), "{said}");
     assert_eq!(pending(&db).await, (1, vec![]));
@@ -241,7 +236,6 @@ async fn what_is_not_a_file_at_the_next_key_fails_the_resume_naming_it_and_is_ne
     env.push(env_of("main", "MAX_OBJECT_BYTES", (1 << 20).to_string()));
     let settings = settings(&db, env);
     append(&db, 6_000, None).await;
-    let dest = destination(&settings, "main");
     stop_before(&db, &settings, "main", "_part0002").await;
     let first = files(dir.path()).into_keys().next().unwrap();
     let next = dir.path().join(first.replace("_part0001", "_part0002"));
@@ -257,12 +251,7 @@ async fn what_is_not_a_file_at_the_next_key_fails_the_resume_naming_it_and_is_ne
     ];
     for (what, plant) in cases {
         plant();
-        let sink = sink::connect(dest, &settings.exporter).await.unwrap();
-        let error = exporter(&db, &settings)
-            .export(dest, sink.as_ref(), When::Now)
-            .await
-            .unwrap_err();
-        let said = format!("{error:#}");
+        let said = failed_export(&db, &settings).await;
         let expected = format!("{} {what}, not an object: move it away", next.display());
         assert!(said.contains(&expected), "{said}");
         assert!(
