@@ -9,6 +9,7 @@ pub mod commands;
 pub mod daemon;
 pub mod domain;
 pub mod export;
+pub mod memory;
 pub mod settings;
 pub mod sink;
 pub mod store;

@@ -6,11 +6,12 @@ use audit_exporter::cli::{Cli, Command, ConfigCommand, DestinationCommand, Integ
 use audit_exporter::commands::{self, DestinationAction, exit_code};
 use audit_exporter::export::When;
 use audit_exporter::settings::Settings;
-use audit_exporter::{daemon, telemetry};
+use audit_exporter::{daemon, memory, telemetry};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    memory::tune_allocator();
     let cli = Cli::parse();
     let config = cli
         .config
